@@ -1,0 +1,93 @@
+# ftlab: every target sets itself up. The first run creates .venv/ from requirements.txt (exact
+# pins) and installs ftlab into it, editable; it reinstalls whenever requirements.txt or
+# pyproject.toml is newer than .venv/.stamp.
+#
+#   make test      unit tests, then every notebook executed as a test (tiny profile, offline)
+#   make lessons   run every lesson headless -> build/lessons/ (HTML, executed notebooks, summary)
+#   make lab       JupyterLab on notebooks/ (installs jupyterlab into .venv on first use)
+#   make sync      pair NN_topic.ipynb <-> NN_topic.py (jupytext) and strip outputs
+#   make badges    rewrite Colab badges and the README lesson table from ftlab.REPO_URL
+#   make clean     remove build outputs and caches (make distclean also removes .venv)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp
+NOTEBOOKS ?= notebooks
+# Seconds one notebook cell may run under `make test` before nbmake stops it: catches a hang,
+# not a slow lesson (make lessons reports lessons over 60 s).
+NB_CELL_TIMEOUT ?= 300
+# `make lab` installs this on first use; it is not in requirements.txt, to keep `make test` lean.
+JUPYTERLAB ?= jupyterlab==4.6.6
+# `make lessons PROFILE=full` runs the lessons at full scale (on a GPU machine with the hub).
+PROFILE ?= tiny
+
+# Tests run the micro-world on the CPU, draw plots off-screen and never touch the hub.
+OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+TEST_ENV := FTLAB_PROFILE=tiny MPLBACKEND=Agg $(OFFLINE) PIP_NO_INPUT=1
+
+.PHONY: help venv test test-unit test-notebooks lessons lab sync badges clean distclean
+
+help:
+	@sed -n 's/^#   \(make .*\)/\1/p' Makefile
+
+# pip's chatter goes to .venv/install.log, shown only if an install fails.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
+	@echo "installing requirements.txt into $(VENV) (the first time: a few minutes, torch is large)"
+	@{ $(PY) -m pip install --progress-bar off --upgrade "pip>=24" \
+	   && $(PY) -m pip install --progress-bar off -r requirements.txt \
+	   && $(PY) -m pip install --no-deps --no-build-isolation -e . ; } > $(VENV)/install.log 2>&1 \
+	  || { tail -n 60 $(VENV)/install.log; echo "pip install failed: see $(VENV)/install.log"; exit 1; }
+	@$(PY) -m pip list --format=freeze 2>/dev/null \
+	  | grep -iE '^(torch|torchvision|transformers|peft|trl|bitsandbytes|datasets|accelerate)==' \
+	  | tr '\n' ' '; echo
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Unit tests, then the notebooks; both always run, and the target fails if either did.
+test: $(STAMP)
+	@rc=0; \
+	$(MAKE) --no-print-directory test-unit || rc=1; \
+	$(MAKE) --no-print-directory test-notebooks || rc=1; \
+	if [ $$rc -ne 0 ]; then echo "make test: FAILED (see above)"; fi; \
+	exit $$rc
+
+test-unit: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest tests -q --continue-on-collection-errors
+
+# pytest exits 5 when it collects nothing; with no notebooks yet that is not a failure.
+test-notebooks: $(STAMP)
+	@if ! ls $(NOTEBOOKS)/*.ipynb >/dev/null 2>&1; then \
+	  echo "no notebooks in $(NOTEBOOKS)/ (only .py twins? run make sync): nothing to execute"; exit 0; fi; \
+	echo "$(TEST_ENV) $(PY) -m pytest --nbmake --nbmake-timeout=$(NB_CELL_TIMEOUT) $(NOTEBOOKS) -q"; \
+	$(TEST_ENV) $(PY) -m pytest --nbmake --nbmake-timeout=$(NB_CELL_TIMEOUT) $(NOTEBOOKS) -q \
+	  -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no notebook collected"; rc=0; fi; \
+	exit $$rc
+
+lessons: $(STAMP)
+	FTLAB_PROFILE=$(PROFILE) $(if $(filter tiny,$(PROFILE)),$(OFFLINE)) \
+	  $(PY) scripts/run_lessons.py
+
+lab: $(STAMP)
+	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install --progress-bar off "$(JUPYTERLAB)"
+	$(VENV)/bin/jupyter lab --notebook-dir=$(NOTEBOOKS)
+
+sync: $(STAMP)
+	$(PY) scripts/sync_notebooks.py
+
+badges: $(STAMP)
+	$(PY) scripts/badges.py
+
+clean:
+	rm -rf build dist .pytest_cache *.egg-info
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -print0 \
+	  | xargs -0 rm -rf
+
+distclean: clean
+	rm -rf $(VENV)

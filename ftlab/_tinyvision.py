@@ -1,0 +1,184 @@
+"""The vision models of both scales: a ResNet-style CNN and CLIP (lesson 01).
+
+Full profile: torchvision's ResNet-50 (ImageNet weights) and ``openai/clip-vit-base-patch32``.
+Tiny profile: the micro-world's look-alikes, pretrained by ``scripts/build_vision_world.py`` on
+the drawn shapes of :mod:`ftlab.data.shapes` and shipped in ``data/vision`` and ``data/clip``:
+
+- :class:`TinyResNet` keeps torchvision's attribute names (``conv1``, ``bn1``, ``layer1`` ..
+  ``layer4``, ``avgpool``, ``fc``), so model surgery written for ResNet-50 works unchanged::
+
+      net = load_vision_backbone()           # ResNet-50, or the tiny CNN
+      for p in net.parameters():
+          p.requires_grad = False            # freeze every backbone weight
+      net.fc = nn.Linear(net.fc.in_features, num_classes)   # 2048 on ResNet-50, 128 tiny
+
+- the tiny CLIP *is* a ``transformers.CLIPModel`` (a 32x32 ViT and a 2-layer text
+  transformer), with a ``CLIPProcessor`` saved next to it, so :func:`load_clip` returns the
+  same two types at both scales.
+
+:func:`clip_encode_images` and :func:`clip_encode_text` turn dataset images and prompts into
+unit-length embeddings with either CLIP; zero-shot classification is then one matrix product.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ftlab.runtime import data_dir, resolve_profile
+
+FULL_CLIP = "openai/clip-vit-base-patch32"
+TINY_WIDTHS = (16, 32, 64, 128)
+# What CLIP's image processor normalises with (it differs a little from ImageNet's).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+# --------------------------------------------------------------------------------------------
+# The tiny CNN: ResNet's shape (torchvision's names), scaled down for 32x32 images
+# --------------------------------------------------------------------------------------------
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions plus a shortcut: ``[B, c_in, H, W] -> [B, c_out, H/stride, W/stride]``."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:  # the shortcut must match the new shape
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class TinyResNet(nn.Module):
+    """A ResNet-10 for 32x32 images: ``[B, 3, 32, 32] -> [B, num_classes]`` (about 0.3M parameters).
+
+    Same attribute names and order as ``torchvision.models.resnet50``: ``conv1, bn1, relu,
+    maxpool, layer1..layer4, avgpool, fc``. Feature maps: 32x32 (layer1), 16x16, 8x8, 4x4
+    (layer4), then global average pooling gives ``fc.in_features = widths[-1]`` features.
+    """
+
+    def __init__(self, num_classes: int = 8, widths: tuple = TINY_WIDTHS):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)  # ResNet-50: 7x7 stride 2
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.Identity()  # ResNet-50 pools here; a 32x32 image is too small to
+        self.layer1 = BasicBlock(widths[0], widths[0])
+        self.layer2 = BasicBlock(widths[0], widths[1], stride=2)
+        self.layer3 = BasicBlock(widths[1], widths[2], stride=2)
+        self.layer4 = BasicBlock(widths[2], widths[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(widths[3], num_classes)
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def tiny_cnn_path() -> Path:
+    """The shipped CNN weights: ``data/vision/cnn.safetensors``."""
+    return data_dir() / "vision" / "cnn.safetensors"
+
+
+def load_vision_backbone(profile: str | None = None, pretrained: bool = True) -> nn.Module:
+    """An image classifier whose ``fc`` you replace: ResNet-50 (full) or :class:`TinyResNet` (tiny).
+
+    tiny, ``pretrained=True``: the CNN pretrained on the micro-world's source task (8 shapes;
+    ``fc`` has 8 outputs), from ``data/vision/cnn.safetensors``. ``pretrained=False``: the same
+    architecture with fresh random weights (always the same ones: seed 0), the baseline that
+    shows what pretraining is worth. full: ``torchvision.models.resnet50`` with the ImageNet
+    weights (``ResNet50_Weights.DEFAULT``) or random ones.
+
+    Like torchvision, the model comes back on the CPU in train mode; call ``.eval()`` before
+    extracting features, so BatchNorm uses its running statistics.
+    """
+    if resolve_profile(profile) == "full":
+        from torchvision.models import ResNet50_Weights, resnet50
+
+        return resnet50(weights=ResNet50_Weights.DEFAULT if pretrained else None)
+    if not pretrained:
+        with torch.random.fork_rng(devices=[]):  # same random weights every call, global RNG untouched
+            torch.manual_seed(0)
+            return TinyResNet()
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = tiny_cnn_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; rebuild it with scripts/build_vision_world.py")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    widths = tuple(int(w) for w in meta.get("widths", ",".join(map(str, TINY_WIDTHS))).split(","))
+    net = TinyResNet(num_classes=int(meta.get("num_classes", 8)), widths=widths)
+    net.load_state_dict(load_file(str(path)))
+    return net
+
+
+@torch.no_grad()
+def backbone_features(net: nn.Module, images: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
+    """Penultimate features of a ResNet-style net: ``[N, 3, H, W] -> [N, net.fc.in_features]``.
+
+    Swaps ``net.fc`` for an identity for the duration (so it works on ResNet-50 too) and runs
+    in eval mode; the model is left as it was found.
+    """
+    fc, was_training = net.fc, net.training
+    net.fc = nn.Identity()
+    net.eval()
+    try:
+        device = next(net.parameters()).device
+        return torch.cat([net(images[i:i + batch_size].to(device)).float().cpu()
+                          for i in range(0, len(images), batch_size)])
+    finally:
+        net.fc = fc
+        net.train(was_training)
+
+
+def logistic_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
+                            test_y: torch.Tensor, weight_decay: float = 1e-3, steps: int = 100) -> float:
+    """Test accuracy of a linear classifier trained on frozen features (a linear probe).
+
+    ``train_x [N, D]``, ``train_y [N]`` ints. Features are standardised with the training
+    mean/std, then multinomial logistic regression is fit with L-BFGS (full batch, so the result
+    does not depend on batching or learning rates). The quick, deterministic probe the build
+    script and the tests use to check the shipped CNN; lesson 01 trains its head with SGD.
+    """
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    xtr, xte = (train_x - mean) / std, (test_x - mean) / std
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    head = nn.Linear(xtr.shape[1], num_classes)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=steps, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(head(xtr), train_y) + weight_decay * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        return (head(xte).argmax(1) == test_y).float().mean().item()

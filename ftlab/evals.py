@@ -1,0 +1,103 @@
+"""Small, honest evaluations of a causal LM: fact recall, exact match, generation.
+
+Lessons 00, 05, 06 and 09 use these to turn "the model got better / forgot" into a number.
+They work on any Hugging Face causal LM and tokenizer, tiny or full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def cloze_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[str],
+                   batch_size: int = 64) -> float:
+    """Fraction of ``prompt -> answer`` pairs the model completes exactly by greedy decoding.
+
+    Teacher-forced: ``prompt + answer`` is fed once, and an item counts as recalled when the
+    argmax at every answer position is the answer's next token. That is exactly what greedy
+    generation of ``len(answer)`` tokens would produce, at the cost of one forward pass.
+    ``answers`` carry their leading space (" Daletol"), as the text continues the prompt.
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers; they pair up one to one.")
+    if not prompts:
+        raise ValueError("cloze_accuracy needs at least one prompt.")
+    was_training = model.training
+    model.eval()
+    device = _model_device(model)
+    hits = 0
+    for start in range(0, len(prompts), batch_size):
+        rows = []
+        for prompt, answer in zip(prompts[start:start + batch_size], answers[start:start + batch_size]):
+            p_ids = tokenizer(prompt)["input_ids"]
+            full = tokenizer(prompt + answer)["input_ids"]
+            if full[:len(p_ids)] != p_ids:  # the answer merged into the prompt's last token
+                raise ValueError(f"prompt {prompt!r} and answer {answer!r} do not split at a token boundary")
+            rows.append((full, len(p_ids)))
+        width = max(len(ids) for ids, _ in rows)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, (row, _) in enumerate(rows):
+            ids[i, :len(row)] = torch.tensor(row)
+            mask[i, :len(row)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        pred = logits.argmax(-1).cpu()
+        for i, (row, n_prompt) in enumerate(rows):
+            target = torch.tensor(row[n_prompt:])
+            hits += bool(torch.equal(pred[i, n_prompt - 1:len(row) - 1], target))
+    model.train(was_training)
+    return hits / len(prompts)
+
+
+def chat_prompt(tokenizer, prompt: str) -> str:
+    """The text a chat model sees for one user turn, ending where the assistant's answer starts."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: Sequence[str] | str, max_new_tokens: int = 24,
+             chat: bool = True, batch_size: int = 32) -> list[str]:
+    """Greedy completions of ``prompts`` (wrapped in the chat template when ``chat``).
+
+    Returns only the new text, special tokens removed, stripped. Greedy so results repeat.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    was_training = model.training
+    model.eval()
+    device = _model_device(model)
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues at the right edge of every row
+    outs: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start:start + batch_size]
+            texts = [chat_prompt(tokenizer, p) if chat else p for p in chunk]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            new = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+            for row in new[:, enc["input_ids"].shape[1]:]:
+                outs.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    finally:
+        tokenizer.padding_side = old_side
+        model.train(was_training)
+    return outs
+
+
+def exact_match(model, tokenizer, rows: Sequence[dict], max_new_tokens: int = 24) -> float:
+    """Fraction of ``{"prompt", "response"}`` rows whose greedy chat answer equals the response."""
+    if not rows:
+        raise ValueError("exact_match needs at least one row.")
+    outs = generate(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens)
+    return sum(o == r["response"].strip() for o, r in zip(outs, rows)) / len(rows)

@@ -1,0 +1,117 @@
+"""Loaders for every model the course uses, at both scales (see DESIGN.md, "Two scales").
+
+Each loader returns the same *types* in both profiles, so a lesson's code after its config
+cell is the code a student runs on the real model:
+
+| loader | tiny (offline, CPU) | full (hub, GPU) |
+|---|---|---|
+| :func:`load_causal_lm` | the micro-world Llama (~0.9M params) | TinyLlama-1.1B (Llama-3.2-1B with a token) |
+| :func:`load_vision_backbone` | the micro-world CNN | torchvision ResNet-50 |
+| :func:`load_clip` | the micro-world CLIP | openai/clip-vit-base-patch32 |
+| :func:`load_text_encoder` | the micro-world DistilBERT | distilbert-base-uncased |
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ftlab._tinytext import load_text_encoder  # noqa: F401  (re-exported)
+from ftlab._tinyvision import load_clip, load_vision_backbone  # noqa: F401  (re-exported)
+from ftlab.runtime import amp_dtype, data_dir, in_colab, resolve_profile
+
+# Ungated, Llama architecture, ~1.1B parameters: fits a T4 with QLoRA and needs no token.
+DEFAULT_CAUSAL_LM = "TinyLlama/TinyLlama_v1.1"
+# The option students often want; gated, so it needs an accepted licence and a token.
+GATED_CAUSAL_LM = "meta-llama/Llama-3.2-1B"
+QUANTIZATIONS = (None, "nf4", "int8")
+
+
+def tiny_lm_path():
+    """Folder of the shipped tiny LM and its tokenizer (``data/lm``)."""
+    return data_dir() / "lm"
+
+
+def hub_token() -> str | None:
+    """The Hugging Face token from ``HF_TOKEN`` or Colab's secrets; never printed or saved."""
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if token or not in_colab():
+        return token
+    try:  # Colab: the key icon in the left bar, secret name HF_TOKEN
+        from google.colab import userdata  # type: ignore[import-not-found]
+
+        return userdata.get("HF_TOKEN")
+    except Exception:
+        return None
+
+
+def quantization_config(quantization: str | None, compute_dtype: torch.dtype | None = None):
+    """A ``BitsAndBytesConfig`` for ``"nf4"`` (QLoRA's recipe) or ``"int8"``; None for no quantization."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization={quantization!r}; use one of {QUANTIZATIONS}.")
+    if quantization is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",  # the normal-float grid of lesson 04
+        bnb_4bit_use_double_quant=True,  # quantize the per-block scales too
+        bnb_4bit_compute_dtype=compute_dtype or amp_dtype(),
+    )
+
+
+def load_causal_lm(profile: str | None = None, quantization: str | None = None,
+                   name: str | None = None, dtype: torch.dtype | None = None):
+    """Return ``(model, tokenizer)``: a Hugging Face causal LM and its tokenizer.
+
+    tiny: the micro-world Llama from ``data/lm`` (pretrained on the world's facts, addition and
+    opposites; never saw a question). full: ``name`` or :data:`DEFAULT_CAUSAL_LM` from the hub;
+    pass ``name=GATED_CAUSAL_LM`` for Llama-3.2-1B with ``HF_TOKEN`` set.
+    ``quantization="nf4"`` loads the weights in 4-bit with bitsandbytes (QLoRA, lesson 04).
+    The tokenizer always has a pad token and a chat template.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    prof = resolve_profile(profile)
+    qconfig = quantization_config(quantization)
+    if prof == "tiny":
+        if name is not None:
+            raise ValueError(f"name={name!r} only applies to the full profile; the tiny profile "
+                             "always loads the micro-world LM.")
+        source, token = tiny_lm_path(), None
+    else:
+        source, token = name or DEFAULT_CAUSAL_LM, hub_token()
+    kwargs = {"quantization_config": qconfig} if qconfig is not None else {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    elif prof == "full" and qconfig is None:
+        kwargs["dtype"] = amp_dtype()  # 1B in fp32 is 4.4 GB; half precision halves it
+    if prof == "full" and torch.cuda.is_available():
+        kwargs["device_map"] = {"": 0}
+    tokenizer = AutoTokenizer.from_pretrained(source, token=token)
+    model = AutoModelForCausalLM.from_pretrained(source, token=token, **kwargs)
+    if tokenizer.pad_token is None:  # Llama tokenizers ship without one; padding uses EOS
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:  # base models: use the micro-world's, so lessons format alike
+        tokenizer.chat_template = AutoTokenizer.from_pretrained(tiny_lm_path()).chat_template
+    if prof == "tiny" and qconfig is None:
+        model.to(torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+    return model, tokenizer
+
+
+def count_parameters(model, trainable_only: bool = False) -> int:
+    """Number of parameters (or only those with ``requires_grad``). 4-bit weights count per value."""
+    total = 0
+    for p in model.parameters():
+        if trainable_only and not p.requires_grad:
+            continue
+        n = p.numel()
+        # bitsandbytes packs two 4-bit values per uint8 element
+        if getattr(p, "quant_state", None) is not None or type(p).__name__ == "Params4bit":
+            n *= 2
+        total += n
+    return total

@@ -1,0 +1,72 @@
+"""Small figure functions the lessons call; each returns a matplotlib ``Figure``.
+
+Conventions: every axis is labelled with its quantity (and unit); a function draws on ``ax``
+when given one (to compose panels) and otherwise makes its own figure. Library code never
+calls ``plt.show()``: a Figure returned as a cell's last expression is shown by Jupyter, and a
+script saves it with ``fig.savefig(...)``.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+
+def _new_axes(ax, figsize=(6.0, 3.5)):
+    """``(figure, ax)``: the given axes, or a fresh figure closed in pyplot.
+
+    Closing it keeps Jupyter from drawing it twice (once by pyplot at the end of the cell, once
+    as the returned value); it is still shown when returned, and can still be saved.
+    """
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    plt.close(fig)
+    return fig, ax
+
+
+def plot_history(history, metrics: list[str] | str | None = None, ax=None) -> Figure:
+    """Training loss per optimizer step, with eval metrics at the steps they were measured.
+
+    ``history`` is an :class:`ftlab.train.History`. ``metrics`` picks eval metrics by name
+    (default: all of them). Metrics whose name contains "loss" share the loss axis (train vs
+    eval loss, the over-fitting picture); others (accuracy, ...) get a second y-axis on the
+    right. Used after every training run (lessons 01 to 10).
+    """
+    fig, ax = _new_axes(ax)
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    if metrics is None:
+        metrics = list(dict.fromkeys(k for e in history.evals for k in e.metrics))
+
+    steps = [s.step for s in history.steps]
+    ax.plot(steps, [s.loss for s in history.steps], label="train loss", color="C0", linewidth=1.2)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (mean per item)")
+    ax.grid(alpha=0.3)
+
+    loss_like = [m for m in metrics if "loss" in m.lower()]
+    others = [m for m in metrics if m not in loss_like]
+    for i, name in enumerate(loss_like, start=1):
+        xs, ys = history.metric(name)
+        ax.plot(xs, ys, "o-", color=f"C{i}", label=_eval_label(name))
+    right = None
+    if others:
+        right = ax.twinx()
+        for i, name in enumerate(others, start=len(loss_like) + 1):
+            xs, ys = history.metric(name)
+            right.plot(xs, ys, "s--", color=f"C{i}", label=_eval_label(name))
+        right.set_ylabel(others[0] if len(others) == 1 else "eval metric")
+
+    handles, labels = ax.get_legend_handles_labels()
+    if right is not None:
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, loc="best", fontsize="small")
+    ax.set_title(f"training: {len(steps)} steps, final loss "
+                 + (f"{history.final_loss:.4f}" if history.final_loss is not None else "n/a"))
+    return fig
+
+
+def _eval_label(name: str) -> str:
+    return name if name.lower().startswith("eval") else f"eval {name}"

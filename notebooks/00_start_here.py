@@ -1,0 +1,226 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Start here: set-up, profiles, and a five-minute tour
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ftlab-course/ftlab/blob/main/notebooks/00_start_here.ipynb)
+#
+# **What you will learn**
+# - how every lesson starts: one set-up cell, one environment report, one config cell;
+# - the two *profiles*: `tiny` (a micro-world that runs offline on a laptop CPU in seconds) and
+#   `full` (real pretrained models on a Colab T4/L4), and how to switch;
+# - the three things every later lesson does: load a pretrained model, train it with
+#   `ftlab.train`, and measure what changed.
+#
+# Run the cells top to bottom. On a CPU the whole notebook takes well under a minute.
+
+# %% [markdown]
+# ## Set-up
+# On Colab the first cell installs `ftlab` from the course repository, pinned to a release,
+# while keeping Colab's own torch (reinstalling torch on Colab breaks its CUDA build). Anywhere
+# else it does nothing: you installed ftlab with `make` or `pip install -e .`.
+
+# %%
+import importlib.metadata as md
+import subprocess
+import sys
+import tempfile
+
+if "google.colab" in sys.modules:
+    FTLAB_PIN = "ftlab @ git+https://github.com/ftlab-course/ftlab@v0.1.0"
+    keep = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)  # never touch torch
+    keep.write("".join(f"{p}=={md.version(p)}\n" for p in ("torch", "torchvision")))
+    keep.close()
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep.name, FTLAB_PIN], check=True)
+
+from ftlab.runtime import headline, profile, report, seed_everything
+
+env = report()  # versions, device, GPU, profile: paste this when you ask for help
+
+# %% [markdown]
+# ## Profiles: one notebook, two scales
+# `ftlab` reads the environment variable `FTLAB_PROFILE`:
+#
+# | profile | models and data | runs on |
+# |---|---|---|
+# | `tiny` | the micro-world shipped in `data/`: a ~0.9M-parameter Llama that was pretrained on an invented world, a small CNN, a tiny CLIP, a tiny DistilBERT | any CPU, offline, seconds |
+# | `full` | real hub models: a ~1.1B Llama, ResNet-50, CLIP ViT-B/32, DistilBERT, and real datasets | a Colab T4/L4, minutes |
+#
+# Unset, it picks `full` when a CUDA GPU is present and `tiny` otherwise. To force one, set it
+# *before* the set-up cell, e.g. `%env FTLAB_PROFILE=tiny` (then restart the kernel). The loaders
+# in `ftlab.models` and `ftlab.data` return the same types at both scales, so the **config cell
+# is the only place a lesson differs between profiles**; every line after it is the code you
+# would run on the real model.
+
+# %%
+print(f"This run uses the {profile()!r} profile.")
+
+# %% [markdown]
+# ## Config
+# One cell, every knob named and explained.
+
+# %%
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Config:
+    seed: int = 0                # same data order and same init on every run
+    num_steps: int = 60          # optimizer steps in the short training run
+    batch_size: int = 16         # examples per micro-batch
+    grad_accum: int = 1          # effective batch = batch_size * grad_accum
+    lr: float = 2e-3             # peak learning rate (AdamW)
+    max_length: int = 64         # tokens per example, prompt + answer
+    train_last_blocks: int = 1   # unfreeze only the last N transformer blocks (cheap at any scale)
+    eval_size: int = 40          # held-out instructions scored before and after
+    cloze: list = field(default_factory=list)  # plain-text prompts the model should complete
+
+
+cfg = Config(cloze=["Kafi lives in", "7 + 5 =", "The opposite of hot is"])
+if profile() == "full":  # a real 1.1B model: bigger steps cost more, and it knows real facts
+    cfg = Config(num_steps=30, batch_size=4, grad_accum=4, lr=1e-4, max_length=256, eval_size=20,
+                 cloze=["The capital of France is", "7 + 5 =", "The opposite of hot is"])
+seed_everything(cfg.seed)
+cfg
+
+# %% [markdown]
+# ## 1. Load a pretrained model
+# `load_causal_lm()` returns a Hugging Face model and its tokenizer. In the tiny profile it is a
+# 4-layer Llama that read 40,000 short documents about a made-up world: who lives where, who
+# keeps which pet, addition sums, opposites. It never saw a question.
+
+# %%
+import torch
+
+from ftlab.models import count_parameters, load_causal_lm
+
+model, tokenizer = load_causal_lm()
+n_params = count_parameters(model)
+print(f"{type(model).__name__}: {n_params:,} parameters, "
+      f"{model.config.num_hidden_layers} layers, hidden size {model.config.hidden_size}, "
+      f"vocabulary {len(tokenizer):,} tokens")
+
+# %% [markdown]
+# A pretrained model completes text the way its training data continued. Greedy decoding (always
+# the most likely next token) makes the output repeat exactly on every run.
+
+# %%
+from ftlab.evals import generate
+
+for prompt, completion in zip(cfg.cloze, generate(model, tokenizer, cfg.cloze, max_new_tokens=6, chat=False)):
+    print(f"{prompt!r:30} -> {completion!r}")
+
+# %% [markdown]
+# It *knows* things. But ask it a question in a chat format and it has no idea what to do: it
+# was never taught to answer. That is what fine-tuning is for.
+
+# %%
+from ftlab.data import load_instructions
+from ftlab.evals import exact_match
+
+test_rows = list(load_instructions("test").select(range(cfg.eval_size)))
+before = generate(model, tokenizer, [r["prompt"] for r in test_rows[:3]])
+for r, out in zip(test_rows[:3], before):
+    print(f"Q: {r['prompt']}\n   model: {out!r}\n   wanted: {r['response']!r}")
+em_before = exact_match(model, tokenizer, test_rows)
+print(f"exact match on {len(test_rows)} held-out questions before training: {em_before:.0%}")
+
+# %% [markdown]
+# ## 2. Train it with `ftlab.train`
+# Every lesson trains with the same loop: a progress bar, gradient accumulation, mixed precision
+# where the GPU supports it, gradient clipping, a guard that stops on a NaN loss, and a history
+# you can plot. Here we fine-tune on question/answer pairs for a few dozen steps, training only
+# the last transformer block: that is cheap at any scale (lesson 02 does better with LoRA).
+#
+# Each example is the chat-formatted question followed by the answer. The labels are the input
+# ids, with padding set to -100 so it is ignored by the loss. (Lesson 05 shows why you should
+# also mask the question.)
+
+# %%
+from ftlab.evals import chat_prompt
+from ftlab.train import TrainConfig, causal_lm_loss, train
+
+train_ds = load_instructions("train")
+
+
+def collate(rows):
+    texts = [chat_prompt(tokenizer, r["prompt"]) + r["response"] + tokenizer.eos_token for r in rows]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
+                      max_length=cfg.max_length, add_special_tokens=False)
+    batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    return batch
+
+
+for p in model.parameters():
+    p.requires_grad = False
+for block in model.model.layers[-cfg.train_last_blocks:]:
+    for p in block.parameters():
+        p.requires_grad = True
+trainable = count_parameters(model, trainable_only=True)
+print(f"training {trainable:,} of {n_params:,} parameters ({trainable / n_params:.1%})")
+
+history = train(model, train_ds, TrainConfig(lr=cfg.lr, num_steps=cfg.num_steps, batch_size=cfg.batch_size,
+                                             grad_accum=cfg.grad_accum, seed=cfg.seed),
+                loss_fn=causal_lm_loss, collate_fn=collate)
+
+# %%
+from ftlab.plots import plot_history
+
+fig = plot_history(history)
+
+# %% [markdown]
+# ## 3. Measure what changed
+# The same held-out questions (about people the training set never mentions) after training:
+
+# %%
+after = generate(model, tokenizer, [r["prompt"] for r in test_rows[:3]])
+for r, out in zip(test_rows[:3], after):
+    print(f"Q: {r['prompt']}\n   model: {out!r}\n   wanted: {r['response']!r}")
+em_after = exact_match(model, tokenizer, test_rows)
+first, last = history.steps[0].loss, history.final_loss
+print(f"loss {first:.2f} -> {last:.2f} in {cfg.num_steps} steps, {history.seconds:.1f} s")
+print(f"exact match on held-out questions: {em_before:.0%} -> {em_after:.0%}")
+if profile() == "tiny":  # the tour's claims, checked every time the notebook runs
+    assert last < first / 2, "training should at least halve the loss"
+    assert em_after >= em_before + 0.25, "a short fine-tune should teach the answer format"
+headline(f"{profile()}: {n_params / 1e6:.2f}M-param LM, held-out exact match "
+         f"{em_before:.0%} -> {em_after:.0%} after {cfg.num_steps} steps ({history.seconds:.0f} s)")
+
+# %% [markdown]
+# ## Where to go next
+#
+# | lesson | you will |
+# |---|---|
+# | 01 linear probe | freeze a pretrained ResNet / CLIP and train only a new head |
+# | 02 LoRA from scratch | write LoRA by hand and prove it equals peft |
+# | 03 PEFT methods | compare full FT, probe, LoRA, adapters, prompt tuning, IA3 |
+# | 04 QLoRA | write NF4 by hand, then fine-tune a ~1B model on a T4 |
+# | 05 SFT | mask the prompt out of the loss and see why it matters |
+# | 06 DPO | teach preferences without a reward model |
+# | 07 memory budget | predict what fits on a T4 / L4 before you run out of memory |
+# | 08 drills | the competition-style exercises in one place |
+# | 09 forgetting | measure catastrophic forgetting and prevent it |
+# | 10 scaling out | the same training on several GPUs |
+
+# %% [markdown]
+# ## Summary
+# - Every lesson opens with the same set-up cell and environment report; switch scale with
+#   `FTLAB_PROFILE` (`tiny` offline, `full` on a GPU) and nothing else changes.
+# - The tiny LM is genuinely pretrained: it completes facts of its world, but cannot answer
+#   questions until it is fine-tuned.
+# - A few dozen steps of `ftlab.train` on question/answer pairs, touching only the last block,
+#   move held-out exact match from about 0% to the number printed above.
+#
+# **Try next:** set `train_last_blocks = 4` (full fine-tuning of the tiny model) and compare the
+# exact match and the seconds; then open lesson 01.

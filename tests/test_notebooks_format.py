@@ -1,0 +1,349 @@
+"""The lessons' files are in shape: pairs complete and in sync, outputs stripped, the right
+Colab badge, the lesson skeleton (DESIGN.md, "A lesson").
+
+The checks are plain functions that return a list of problems (empty when fine), so that the
+tests at the bottom can prove each one catches what it is for on a synthetic notebook. Fix what
+they report with `make sync` (pairs, outputs) and `make badges` (badges, README table).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+import ftlab
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def _load_script(name: str):
+    """Import scripts/<name>.py (scripts/ is not a package) as ``ftlab_scripts_<name>``."""
+    module_name = f"ftlab_scripts_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+badges = _load_script("badges")
+sync_notebooks = _load_script("sync_notebooks")
+
+SUMMARY_WITHIN_LAST = 4  # the "Summary" heading sits in one of the last cells
+TITLE_RE = re.compile(r"^# \S", re.M)
+SUMMARY_RE = re.compile(r"^#{1,6}\s.*\bSummary\b", re.M | re.I)
+REPORT_RE = re.compile(r"\breport\(\s*\)")
+TORCH_INSTALL_RE = re.compile(r"pip\s+install[^\n]*(?<![\w.-])torch(?![\w.-])")
+
+
+# --- the checks ----------------------------------------------------------------------------------
+
+
+def lesson_stems(folder: Path) -> list[str]:
+    return badges.notebook_stems(folder)
+
+
+def check_twins(folder: Path, stem: str) -> list[str]:
+    """Both NN_topic.ipynb and NN_topic.py exist."""
+    return [f"{stem}{ext} is missing (run `make sync` to create it from its twin)"
+            for ext in (".ipynb", ".py") if not (folder / f"{stem}{ext}").exists()]
+
+
+def _cells(nb) -> list[tuple[str, str]]:
+    """What must agree between twins: each cell's type and source, blank lines at the ends
+    trimmed (jupytext drops them in the .py); metadata and ids may differ."""
+    return [(c.cell_type, c.source.strip("\n").rstrip()) for c in nb.cells]
+
+
+def check_in_sync(ipynb: Path, py: Path) -> list[str]:
+    """The .py (percent format) has the same cells as the .ipynb."""
+    a = _cells(jupytext.read(ipynb, fmt="ipynb"))
+    b = _cells(jupytext.read(py, fmt="py:percent"))
+    if a == b:
+        return []
+    if len(a) != len(b):
+        return [f"{ipynb.name} has {len(a)} cells, {py.name} has {len(b)}: out of sync "
+                "(edit one, then `make sync`)"]
+    first = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    return [f"{ipynb.name} and {py.name} differ from cell {first} on "
+            f"({a[first][1][:60]!r} vs {b[first][1][:60]!r}): out of sync (run `make sync`)"]
+
+
+def check_no_outputs(ipynb: Path) -> list[str]:
+    """No code cell has outputs or an execution count (notebooks are committed clean)."""
+    nb = nbformat.read(ipynb, as_version=4)
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if cell.get("outputs"):
+            problems.append(f"{ipynb.name}: cell {i} has outputs (run `make sync` to strip them)")
+        if cell.get("execution_count") is not None:
+            problems.append(f"{ipynb.name}: cell {i} has an execution_count (run `make sync`)")
+    return problems
+
+
+def check_badge(path: Path, repo_url: str) -> list[str]:
+    """The first markdown cell has the Open-in-Colab badge for this file, built from REPO_URL."""
+    fmt = "ipynb" if path.suffix == ".ipynb" else "py:percent"
+    nb = jupytext.read(path, fmt=fmt)
+    first_md = next((c for c in nb.cells if c.cell_type == "markdown"), None)
+    if first_md is None:
+        return [f"{path.name}: no markdown cell for the title and Colab badge"]
+    expected = badges.colab_url(repo_url, path.with_suffix(".ipynb").name)
+    urls = [m.group("url") for m in badges.BADGE_RE.finditer(first_md.source)]
+    if urls != [expected]:
+        return [f"{path.name}: first markdown cell has Colab badge links {urls}, expected "
+                f"exactly [{expected!r}] (run `make badges`)"]
+    return []
+
+
+def check_skeleton(ipynb: Path) -> list[str]:
+    """Title first; the first code cell is the set-up cell calling ftlab.runtime's report();
+    a "Summary" heading near the end; the python3 kernel; no pip install of torch."""
+    nb = nbformat.read(ipynb, as_version=4)
+    cells, name, problems = nb.cells, ipynb.name, []
+    if not cells or cells[0].cell_type != "markdown" or not TITLE_RE.search(cells[0].source):
+        problems.append(f"{name}: the first cell must be markdown with a '# Title' line")
+    code = [c for c in cells if c.cell_type == "code"]
+    if not code or not (REPORT_RE.search(code[0].source) and "ftlab" in code[0].source):
+        problems.append(f"{name}: the first code cell must be the set-up cell that imports "
+                        "ftlab.runtime and calls report()")
+    tail = cells[-SUMMARY_WITHIN_LAST:]
+    if not any(c.cell_type == "markdown" and SUMMARY_RE.search(c.source) for c in tail):
+        problems.append(f"{name}: no '## Summary' heading in the last {SUMMARY_WITHIN_LAST} cells")
+    kernel = nb.metadata.get("kernelspec", {}).get("name", "python3")
+    if kernel != "python3":
+        problems.append(f"{name}: kernelspec is {kernel!r}; use 'python3' (`make sync` sets it)")
+    for i, cell in enumerate(code):
+        if TORCH_INSTALL_RE.search(cell.source):
+            problems.append(f"{name}: code cell {i} pip-installs torch; Colab's torch must be kept")
+    return problems
+
+
+def all_problems(folder: Path, stem: str, repo_url: str) -> list[str]:
+    problems = check_twins(folder, stem)
+    if problems:
+        return problems
+    ipynb, py = folder / f"{stem}.ipynb", folder / f"{stem}.py"
+    return (check_in_sync(ipynb, py) + check_no_outputs(ipynb) + check_badge(ipynb, repo_url)
+            + check_badge(py, repo_url) + check_skeleton(ipynb))
+
+
+# --- the repository's notebooks ------------------------------------------------------------------
+
+STEMS = lesson_stems(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_lesson_has_both_twins(stem):
+    assert check_twins(NOTEBOOKS, stem) == []
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_lesson_twins_in_sync(stem):
+    ipynb, py = NOTEBOOKS / f"{stem}.ipynb", NOTEBOOKS / f"{stem}.py"
+    if not (ipynb.exists() and py.exists()):
+        pytest.skip("a twin is missing (reported by test_lesson_has_both_twins)")
+    assert check_in_sync(ipynb, py) == []
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_lesson_has_no_outputs(stem):
+    ipynb = NOTEBOOKS / f"{stem}.ipynb"
+    if not ipynb.exists():
+        pytest.skip("no .ipynb (reported by test_lesson_has_both_twins)")
+    assert check_no_outputs(ipynb) == []
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_lesson_has_colab_badge_for_repo_url(stem):
+    files = [p for p in (NOTEBOOKS / f"{stem}.ipynb", NOTEBOOKS / f"{stem}.py") if p.exists()]
+    assert [msg for p in files for msg in check_badge(p, ftlab.REPO_URL)] == []
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_lesson_follows_skeleton(stem):
+    ipynb = NOTEBOOKS / f"{stem}.ipynb"
+    if not ipynb.exists():
+        pytest.skip("no .ipynb (reported by test_lesson_has_both_twins)")
+    assert check_skeleton(ipynb) == []
+
+
+def test_there_is_at_least_one_lesson():
+    assert STEMS, "notebooks/ has no NN_topic.ipynb / NN_topic.py lesson"
+
+
+def test_badges_and_readme_table_up_to_date():
+    """`python scripts/badges.py --check` passes: README table and badges match REPO_URL."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "badges.py"), "--check"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_notebooks_folder_pairs_with_jupytext():
+    from jupytext.config import load_jupytext_config
+
+    config = load_jupytext_config(str(NOTEBOOKS / "00_any.ipynb"))
+    assert config is not None, "no jupytext.toml found for notebooks/"
+    assert config.default_formats(str(NOTEBOOKS / "00_any.ipynb")) == "ipynb,py:percent"
+
+
+# --- the checks catch what they are for (synthetic lessons in tmp_path) ---------------------------
+
+REPO = "https://github.com/someone/ftlab"
+
+
+def _good_notebook(stem: str, repo_url: str = REPO):
+    v4 = nbformat.v4
+    nb = v4.new_notebook()
+    nb.metadata["kernelspec"] = dict(sync_notebooks.KERNELSPEC)
+    nb.cells = [
+        v4.new_markdown_cell(f"# {stem}\n\n{badges.badge(repo_url, stem + '.ipynb')}\n\n"
+                             "What you will learn."),
+        v4.new_code_cell("from ftlab.runtime import report\nenv = report()"),
+        v4.new_code_cell("x = 1 + 1\nx"),
+        v4.new_markdown_cell("## Summary\n\n- one thing"),
+    ]
+    return nb
+
+
+def _write_pair(folder: Path, stem: str, nb) -> tuple[Path, Path]:
+    ipynb, py = folder / f"{stem}.ipynb", folder / f"{stem}.py"
+    nbformat.write(nb, ipynb)
+    py.write_text(jupytext.writes(nb, fmt="py:percent"), encoding="utf-8")
+    return ipynb, py
+
+
+def test_checks_pass_a_good_lesson(tmp_path):
+    _write_pair(tmp_path, "01_demo", _good_notebook("01_demo"))
+    assert all_problems(tmp_path, "01_demo", REPO) == []
+
+
+def test_no_outputs_check_fails_on_outputs(tmp_path):
+    nb = _good_notebook("01_demo")
+    nb.cells[2].outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "2"},
+                                                  execution_count=1)]
+    nb.cells[2].execution_count = 1
+    ipynb, _ = _write_pair(tmp_path, "01_demo", nb)
+    problems = check_no_outputs(ipynb)
+    assert len(problems) == 2 and "has outputs" in problems[0]
+    assert all_problems(tmp_path, "01_demo", REPO) == problems
+
+
+def test_sync_check_fails_on_edited_twin(tmp_path):
+    ipynb, py = _write_pair(tmp_path, "01_demo", _good_notebook("01_demo"))
+    py.write_text(py.read_text().replace("x = 1 + 1", "x = 1 + 2"))
+    problems = check_in_sync(ipynb, py)
+    assert problems and "cell 2" in problems[0] and "out of sync" in problems[0]
+
+
+def test_sync_check_fails_on_added_cell(tmp_path):
+    ipynb, py = _write_pair(tmp_path, "01_demo", _good_notebook("01_demo"))
+    py.write_text(py.read_text() + "\n# %%\nprint('extra')\n")
+    assert "has 4 cells" in check_in_sync(ipynb, py)[0]
+
+
+def test_twin_check_fails_on_missing_twin(tmp_path):
+    _, py = _write_pair(tmp_path, "01_demo", _good_notebook("01_demo"))
+    py.unlink()
+    assert check_twins(tmp_path, "01_demo") == [
+        "01_demo.py is missing (run `make sync` to create it from its twin)"]
+
+
+def test_badge_check_fails_on_other_repo_or_no_badge(tmp_path):
+    ipynb, py = _write_pair(tmp_path, "01_demo", _good_notebook("01_demo", "https://github.com/a/b"))
+    assert "expected exactly" in check_badge(ipynb, REPO)[0]
+    assert "expected exactly" in check_badge(py, REPO)[0]
+    nb = _good_notebook("01_demo")
+    nb.cells[0].source = "# 01_demo\n\nNo badge here."
+    ipynb, _ = _write_pair(tmp_path, "01_demo", nb)
+    assert check_badge(ipynb, REPO) != []
+
+
+def test_skeleton_check_fails_without_report_or_summary(tmp_path):
+    nb = _good_notebook("01_demo")
+    nb.cells[1].source = "import ftlab"
+    nb.cells[3].source = "## The end"
+    ipynb, _ = _write_pair(tmp_path, "01_demo", nb)
+    problems = check_skeleton(ipynb)
+    assert len(problems) == 2
+    assert "report()" in problems[0] and "Summary" in problems[1]
+
+
+def test_skeleton_check_fails_on_torch_install():
+    assert TORCH_INSTALL_RE.search('%pip install -q torch==2.4 "ftlab @ git+x"')
+    assert not TORCH_INSTALL_RE.search('%pip install -q "ftlab @ git+https://github.com/o/r@v1"')
+    assert not TORCH_INSTALL_RE.search("%pip install torchvision-extra")
+
+
+def test_sync_script_fixes_outputs_and_edited_twin(tmp_path):
+    nb = _good_notebook("01_demo")
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="2\n")]
+    nb.cells[2].execution_count = 4
+    ipynb, py = _write_pair(tmp_path, "01_demo", nb)
+    py.write_text(py.read_text().replace("x = 1 + 1", "x = 40 + 2"))
+    import os
+
+    os.utime(py, (ipynb.stat().st_mtime + 5,) * 2)  # the .py was edited last: it wins
+    assert sync_notebooks.main(["--check", str(py)]) == 1
+    assert sync_notebooks.main([str(py)]) == 0
+    assert all_problems(tmp_path, "01_demo", REPO) == []
+    assert "x = 40 + 2" in nbformat.read(ipynb, as_version=4).cells[2].source
+    assert py.stat().st_mtime >= ipynb.stat().st_mtime
+    assert sync_notebooks.main(["--check", str(py)]) == 0
+
+
+def test_sync_script_creates_missing_ipynb(tmp_path):
+    _, py = _write_pair(tmp_path, "01_demo", _good_notebook("01_demo"))
+    (tmp_path / "01_demo.ipynb").unlink()
+    assert sync_notebooks.main([str(py)]) == 0
+    assert all_problems(tmp_path, "01_demo", REPO) == []
+
+
+def test_badges_script_rewrites_badge_and_install_line_in_both_twins(tmp_path):
+    nb = _good_notebook("01_demo", "https://github.com/old/ftlab")
+    nb.cells[1].source = ('%pip install -q "ftlab @ git+https://github.com/old/ftlab@v0.1.0"\n'
+                          + nb.cells[1].source)
+    _write_pair(tmp_path, "01_demo", nb)
+    edits = badges.notebook_edits("01_demo", REPO, tmp_path)
+    assert set(edits) == {tmp_path / "01_demo.ipynb", tmp_path / "01_demo.py"}
+    for path, text in edits.items():
+        path.write_text(text)
+        assert "git+https://github.com/someone/ftlab@v0.1.0" in text
+        assert "github.com/old" not in text
+    assert all_problems(tmp_path, "01_demo", REPO) == []
+    assert badges.notebook_edits("01_demo", REPO, tmp_path) == {}
+
+
+def test_badge_is_inserted_after_title_when_missing():
+    source = "# 03 · PEFT methods\n\nWhat you will learn."
+    fixed = badges.fix_title_cell(source, "BADGE")
+    assert fixed == "# 03 · PEFT methods\n\nBADGE\n\nWhat you will learn."
+
+
+def test_colab_url_from_repo_url():
+    for url in ("https://github.com/o/r", "https://github.com/o/r.git", "https://github.com/o/r/"):
+        assert badges.colab_url(url, "00_start_here.ipynb") == (
+            "https://colab.research.google.com/github/o/r/blob/main/notebooks/00_start_here.ipynb")
+    with pytest.raises(ValueError, match="GitHub"):
+        badges.repo_slug("https://gitlab.com/o/r")
+
+
+def test_lesson_table_lists_every_planned_lesson(tmp_path):
+    _write_pair(tmp_path, "02_lora_from_scratch", _good_notebook("02_lora_from_scratch"))
+    table = badges.lesson_table(REPO, tmp_path).splitlines()
+    rows = table[2:]
+    assert [r.split("|")[1].strip() for r in rows] == [f"{i:02d}" for i in range(11)]
+    assert "colab.research.google.com/github/someone/ftlab/blob/main/notebooks/02_lora" in rows[2]
+    assert all("coming" in r for i, r in enumerate(rows) if i != 2)

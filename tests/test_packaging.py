@@ -1,0 +1,93 @@
+"""A pip-installed ftlab (as on Colab, where only the notebook comes from the repository) finds
+the micro-world: data/ ships inside the wheel as ftlab/_data.
+
+One wheel is built per test session (about 10-30 s on 2 cores, most of it copying data/ and
+importing torch in the subprocess). It is built from a copy of the sources, so that a stale
+build/ folder in the checkout can never leak old files into it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import ftlab
+
+ROOT = Path(__file__).resolve().parent.parent
+# Under data/, these are caches or editor litter, not artifacts: they need not ship.
+SKIP_DIRS = {"__pycache__", ".cache", "cache", ".ipynb_checkpoints"}
+
+
+def _is_shipped(rel: Path) -> bool:
+    return not (any(part in SKIP_DIRS or part.startswith(".") for part in rel.parts)
+                or rel.suffix == ".pyc")
+
+
+def data_artifacts() -> list[str]:
+    """Every file under data/ that the wheel must carry, relative to data/, as posix paths."""
+    data = ROOT / "data"
+    return sorted(p.relative_to(data).as_posix() for p in data.rglob("*")
+                  if p.is_file() and _is_shipped(p.relative_to(data)))
+
+
+def _ignore(folder: str, names: list[str]) -> set[str]:
+    return {n for n in names if n in SKIP_DIRS or n.endswith(".pyc") or n.endswith(".egg-info")}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("wheel")
+    src = work / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("ftlab", "data"):
+        shutil.copytree(ROOT / name, src / name, ignore=_ignore)
+    dist = work / "dist"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+         "-w", str(dist), str(src)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (whl,) = dist.glob("ftlab-*.whl")
+    return whl
+
+
+def test_wheel_is_named_for_the_package_version(wheel):
+    assert wheel.name.startswith(f"ftlab-{ftlab.__version__}-py3-none-any")
+
+
+def test_wheel_ships_the_micro_world_and_the_package(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "ftlab/_data/README.md" in names
+    assert "ftlab/__init__.py" in names and "ftlab/runtime.py" in names
+    missing = [rel for rel in data_artifacts() if f"ftlab/_data/{rel}" not in names]
+    assert missing == [], f"data/ files not in the wheel: {missing}"
+
+
+def test_installed_wheel_finds_its_own_data(wheel, tmp_path):
+    target = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
+         "--target", str(target), str(wheel)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # cwd and PYTHONPATH keep the checkout off the path: ftlab must come from the target.
+    env = {k: v for k, v in os.environ.items() if k not in ("FTLAB_DATA", "PYTHONPATH")}
+    env["PYTHONPATH"] = str(target)
+    code = ("import ftlab, ftlab.runtime as rt; print(ftlab.__file__); "
+            "d = rt.data_dir(); print(d); print((d / 'README.md').is_file())")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    module_file, data_dir, has_readme = result.stdout.strip().splitlines()[-3:]
+    assert Path(module_file).resolve().is_relative_to(target.resolve()), module_file
+    assert Path(data_dir).resolve() == (target / "ftlab" / "_data").resolve()
+    assert has_readme == "True"

@@ -1,0 +1,180 @@
+"""ftlab.runtime: profiles, precision per GPU, seeds, Colab detection, the report, data_dir."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from ftlab import runtime
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    for name in ("FTLAB_PROFILE", "FTLAB_DATA", "COLAB_RELEASE_TAG"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def _fake_gpu(monkeypatch, capability, bf16_supported=True):
+    """Pretend a CUDA GPU of ``capability`` is present (``None``: no GPU)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: capability is not None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
+
+
+# --- profile -------------------------------------------------------------------------------------
+
+
+def test_profile_unset_is_tiny_without_cuda(no_env):
+    _fake_gpu(no_env, None)
+    assert runtime.profile() == "tiny"
+
+
+def test_profile_unset_is_full_with_cuda(no_env):
+    _fake_gpu(no_env, (7, 5))
+    assert runtime.profile() == "full"
+
+
+def test_profile_empty_string_means_unset(no_env):
+    _fake_gpu(no_env, None)
+    no_env.setenv("FTLAB_PROFILE", "  ")
+    assert runtime.profile() == "tiny"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("tiny", "tiny"), ("full", "full"), ("TINY", "tiny"), (" Full\n", "full"), ("\ttiny ", "tiny"),
+])
+def test_profile_explicit_wins_over_hardware(no_env, value, expected):
+    _fake_gpu(no_env, (8, 0) if expected == "tiny" else None)  # the opposite of the default
+    no_env.setenv("FTLAB_PROFILE", value)
+    assert runtime.profile() == expected
+
+
+def test_profile_unknown_value_names_the_valid_ones(no_env):
+    no_env.setenv("FTLAB_PROFILE", "medium")
+    with pytest.raises(ValueError) as err:
+        runtime.profile()
+    message = str(err.value)
+    assert "medium" in message and "tiny" in message and "full" in message
+
+
+def test_resolve_profile_checks_an_explicit_value(no_env):
+    no_env.setenv("FTLAB_PROFILE", "full")
+    assert runtime.resolve_profile(None) == "full"
+    assert runtime.resolve_profile("tiny") == "tiny"
+    with pytest.raises(ValueError, match="tiny"):
+        runtime.resolve_profile("small")
+
+
+# --- precision -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("capability, dtype", [
+    ((7, 5), torch.float16),   # T4
+    ((7, 0), torch.float16),   # V100
+    ((8, 0), torch.bfloat16),  # A100
+    ((8, 9), torch.bfloat16),  # L4
+    ((9, 0), torch.bfloat16),  # H100
+    (None, torch.float32),     # CPU
+])
+def test_dtype_for_capability(capability, dtype):
+    assert runtime.dtype_for_capability(capability) is dtype
+
+
+def test_amp_dtype_is_fp16_on_a_t4_even_if_torch_claims_bf16(no_env):
+    _fake_gpu(no_env, (7, 5), bf16_supported=True)  # torch says yes on a T4: emulated, slow
+    assert runtime.amp_dtype() is torch.float16
+
+
+def test_amp_dtype_is_bf16_on_an_l4(no_env):
+    _fake_gpu(no_env, (8, 9))
+    assert runtime.amp_dtype() is torch.bfloat16
+
+
+def test_amp_dtype_is_fp32_on_cpu(no_env):
+    _fake_gpu(no_env, None)
+    assert runtime.amp_dtype() is torch.float32
+
+
+def test_device_follows_cuda(no_env):
+    _fake_gpu(no_env, None)
+    assert runtime.device() == torch.device("cpu")
+    _fake_gpu(no_env, (7, 5))
+    assert runtime.device() == torch.device("cuda")
+
+
+# --- seeds ---------------------------------------------------------------------------------------
+
+
+def _draws():
+    return random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist(), torch.randn(2).tolist()
+
+
+def test_seed_everything_repeats_python_numpy_and_torch_draws():
+    assert runtime.seed_everything(123) == 123
+    first = _draws()
+    runtime.seed_everything(123)
+    assert _draws() == first
+    runtime.seed_everything(124)
+    assert _draws() != first
+
+
+def test_seed_everything_accepts_seeds_past_numpys_range():
+    runtime.seed_everything(2**40)  # numpy takes seeds < 2**32; the seed is reduced for it
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "0"])
+def test_seed_everything_rejects_bad_seeds(bad):
+    with pytest.raises(ValueError, match="non-negative int"):
+        runtime.seed_everything(bad)
+
+
+# --- where am I ----------------------------------------------------------------------------------
+
+
+def test_in_colab_false_here_true_with_colab_env(no_env):
+    assert runtime.in_colab() is False
+    no_env.setenv("COLAB_RELEASE_TAG", "release-colab_20260101")
+    assert runtime.in_colab() is True
+
+
+def test_report_prints_profile_versions_and_device(no_env, capsys):
+    no_env.setenv("FTLAB_PROFILE", "tiny")
+    info = runtime.report()
+    out = capsys.readouterr().out
+    assert out.startswith("ftlab environment")
+    for key in ("profile", "torch", "device", "python", "transformers", "amp_dtype", "gpu"):
+        assert key in info, key
+        assert any(line.split()[:1] == [key] for line in out.splitlines()), key
+    assert info["profile"] == "tiny"
+    assert info["torch"] == torch.__version__.split("+")[0] or info["torch"] == torch.__version__
+    assert info["device"] == str(runtime.device())
+
+
+def test_headline_prints_the_prefix_make_lessons_collects(capsys):
+    line = runtime.headline("probe 91% vs random 40%")
+    assert line == "Headline: probe 91% vs random 40%"
+    assert capsys.readouterr().out == line + "\n"
+    assert runtime.HEADLINE_PREFIX == "Headline:"
+
+
+# --- data_dir ------------------------------------------------------------------------------------
+
+
+def test_data_dir_honours_ftlab_data(no_env, tmp_path):
+    no_env.setenv("FTLAB_DATA", str(tmp_path))
+    assert runtime.data_dir() == tmp_path
+
+
+def test_data_dir_errors_on_a_missing_folder(no_env, tmp_path):
+    no_env.setenv("FTLAB_DATA", str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="FTLAB_DATA"):
+        runtime.data_dir()
+
+
+def test_data_dir_defaults_to_the_checkouts_data(no_env):
+    path = runtime.data_dir()
+    assert (path / "README.md").is_file()
