@@ -5,7 +5,7 @@
 #   make test      unit tests, then every notebook executed as a test (tiny profile, offline)
 #   make lessons   run every lesson headless -> build/lessons/ (HTML, executed notebooks, summary)
 #   make lab       JupyterLab on notebooks/ (installs jupyterlab into .venv on first use)
-#   make sync      pair NN_topic.ipynb <-> NN_topic.py (jupytext) and strip outputs
+#   make sync      pair NN_topic.ipynb <-> NN_topic.py (jupytext), strip outputs, then badges
 #   make badges    rewrite Colab badges and the README lesson table from ftlab.REPO_URL
 #   make clean     remove build outputs and caches (make distclean also removes .venv)
 
@@ -78,8 +78,10 @@ lab: $(STAMP)
 	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install --progress-bar off "$(JUPYTERLAB)"
 	$(VENV)/bin/jupyter lab --notebook-dir=$(NOTEBOOKS)
 
+# A new .ipynb also needs its Colab badge in the README table, so sync ends with badges.
 sync: $(STAMP)
 	$(PY) scripts/sync_notebooks.py
+	$(PY) scripts/badges.py
 
 badges: $(STAMP)
 	$(PY) scripts/badges.py

@@ -182,3 +182,105 @@ def logistic_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x
         opt.step(closure)
     with torch.no_grad():
         return (head(xte).argmax(1) == test_y).float().mean().item()
+
+
+# --------------------------------------------------------------------------------------------
+# CLIP at both scales
+# --------------------------------------------------------------------------------------------
+
+def tiny_clip_path() -> Path:
+    """Folder of the shipped tiny CLIP and its processor (``data/clip``)."""
+    return data_dir() / "clip"
+
+
+def load_clip(profile: str | None = None):
+    """Return ``(model, processor)``: a ``transformers.CLIPModel`` and its ``CLIPProcessor``.
+
+    tiny: the micro-world CLIP from ``data/clip`` (a ViT on 32x32 images with 8x8 patches and a
+    2-layer text transformer, about 0.16M parameters), pretrained contrastively on captioned
+    drawn shapes. full: ``openai/clip-vit-base-patch32`` (151M parameters).
+
+    The processor is the same class at both scales and is used the same way:
+    ``processor(text=["a photo of a heart."], padding=True, return_tensors="pt")`` gives
+    ``input_ids``/``attention_mask`` for ``model.get_text_features``;
+    ``processor(images=pil_images, return_tensors="pt")`` gives ``pixel_values`` (resized to
+    32 or 224 and CLIP-normalised) for ``model.get_image_features``. For images that are
+    already dataset tensors, :func:`clip_encode_images` skips PIL. The model comes back on
+    the CPU in eval mode.
+    """
+    from transformers import CLIPModel, CLIPProcessor
+
+    if resolve_profile(profile) == "tiny":
+        source = tiny_clip_path()
+        if not (source / "config.json").is_file():
+            raise FileNotFoundError(f"{source} holds no CLIP; rebuild it with scripts/build_vision_world.py")
+    else:
+        source = FULL_CLIP
+    model = CLIPModel.from_pretrained(source)
+    processor = CLIPProcessor.from_pretrained(source)
+    return model.eval(), processor
+
+
+def _features(output) -> torch.Tensor:
+    # transformers >= 5 returns an output object whose pooler_output is the projected
+    # embedding; older versions return the tensor itself.
+    return output.pooler_output if hasattr(output, "pooler_output") else output
+
+
+def clip_pixel_values(model, images: torch.Tensor) -> torch.Tensor:
+    """Dataset images -> CLIP's ``pixel_values``: ``[N, 3, H, W] -> [N, 3, S, S]``, S = the model's size.
+
+    ``images`` are either float, ImageNet-normalised (what :func:`ftlab.data.shapes.shapes_dataset`
+    yields at both scales), or raw ``uint8`` 0..255. They are resized to the model's input
+    size (32 tiny, 224 full) and normalised with CLIP's mean and std, as the processor does.
+    """
+    from ftlab.data.shapes import IMAGENET_MEAN, IMAGENET_STD
+
+    if images.dtype == torch.uint8:
+        x = images.float() / 255.0
+    else:
+        x = images.float() * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    size = model.config.vision_config.image_size
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    x = x.clamp(0, 1)
+    return (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+
+
+@torch.no_grad()
+def clip_encode_images(model, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Unit-length CLIP image embeddings: ``[N, 3, H, W] -> [N, projection_dim]`` (64 tiny, 512 full).
+
+    ``images``: dataset tensors (ImageNet-normalised floats) or raw ``uint8``; see
+    :func:`clip_pixel_values`. Runs in batches on the model's device; returns CPU floats.
+    """
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        pixels = clip_pixel_values(model, images[i:i + batch_size]).to(device, model.dtype)
+        out.append(F.normalize(_features(model.get_image_features(pixel_values=pixels)).float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def clip_encode_text(model, processor, texts: list[str]) -> torch.Tensor:
+    """Unit-length CLIP text embeddings: ``T`` strings -> ``[T, projection_dim]``.
+
+    ``processor`` is what :func:`load_clip` returned (a bare tokenizer works too).
+    """
+    tokenizer = getattr(processor, "tokenizer", processor)
+    batch = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+    batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items()}
+    return F.normalize(_features(model.get_text_features(**batch)).float(), dim=-1).cpu()
+
+
+def clip_zero_shot_accuracy(model, processor, images: torch.Tensor, labels, class_names,
+                            template: str = "a photo of a {}.") -> float:
+    """Zero-shot accuracy: each image gets the class whose prompt embedding is most similar.
+
+    ``prompt_c = template.format(class_names[c])``; prediction = ``argmax_c cos(image, prompt_c)``,
+    i.e. ``(clip_encode_images(images) @ clip_encode_text(prompts).T).argmax(1)``. No training.
+    """
+    text = clip_encode_text(model, processor, [template.format(c) for c in class_names])
+    preds = (clip_encode_images(model, images) @ text.T).argmax(1)
+    return (preds == torch.as_tensor(labels)).float().mean().item()

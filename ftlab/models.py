@@ -17,8 +17,6 @@ import os
 
 import torch
 
-from ftlab._tinytext import load_text_encoder  # noqa: F401  (re-exported)
-from ftlab._tinyvision import load_clip, load_vision_backbone  # noqa: F401  (re-exported)
 from ftlab.runtime import amp_dtype, data_dir, in_colab, resolve_profile
 
 # Ungated, Llama architecture, ~1.1B parameters: fits a T4 with QLoRA and needs no token.
@@ -26,6 +24,27 @@ DEFAULT_CAUSAL_LM = "TinyLlama/TinyLlama_v1.1"
 # The option students often want; gated, so it needs an accepted licence and a token.
 GATED_CAUSAL_LM = "meta-llama/Llama-3.2-1B"
 QUANTIZATIONS = (None, "nf4", "int8")
+
+
+# The vision and text loaders live beside their tiny architectures; they are imported on first
+# use so that a language lesson does not pay for torchvision and vice versa.
+_ELSEWHERE = {
+    "load_vision_backbone": "ftlab._tinyvision",
+    "load_clip": "ftlab._tinyvision",
+    "load_text_encoder": "ftlab._tinytext",
+}
+
+
+def __getattr__(name: str):
+    if name in _ELSEWHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    raise AttributeError(f"module 'ftlab.models' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_ELSEWHERE))
 
 
 def tiny_lm_path():

@@ -194,7 +194,7 @@ print(f"exact match on held-out questions: {em_before:.0%} -> {em_after:.0%}")
 if profile() == "tiny":  # the tour's claims, checked every time the notebook runs
     assert last < first / 2, "training should at least halve the loss"
     assert em_after >= em_before + 0.25, "a short fine-tune should teach the answer format"
-headline(f"{profile()}: {n_params / 1e6:.2f}M-param LM, held-out exact match "
+_ = headline(f"{profile()}: {n_params / 1e6:.2f}M-param LM, held-out exact match "
          f"{em_before:.0%} -> {em_after:.0%} after {cfg.num_steps} steps ({history.seconds:.0f} s)")
 
 # %% [markdown]

@@ -55,7 +55,7 @@ def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", model_max_length=256,
+                                   pad_token="<pad>", model_max_length=256, padding_side="right",
                                    additional_special_tokens=["<|user|>", "<|assistant|>"])
     fast.chat_template = CHAT_TEMPLATE
     return fast
@@ -90,7 +90,7 @@ def measure(model, tokenizer, world) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "data")
-    ap.add_argument("--max-steps", type=int, default=3000)
+    ap.add_argument("--max-steps", type=int, default=1200)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -19,9 +19,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ftlab.data.reviews import text_classification_dataset as load_text_classification  # noqa: F401
-from ftlab.data.shapes import shapes_dataset as load_image_classification  # noqa: F401
 from ftlab.runtime import data_dir, resolve_profile
+
+# Image and text-classification loaders live in their generator's module, imported on first use.
+_ELSEWHERE = {
+    "load_image_classification": ("ftlab.data.shapes", "shapes_dataset"),
+    "load_text_classification": ("ftlab.data.reviews", "text_classification_dataset"),
+}
+
+
+def __getattr__(name: str):
+    if name in _ELSEWHERE:
+        import importlib
+
+        module, attr = _ELSEWHERE[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'ftlab.data' has no attribute {name!r}")
+
 
 SPLITS = ("train", "test")
 FULL_INSTRUCTIONS = "yahma/alpaca-cleaned"

@@ -46,7 +46,7 @@ LABEL_NAMES = ("negative", "positive")  # label 0, label 1: the same order as SS
 SPLITS = ("train", "validation", "test")
 SPLIT_SIZES = {"train": 2000, "validation": 500, "test": 500}
 # Kinds of labelled review and their shares (they sum to 1).
-KIND_SHARES = {"simple": 0.4, "negation": 0.3, "contrast": 0.3}
+KIND_SHARES = {"simple": 0.6, "negation": 0.2, "contrast": 0.2}
 RARE_SHARE_HELDOUT = 0.5  # share of validation/test opinion words drawn from the rare list
 
 FULL_DATASET = "stanfordnlp/sst2"
@@ -87,7 +87,7 @@ CATEGORIES = {
     "show": (("play", "film", "novel", "concert", "album", "puppet show"),
              ("plot", "ending", "acting", "singing", "pacing")),
 }
-INTENSIFIERS = ("", "", "", "very ", "really ", "quite ", "truly ", "rather ")
+INTENSIFIERS = ("", "", "", "very ", "really ", "quite ", "truly ")
 # Labelled-review templates. {e} = "the Zorbel stew", {asp} = an aspect, {a}/{a1}/{a2} = opinion
 # words, {i} = an optional intensifier.
 SIMPLE = (
@@ -125,6 +125,12 @@ CLOSING = {
     0: ("Never again.", "Avoid it.", "One star from me.", "A waste of coins.", "We left early.",
         "I want my coins back.", "I regret every minute.", "I warned my neighbours to stay away."),
 }
+# Like reviews on real sites, most corpus documents open with their star rating, in words. That is
+# how the encoder learns which side an opinion word is on: masked-word prediction ties
+# "dismal" to "One star." the way DistilBERT's web text tied words to their contexts. The
+# labelled reviews never carry a rating.
+RATINGS = {1: ("Five stars.", "Four stars."), 0: ("One star.", "Two stars.")}
+RATED_SHARE = 0.8
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 MONTHS = ("spring", "summer", "autumn", "winter")
 NEUTRAL = (
@@ -140,6 +146,20 @@ NEUTRAL = (
     "The {p} opens at {k} in the morning.",
 )
 SAID = ("{n} said the {e} was {a}.", "{n} told me the {e} is {a}.")
+# Two opinion words joined by "and" share a side: the classic distributional cue to sentiment
+# (Hatzivassiloglou and McKeown, 1997), and the main way the corpus teaches which side a rare
+# word is on.
+PAIRED = (
+    "The {e} was {a} and {b}.",
+    "The {e} was {a}, really {b}.",
+    "The {asp} was {a} and the {e} was {b}.",
+    "Both the {asp} and the {e} were {a}.",
+)
+FELT = {  # verbs that carry the side themselves
+    1: ("loved", "enjoyed", "adored", "liked"),
+    0: ("hated", "regretted", "disliked", "endured"),
+}
+FEELING = ("I {v} the {e}, it was {a}.", "We {v} the {e}; the {asp} was {a}.")
 
 
 @dataclass(frozen=True)
@@ -218,7 +238,7 @@ def review(rng: random.Random, label: int, kind: str, things, rare_share: float)
     if kind == "negation":
         return _fill(rng.choice(NEGATED), rng, thing, a=word(1 - label))
     if kind == "contrast":
-        if rng.random() < 1 / 3:  # "X was good but Y was not good": both words say the opposite
+        if rng.random() < 1 / 4:  # "X was good but Y was not good": both words say the opposite
             return _fill(rng.choice(CONTRASTED_NEGATED), rng, thing, a1=word(1 - label), a2=word(1 - label))
         return _fill(rng.choice(CONTRASTED), rng, thing, a1=word(1 - label), a2=word(label))
     raise ValueError(f"kind={kind!r}: reviews come in kinds {tuple(KIND_SHARES)}.")
@@ -258,9 +278,10 @@ def labelled_reviews(seed: int = SEED) -> dict[str, list[dict]]:
 
 
 def unlabelled_corpus(num_docs: int = 40000, seed: int = 0) -> list[str]:
-    """Unlabelled reviews (2 to 5 sentences) for masked-language-model pretraining.
+    """Unlabelled reviews (one to three sentences) for masked-language-model pretraining.
 
-    Each document has one hidden opinion and keeps to it: opinion sentences, negated ones
+    Each document has one hidden opinion and keeps to it: plain opinion sentences, pairs
+    ("was lovely and splendid"), feelings ("I hated the ..., it was ..."), negated sentences
     ("not awful" in a happy review), contrasts whose second clause agrees, a closing line
     ("Never again."), and neutral sentences about days, prices and friends. Nothing is labelled,
     but a model that must fill in ``"The stew was [MASK]. Never again."`` learns that the
@@ -273,32 +294,39 @@ def unlabelled_corpus(num_docs: int = 40000, seed: int = 0) -> list[str]:
     by_cat = {c: [t for t in things if t.category == c] for c in CATEGORIES}
     docs = []
     for _ in range(num_docs):
-        polarity = rng.randrange(2)
+        side = rng.randrange(2)  # the document's hidden opinion
         thing = rng.choice(things)
-        sentences = []
-        if rng.random() < 0.5:
+
+        def word(polarity: int = side) -> str:
+            return rng.choice(opinion_words(polarity))
+
+        sentences = [rng.choice(RATINGS[side])] if rng.random() < RATED_SHARE else []
+        if rng.random() < 0.15:
             sentences.append(rng.choice(NEUTRAL).format(
                 p=rng.choice(by_cat["place"]).phrase, g=rng.choice(by_cat["gadget"]).phrase,
                 f=rng.choice(by_cat["food"]).phrase, d=rng.choice(by_cat["drink"]).phrase,
                 s=rng.choice(by_cat["show"]).phrase, n=rng.choice(people),
                 day=rng.choice(DAYS), month=rng.choice(MONTHS), k=rng.randint(2, 40)))
-        for _ in range(rng.randint(1, 3)):
+        for _ in range(rng.choice((1, 1, 2, 2, 3))):
             r = rng.random()
-            pos_word = rng.choice(opinion_words(polarity))
-            neg_word = rng.choice(opinion_words(1 - polarity))
-            if r < 0.4:
-                sentences.append(_fill(rng.choice(SIMPLE), rng, thing, a=pos_word))
-            elif r < 0.55:
-                sentences.append(_fill(rng.choice(NEGATED), rng, thing, a=neg_word))
+            if r < 0.15:
+                sentences.append(_fill(rng.choice(SIMPLE), rng, thing, a=word()))
+            elif r < 0.40:
+                sentences.append(_fill(rng.choice(PAIRED), rng, thing, a=word(), b=word()))
+            elif r < 0.65:
+                sentences.append(_fill(rng.choice(FEELING), rng, thing, a=word(),
+                                       v=rng.choice(FELT[side])))
             elif r < 0.75:
-                sentences.append(_fill(rng.choice(CONTRASTED), rng, thing, a1=neg_word, a2=pos_word))
-            elif r < 0.82:
-                sentences.append(_fill(rng.choice(CONTRASTED_NEGATED), rng, thing, a1=neg_word,
-                                       a2=rng.choice(opinion_words(1 - polarity))))
+                sentences.append(_fill(rng.choice(NEGATED), rng, thing, a=word(1 - side)))
+            elif r < 0.85:
+                sentences.append(_fill(rng.choice(CONTRASTED), rng, thing, a1=word(1 - side), a2=word()))
+            elif r < 0.90:
+                sentences.append(_fill(rng.choice(CONTRASTED_NEGATED), rng, thing,
+                                       a1=word(1 - side), a2=word(1 - side)))
             else:
-                sentences.append(rng.choice(SAID).format(n=rng.choice(people), e=thing.phrase, a=pos_word))
+                sentences.append(rng.choice(SAID).format(n=rng.choice(people), e=thing.phrase, a=word()))
         if rng.random() < 0.7:
-            sentences.append(rng.choice(CLOSING[polarity]))
+            sentences.append(rng.choice(CLOSING[side]))
         docs.append(" ".join(sentences))
     return docs
 

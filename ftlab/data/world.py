@@ -150,27 +150,37 @@ def opposite_pairs(world: World) -> tuple[list[tuple[str, str]], list[tuple[str,
 
 
 def pretraining_corpus(world: World, num_docs: int = 3000, seed: int = 0) -> list[str]:
-    """Plain-text documents (no chat format, no questions) the tiny LM was pretrained on.
+    """Plain-text documents (no chat format) the tiny LM was pretrained on.
 
-    Three kinds of document: a short biography of one person (facts in shuffled order and
-    random phrasings), lines of addition (``7 + 5 = 12.``), and lines of opposites.
+    Four kinds of document: a short biography of one person (facts in shuffled order and
+    random phrasings), lines of addition (``7 + 5 = 12.``), lines of opposites, and a page of
+    plain-text questions and answers ("Question: ...", then "Answer:" and the answer on its own
+    line) about the *train* people
+    only, like the FAQ pages a web corpus holds. The held-out people appear only in
+    biographies: answering questions about them is knowledge the model must extract itself.
     """
     rng = random.Random(seed)
+    train_people = [p for p in world.people if p.split == "train"]
     docs = []
     for i in range(num_docs):
-        kind = i % 4
-        if kind <= 1:  # half the documents are biographies: knowledge is the main skill
+        kind = i % 8
+        if kind <= 3:  # half the documents are biographies: knowledge is the main skill
             p = rng.choice(world.people)
             rels = list(RELATIONS)
             rng.shuffle(rels)
-            docs.append(" ".join(fact_sentence(p, r, rng.randrange(3)) for r in rels))
-        elif kind == 2:
+            # Half the biographies put each sentence on its own line. A name at the start of a
+            # line is a different token sequence ("Kafi") from the same name after a space
+            # (" Kafi"); seeing both for every person lets a chat answer, which starts on a new
+            # line, begin with the right name.
+            sep = rng.choice((" ", "\n"))
+            docs.append(sep.join(fact_sentence(p, r, rng.randrange(3)) for r in rels))
+        elif kind == 4:
             lines = []
             for _ in range(6):
                 a, b = rng.randint(0, MAX_OPERAND), rng.randint(0, MAX_OPERAND)
                 lines.append(f"{a} + {b} = {a + b}.")
             docs.append(" ".join(lines))
-        else:
+        elif kind == 5:
             lines = []
             for _ in range(5):
                 x, y = rng.choice(OPPOSITES)
@@ -178,6 +188,12 @@ def pretraining_corpus(world: World, num_docs: int = 3000, seed: int = 0) -> lis
                     x, y = y, x
                 lines.append(f"The opposite of {x} is {y}.")
             docs.append(" ".join(lines))
+        else:
+            lines = []
+            for _ in range(3):
+                q, a = _fact_qa(rng.choice(train_people), rng.choice(RELATIONS), rng)
+                lines.append(f"Question: {q}\nAnswer:\n{a}")
+            docs.append("\n".join(lines))
     return docs
 
 
