@@ -130,7 +130,7 @@ CLOSING = {
 # "dismal" to "One star." the way DistilBERT's web text tied words to their contexts. The
 # labelled reviews never carry a rating.
 RATINGS = {1: ("Five stars.", "Four stars."), 0: ("One star.", "Two stars.")}
-RATED_SHARE = 0.8
+RATED_SHARE = 0.9
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 MONTHS = ("spring", "summer", "autumn", "winter")
 NEUTRAL = (
@@ -301,13 +301,13 @@ def unlabelled_corpus(num_docs: int = 40000, seed: int = 0) -> list[str]:
             return rng.choice(opinion_words(polarity))
 
         sentences = [rng.choice(RATINGS[side])] if rng.random() < RATED_SHARE else []
-        if rng.random() < 0.15:
+        if rng.random() < 0.1:
             sentences.append(rng.choice(NEUTRAL).format(
                 p=rng.choice(by_cat["place"]).phrase, g=rng.choice(by_cat["gadget"]).phrase,
                 f=rng.choice(by_cat["food"]).phrase, d=rng.choice(by_cat["drink"]).phrase,
                 s=rng.choice(by_cat["show"]).phrase, n=rng.choice(people),
                 day=rng.choice(DAYS), month=rng.choice(MONTHS), k=rng.randint(2, 40)))
-        for _ in range(rng.choice((1, 1, 2, 2, 3))):
+        for _ in range(rng.choice((1, 1, 1, 2))):
             r = rng.random()
             if r < 0.15:
                 sentences.append(_fill(rng.choice(SIMPLE), rng, thing, a=word()))
@@ -325,7 +325,7 @@ def unlabelled_corpus(num_docs: int = 40000, seed: int = 0) -> list[str]:
                                        a1=word(1 - side), a2=word(1 - side)))
             else:
                 sentences.append(rng.choice(SAID).format(n=rng.choice(people), e=thing.phrase, a=word()))
-        if rng.random() < 0.7:
+        if rng.random() < 0.4:
             sentences.append(rng.choice(CLOSING[side]))
         docs.append(" ".join(sentences))
     return docs
