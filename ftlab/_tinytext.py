@@ -217,12 +217,15 @@ def classifier_accuracy(model, tokenizer, texts: Sequence[str], labels: Sequence
 
 def finetune_classifier(model, tokenizer, texts: Sequence[str], labels: Sequence[int],
                         epochs: int = 3, lr: float = 1e-3, batch_size: int = 32,
-                        weight_decay: float = 0.01, seed: int = 0) -> list[float]:
+                        weight_decay: float = 0.01, warmup_share: float = 0.1,
+                        seed: int = 0) -> list[float]:
     """Train every parameter that has ``requires_grad`` with AdamW; returns the loss per step.
 
     The same loop serves full fine-tuning (all parameters trainable), a frozen body with a
     trainable head, and a peft model (only adapters and ``modules_to_save`` trainable). The
-    learning rate decays linearly to zero; batches are shuffled with ``seed``.
+    learning rate warms up linearly over the first ``warmup_share`` of the steps (a fresh head
+    and big early updates can kill every ReLU of ``pre_classifier``, after which the loss sits at
+    log 2 for good), then decays linearly to zero. Batches are shuffled with ``seed``.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -230,7 +233,9 @@ def finetune_classifier(model, tokenizer, texts: Sequence[str], labels: Sequence
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = (len(texts) + batch_size - 1) // batch_size
     total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1 - step / total)
+    warmup = max(1, int(warmup_share * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: min((step + 1) / warmup, (total - step) / max(1, total - warmup)))
     gen = torch.Generator().manual_seed(seed)
     dev = _model_device(model)
     labels_t = torch.as_tensor(list(labels))

@@ -80,9 +80,10 @@ class Config:
     num_steps: int = 60          # optimizer steps in the short training run
     batch_size: int = 16         # examples per micro-batch
     grad_accum: int = 1          # effective batch = batch_size * grad_accum
-    lr: float = 2e-3             # peak learning rate (AdamW)
+    lr: float = 3e-4             # peak learning rate (AdamW)
     max_length: int = 64         # tokens per example, prompt + answer
-    train_last_blocks: int = 1   # unfreeze only the last N transformer blocks (cheap at any scale)
+    train_last_blocks: int = 4   # unfreeze the last N transformer blocks (4 = all of the tiny LM)
+    eval_kind: str = "fact"      # which held-out instructions to score: questions about people
     eval_size: int = 40          # held-out instructions scored before and after
     cloze: list = field(default_factory=list)  # plain-text prompts the model should complete
 
@@ -90,7 +91,7 @@ class Config:
 cfg = Config(cloze=["Kafi lives in", "7 + 5 =", "The opposite of hot is"])
 if profile() == "full":  # a real 1.1B model: bigger steps cost more, and it knows real facts
     cfg = Config(num_steps=30, batch_size=4, grad_accum=4, lr=1e-4, max_length=256, eval_size=20,
-                 cloze=["The capital of France is", "7 + 5 =", "The opposite of hot is"])
+                 train_last_blocks=2, eval_kind="alpaca", cloze=["The capital of France is", "7 + 5 =", "The opposite of hot is"])
 seed_everything(cfg.seed)
 cfg
 
@@ -122,14 +123,17 @@ for prompt, completion in zip(cfg.cloze, generate(model, tokenizer, cfg.cloze, m
     print(f"{prompt!r:30} -> {completion!r}")
 
 # %% [markdown]
-# It *knows* things. But ask it a question in a chat format and it has no idea what to do: it
-# was never taught to answer. That is what fine-tuning is for.
+# It *knows* things. Now ask it questions in the chat format. It has never seen `<|user|>` or
+# `<|assistant|>`, and it was never taught that an answer ends: watch it ramble on, reciting a
+# whole biography (sometimes of the wrong person). Exact match counts an answer right only if it
+# is the wanted sentence and then stops.
 
 # %%
 from ftlab.data import load_instructions
 from ftlab.evals import exact_match
 
-test_rows = list(load_instructions("test").select(range(cfg.eval_size)))
+test_ds = load_instructions("test").filter(lambda row: row["kind"] == cfg.eval_kind)
+test_rows = list(test_ds.select(range(cfg.eval_size)))
 before = generate(model, tokenizer, [r["prompt"] for r in test_rows[:3]])
 for r, out in zip(test_rows[:3], before):
     print(f"Q: {r['prompt']}\n   model: {out!r}\n   wanted: {r['response']!r}")
@@ -140,8 +144,9 @@ print(f"exact match on {len(test_rows)} held-out questions before training: {em_
 # ## 2. Train it with `ftlab.train`
 # Every lesson trains with the same loop: a progress bar, gradient accumulation, mixed precision
 # where the GPU supports it, gradient clipping, a guard that stops on a NaN loss, and a history
-# you can plot. Here we fine-tune on question/answer pairs for a few dozen steps, training only
-# the last transformer block: that is cheap at any scale (lesson 02 does better with LoRA).
+# you can plot. Here we fine-tune on question/answer pairs for a few dozen steps. The tiny LM
+# trains all four of its blocks; on the 1.1B model the config unfreezes only the last two, which
+# keeps the optimizer state small (lesson 02 does better with LoRA).
 #
 # Each example is the chat-formatted question followed by the answer. The labels are the input
 # ids, with padding set to -100 so it is ignored by the loss. (Lesson 05 shows why you should
@@ -181,7 +186,8 @@ fig = plot_history(history)
 
 # %% [markdown]
 # ## 3. Measure what changed
-# The same held-out questions (about people the training set never mentions) after training:
+# The same held-out questions after training. They ask about people that no training question
+# mentions: the model learned *how to answer*, and pulls the facts from its pretraining.
 
 # %%
 after = generate(model, tokenizer, [r["prompt"] for r in test_rows[:3]])
@@ -193,7 +199,7 @@ print(f"loss {first:.2f} -> {last:.2f} in {cfg.num_steps} steps, {history.second
 print(f"exact match on held-out questions: {em_before:.0%} -> {em_after:.0%}")
 if profile() == "tiny":  # the tour's claims, checked every time the notebook runs
     assert last < first / 2, "training should at least halve the loss"
-    assert em_after >= em_before + 0.25, "a short fine-tune should teach the answer format"
+    assert em_after >= em_before + 0.25, "a short fine-tune should teach the model to answer"
 _ = headline(f"{profile()}: {n_params / 1e6:.2f}M-param LM, held-out exact match "
          f"{em_before:.0%} -> {em_after:.0%} after {cfg.num_steps} steps ({history.seconds:.0f} s)")
 
@@ -219,8 +225,10 @@ _ = headline(f"{profile()}: {n_params / 1e6:.2f}M-param LM, held-out exact match
 #   `FTLAB_PROFILE` (`tiny` offline, `full` on a GPU) and nothing else changes.
 # - The tiny LM is genuinely pretrained: it completes facts of its world, but cannot answer
 #   questions until it is fine-tuned.
-# - A few dozen steps of `ftlab.train` on question/answer pairs, touching only the last block,
-#   move held-out exact match from about 0% to the number printed above.
+# - Sixty steps of `ftlab.train` on question/answer pairs move exact match on questions about
+#   *unseen* people from 0% to the number printed above: fine-tuning taught a format, and the
+#   knowledge came from pretraining.
 #
-# **Try next:** set `train_last_blocks = 4` (full fine-tuning of the tiny model) and compare the
-# exact match and the seconds; then open lesson 01.
+# **Try next:** set `train_last_blocks = 1` or `lr = 2e-3` and watch the exact match: too little
+# capacity teaches the format slowly, too high a learning rate wrecks what pretraining stored
+# (lesson 09 measures that). Then open lesson 01.

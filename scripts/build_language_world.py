@@ -150,6 +150,12 @@ def main() -> None:
                    seconds=round(time.time() - t0))
     model.save_pretrained(out_lm, safe_serialization=True)
     tokenizer.save_pretrained(out_lm)
+    # Name the class every transformers release knows (5.x writes its new "TokenizersBackend"),
+    # so a Colab runtime with an older transformers loads the same tokenizer.
+    cfg_path = out_lm / "tokenizer_config.json"
+    tok_cfg = json.loads(cfg_path.read_text())
+    tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_path.write_text(json.dumps(tok_cfg, indent=2) + "\n")
     (out_lm / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
     print(json.dumps(quality, indent=2))
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -40,7 +42,8 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB_SIZE = 1200
 ENCODER = dict(dim=64, n_layers=3, n_heads=4, hidden_dim=256, max_position_embeddings=128,
                dropout=0.1, attention_dropout=0.1)
-PRETRAIN = dict(docs=40000, steps=2500, batch_size=64, peak_lr=2e-3, warmup=150, max_length=64)
+PRETRAIN = dict(docs=40000, steps=3000, batch_size=64, peak_lr=3e-3, warmup=150, max_length=64,
+                nsp_share=0.5)
 # The fine-tuning recipes lesson 03 uses (a few seconds each on a CPU).
 FT = dict(epochs=4, lr=1e-3, batch_size=32)
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.0, lr=5e-3)
@@ -65,31 +68,78 @@ def build_tokenizer(texts: list[str]) -> DistilBertTokenizer:
                                model_max_length=ENCODER["max_position_embeddings"])
 
 
-def mlm_loss(model: DistilBertForMaskedLM, ids, attention_mask, labels) -> torch.Tensor:
-    """Cross-entropy at the masked positions only.
+def split_sentences(doc: str) -> list[str]:
+    return re.split(r"(?<=[.!])\s+", doc.strip())
+
+
+def make_example(corpus: list[str], i: int, rng: random.Random, nsp_share: float):
+    """One pretraining example: ``(text_a, text_b or None, nsp_label)``.
+
+    With probability ``nsp_share`` (and when the review has two sentences or more) the review is
+    cut in two at a sentence boundary, and half of the time the second part is swapped for the
+    end of another review: BERT's next-sentence prediction, label 1 for "same review", 0 for
+    "swapped". Otherwise the whole review, and label -100 (no NSP loss).
+    """
+    sents = split_sentences(corpus[i])
+    if len(sents) < 2 or rng.random() >= nsp_share:
+        return corpus[i], None, -100
+    cut = rng.randint(1, len(sents) - 1)
+    if rng.random() < 0.5:
+        return " ".join(sents[:cut]), " ".join(sents[cut:]), 1
+    other = split_sentences(corpus[rng.randrange(len(corpus))])
+    return " ".join(sents[:cut]), " ".join(other[rng.randint(1, len(other) - 1) if len(other) > 1 else 0:]), 0
+
+
+def encode_batch(tokenizer, examples, max_length: int):
+    """Tokenize singles as ``[CLS] a [SEP]`` and pairs as ``[CLS] a [SEP] b [SEP]``, pad together."""
+    rows = []
+    for a, b, _ in examples:
+        rows.append(tokenizer(a, b, truncation=True, max_length=max_length) if b is not None
+                    else tokenizer(a, truncation=True, max_length=max_length))
+    batch = tokenizer.pad([{"input_ids": r["input_ids"]} for r in rows], return_tensors="pt")
+    batch["nsp_labels"] = torch.tensor([label for _, _, label in examples])
+    return batch
+
+
+def pretraining_loss(model: DistilBertForMaskedLM, nsp_head, ids, attention_mask, labels, nsp_labels):
+    """Masked-LM cross-entropy at the masked positions, plus next-sentence cross-entropy on ``[CLS]``.
 
     ``DistilBertForMaskedLM(..., labels=...)`` computes vocabulary logits at *every* position
-    and ignores 85% of them; on a tiny model that projection is as costly as the transformer.
-    Running the MLM head on the masked positions alone gives the same loss at half the cost.
+    and ignores 85% of them; on a tiny model that projection costs as much as the transformer,
+    so the MLM head runs on the masked positions alone (same loss, half the time).
     """
     hidden = model.distilbert(input_ids=ids, attention_mask=attention_mask).last_hidden_state
     chosen = labels != -100
     h = model.vocab_layer_norm(model.activation(model.vocab_transform(hidden[chosen])))
-    return torch.nn.functional.cross_entropy(model.vocab_projector(h), labels[chosen])
+    mlm = torch.nn.functional.cross_entropy(model.vocab_projector(h), labels[chosen])
+    if (nsp_labels == -100).all():
+        return mlm, mlm.detach() * 0
+    nsp = torch.nn.functional.cross_entropy(nsp_head(hidden[:, 0]), nsp_labels, ignore_index=-100)
+    return mlm + nsp, nsp.detach()
 
 
 def pretrain(tokenizer, corpus: list[str], heldout: list[str], encoder: dict = ENCODER,
              recipe: dict = PRETRAIN) -> DistilBertForMaskedLM:
-    """Masked-LM pretraining: predict 15% of the tokens from the rest (BERT's 80/10/10 masking)."""
+    """BERT's pretraining on the unlabelled corpus: masked LM (15% of tokens, 80/10/10) + NSP.
+
+    DistilBERT itself was distilled from BERT, whose next-sentence objective is what made its
+    ``[CLS]`` state a summary of the sentence; masked LM alone never trains ``[CLS]``, and a
+    classifier head reading an untrained ``[CLS]`` sits on a long loss plateau (LoRA and other
+    PEFT methods most of all). The NSP head (BERT's pooler: linear, tanh, linear) is thrown
+    away afterwards, as BERT's is.
+    """
     torch.manual_seed(0)
     config = DistilBertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                               **encoder)
     model = DistilBertForMaskedLM(config)
+    nsp_head = torch.nn.Sequential(torch.nn.Linear(config.dim, config.dim), torch.nn.Tanh(),
+                                   torch.nn.Linear(config.dim, 2))
     print(f"encoder: {sum(p.numel() for p in model.distilbert.parameters()):,} parameters "
           f"(dim {config.dim}, {config.n_layers} layers, vocab {config.vocab_size})", flush=True)
-    enc = tokenizer(corpus, truncation=True, max_length=recipe["max_length"])["input_ids"]
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe["peak_lr"], weight_decay=0.01)
+    params = list(model.parameters()) + list(nsp_head.parameters())
+    opt = torch.optim.AdamW(params, lr=recipe["peak_lr"], weight_decay=0.01)
     gen = torch.Generator().manual_seed(0)
+    rng = random.Random(0)
     steps, bs, warmup = recipe["steps"], recipe["batch_size"], recipe["warmup"]
     t0 = time.time()
     model.train()
@@ -97,18 +147,20 @@ def pretrain(tokenizer, corpus: list[str], heldout: list[str], encoder: dict = E
         lr = recipe["peak_lr"] * min(step / warmup, 0.5 * (1 + math.cos(math.pi * step / steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = torch.randint(len(enc), (bs,), generator=gen).tolist()
-        batch = tokenizer.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt")
+        examples = [make_example(corpus, rng.randrange(len(corpus)), rng, recipe["nsp_share"])
+                    for _ in range(bs)]
+        batch = encode_batch(tokenizer, examples, recipe["max_length"])
         ids, labels = T.mask_tokens(batch["input_ids"], tokenizer, 0.15, gen)
-        loss = mlm_loss(model, ids, batch["attention_mask"], labels)
+        loss, nsp = pretraining_loss(model, nsp_head, ids, batch["attention_mask"], labels,
+                                     batch["nsp_labels"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step % 500 == 0 or step == steps:
             acc = T.mlm_accuracy(model, tokenizer, heldout)
-            print(f"  step {step:5d}  loss {loss.item():.3f}  lr {lr:.1e}  held-out MLM acc {acc:.3f}"
-                  f"  {time.time() - t0:.0f}s", flush=True)
+            print(f"  step {step:5d}  loss {loss.item():.3f} (nsp {nsp.item():.3f})  lr {lr:.1e}  "
+                  f"held-out MLM acc {acc:.3f}  {time.time() - t0:.0f}s", flush=True)
             model.train()
     model.eval()
     return model
