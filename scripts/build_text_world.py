@@ -43,7 +43,7 @@ VOCAB_SIZE = 1200
 ENCODER = dict(dim=64, n_layers=3, n_heads=4, hidden_dim=256, max_position_embeddings=128,
                dropout=0.1, attention_dropout=0.1)
 PRETRAIN = dict(docs=40000, steps=3000, batch_size=64, peak_lr=3e-3, warmup=150, max_length=64,
-                nsp_share=0.5)
+                nsp_share=0.5, nsp_from_step=2000)
 # The fine-tuning recipes lesson 03 uses (a few seconds each on a CPU).
 FT = dict(epochs=4, lr=1e-3, batch_size=32)
 LORA = dict(r=8, lora_alpha=16, lora_dropout=0.0, lr=5e-3)
@@ -147,7 +147,8 @@ def pretrain(tokenizer, corpus: list[str], heldout: list[str], encoder: dict = E
         lr = recipe["peak_lr"] * min(step / warmup, 0.5 * (1 + math.cos(math.pi * step / steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        examples = [make_example(corpus, rng.randrange(len(corpus)), rng, recipe["nsp_share"])
+        nsp_share = recipe["nsp_share"] if step > recipe["nsp_from_step"] else 0.0
+        examples = [make_example(corpus, rng.randrange(len(corpus)), rng, nsp_share)
                     for _ in range(bs)]
         batch = encode_batch(tokenizer, examples, recipe["max_length"])
         ids, labels = T.mask_tokens(batch["input_ids"], tokenizer, 0.15, gen)

@@ -82,12 +82,17 @@ def test_installed_wheel_finds_its_own_data(wheel, tmp_path):
     # cwd and PYTHONPATH keep the checkout off the path: ftlab must come from the target.
     env = {k: v for k, v in os.environ.items() if k not in ("FTLAB_DATA", "PYTHONPATH")}
     env["PYTHONPATH"] = str(target)
-    code = ("import ftlab, ftlab.runtime as rt; print(ftlab.__file__); "
+    # ... and the micro-world loads from the wheel: the tiny LM, its tokenizer and a dataset.
+    code = ("import ftlab, ftlab.runtime as rt; from ftlab.models import load_causal_lm; "
+            "from ftlab.data import load_instructions; "
+            "m, t = load_causal_lm(profile='tiny'); n = len(load_instructions('test')); "
+            "print(type(m).__name__, len(t), n); print(ftlab.__file__); "
             "d = rt.data_dir(); print(d); print((d / 'README.md').is_file())")
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    module_file, data_dir, has_readme = result.stdout.strip().splitlines()[-3:]
+    loaded, module_file, data_dir, has_readme = result.stdout.strip().splitlines()[-4:]
+    assert loaded == "LlamaForCausalLM 768 150", loaded
     assert Path(module_file).resolve().is_relative_to(target.resolve()), module_file
     assert Path(data_dir).resolve() == (target / "ftlab" / "_data").resolve()
     assert has_readme == "True"
