@@ -9,8 +9,9 @@ generated here. Two kinds of text come out of this module:
 * **labelled reviews** (:func:`labelled_reviews`): one sentence, positive or negative, e.g.
   ``"The Zorbel stew was superb."`` or ``"The staff was rude but the Kavi inn was lovely."``;
 * **an unlabelled corpus** (:func:`unlabelled_corpus`): longer reviews in the same style, with a
-  wider vocabulary (more places, people, days, prices), whose sentiment is never written down.
-  The tiny encoder learns the language from it, the way DistilBERT learnt English from books.
+  wider vocabulary (three times the things, people, days, prices), no labels. Most of them open
+  with a star rating in words ("One star."), as reviews on real sites do. The tiny encoder learns
+  the language from it, the way DistilBERT learnt English from books and web text.
 
 What makes the task worth fine-tuning, rather than a bag of words:
 
@@ -19,7 +20,8 @@ What makes the task worth fine-tuning, rather than a bag of words:
   ``"The crust was bland but the Zorbel pie was superb."`` is positive, and
   ``"The crust was superb but the pie was not good."`` is negative. A bag of words sees one
   positive and one negative word in the first, two positive words in the second, and cannot
-  tell either;
+  tell either. 70% of the reviews are plain, 15% negated, 15% contrasted (a quarter of those
+  with a negated second clause);
 * **rare opinion words**: the labelled *train* split only uses a small, common set of opinion
   words (``good``, ``awful``, ...). The validation and test splits also use rarer ones
   (``splendid``, ``dismal``, ...) that appear in the unlabelled corpus but never in a labelled
@@ -46,7 +48,7 @@ LABEL_NAMES = ("negative", "positive")  # label 0, label 1: the same order as SS
 SPLITS = ("train", "validation", "test")
 SPLIT_SIZES = {"train": 2000, "validation": 500, "test": 500}
 # Kinds of labelled review and their shares (they sum to 1).
-KIND_SHARES = {"simple": 0.6, "negation": 0.2, "contrast": 0.2}
+KIND_SHARES = {"simple": 0.7, "negation": 0.15, "contrast": 0.15}
 RARE_SHARE_HELDOUT = 0.5  # share of validation/test opinion words drawn from the rare list
 
 FULL_DATASET = "stanfordnlp/sst2"
@@ -261,8 +263,9 @@ def labelled_reviews(seed: int = SEED) -> dict[str, list[dict]]:
         n = SPLIT_SIZES[split]
         rare_share = 0.0 if split == "train" else RARE_SHARE_HELDOUT
         plan = []  # (label, kind) for every row, so labels and kinds are balanced exactly
-        for kind, share in KIND_SHARES.items():
-            count = round(n * share / 2)
+        per_label = {kind: round(n * share / 2) for kind, share in KIND_SHARES.items()}
+        per_label["simple"] += n // 2 - sum(per_label.values())  # rounding lands on plain reviews
+        for kind, count in per_label.items():
             plan += [(label, kind) for label in (0, 1) for _ in range(count)]
         rows = []
         for label, kind in plan:
@@ -278,14 +281,16 @@ def labelled_reviews(seed: int = SEED) -> dict[str, list[dict]]:
 
 
 def unlabelled_corpus(num_docs: int = 40000, seed: int = 0) -> list[str]:
-    """Unlabelled reviews (one to three sentences) for masked-language-model pretraining.
+    """Unlabelled reviews (a rating and one to three sentences) for masked-LM pretraining.
 
-    Each document has one hidden opinion and keeps to it: plain opinion sentences, pairs
-    ("was lovely and splendid"), feelings ("I hated the ..., it was ..."), negated sentences
-    ("not awful" in a happy review), contrasts whose second clause agrees, a closing line
-    ("Never again."), and neutral sentences about days, prices and friends. Nothing is labelled,
-    but a model that must fill in ``"The stew was [MASK]. Never again."`` learns that the
-    missing word is a negative one: which words are opinions, and of which side.
+    Each document has one hidden opinion and keeps to it: a star rating in words (90% of
+    documents), plain opinion sentences, pairs ("was lovely and splendid"), feelings ("I hated
+    the ..., it was ..."), negated sentences ("not awful" in a happy review), contrasts whose
+    second clause agrees, a closing line ("Never again."), and neutral sentences about days,
+    prices and friends. Nothing is labelled, but a model that must fill in
+    ``"One star. The stew was [MASK]."`` learns that the missing word is a negative one: which
+    words are opinions, and of which side. (Without the ratings, a 64-dim encoder needs far more
+    than a few CPU minutes to find that out from the subtler cues alone.)
     All opinion words (common and rare) and all 240 things appear.
     """
     rng = random.Random(seed + 7919)
