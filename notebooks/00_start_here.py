@@ -182,7 +182,8 @@ history = train(model, train_ds, TrainConfig(lr=cfg.lr, num_steps=cfg.num_steps,
 # %%
 from ftlab.plots import plot_history
 
-fig = plot_history(history)
+fig = plot_history(history)  # loss per optimizer step
+fig
 
 # %% [markdown]
 # ## 3. Measure what changed
