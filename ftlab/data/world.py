@@ -202,6 +202,14 @@ def _fact_qa(p: Person, rel: str, rng: random.Random) -> tuple[str, str]:
     return question, fact_sentence(p, rel, 0)
 
 
+def _people_asked_about(world: World, split: str, what: str) -> list[Person]:
+    """train people for the ``train`` split, held-out people for ``test``."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r}: the {what} set has splits 'train' and 'test'.")
+    who = "train" if split == "train" else "heldout"
+    return [p for p in world.people if p.split == who]
+
+
 def instructions(world: World, split: str) -> list[dict]:
     """Instruction pairs ``{"prompt", "response", "kind"}`` for ``split`` in train / test.
 
@@ -209,14 +217,10 @@ def instructions(world: World, split: str) -> list[dict]:
     held-out people, 80 other addition pairs and 6 other opposites. The LM met every one of
     these facts during pretraining, but never as a question and answer.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split={split!r}: the instruction set has splits 'train' and 'test'.")
-    who = "train" if split == "train" else "heldout"
+    people = _people_asked_about(world, split, "instruction")
     rng = random.Random(world.seed + (10 if split == "train" else 11))
     rows = []
-    for p in world.people:
-        if p.split != who:
-            continue
+    for p in people:
         for rel in RELATIONS:
             for _ in range(2 if split == "train" else 1):  # two phrasings of each question in train
                 q, a = _fact_qa(p, rel, rng)
@@ -240,14 +244,10 @@ def preferences(world: World, split: str) -> list[dict]:
     preference set teaches a model to avoid: a wrong fact (another person's value), a refusal,
     or rambling that repeats the question. ``kind`` names which.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split={split!r}: the preference set has splits 'train' and 'test'.")
-    who = "train" if split == "train" else "heldout"
+    people = _people_asked_about(world, split, "preference")
     rng = random.Random(world.seed + (20 if split == "train" else 21))
     rows = []
-    for p in world.people:
-        if p.split != who:
-            continue
+    for p in people:
         for rel in RELATIONS:
             q, good = _fact_qa(p, rel, rng)
             kind = rng.choice(("wrong_fact", "wrong_fact", "refusal", "rambling"))
