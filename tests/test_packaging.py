@@ -36,6 +36,12 @@ def data_artifacts() -> list[str]:
                   if p.is_file() and _is_shipped(p.relative_to(data)))
 
 
+def _pip(*args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def _ignore(folder: str, names: list[str]) -> set[str]:
     return {n for n in names if n in SKIP_DIRS or n.endswith(".pyc") or n.endswith(".egg-info")}
 
@@ -50,11 +56,7 @@ def wheel(tmp_path_factory) -> Path:
     for name in ("ftlab", "data"):
         shutil.copytree(ROOT / name, src / name, ignore=_ignore)
     dist = work / "dist"
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-         "-w", str(dist), str(src)],
-        capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+    _pip("wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(dist), str(src))
     (whl,) = dist.glob("ftlab-*.whl")
     return whl
 
@@ -73,11 +75,7 @@ def test_wheel_ships_the_micro_world_and_the_package(wheel):
 
 def test_installed_wheel_finds_its_own_data(wheel, tmp_path):
     target = tmp_path / "site"
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
-         "--target", str(target), str(wheel)],
-        capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+    _pip("install", "--no-deps", "--no-index", "--quiet", "--target", str(target), str(wheel))
 
     # cwd and PYTHONPATH keep the checkout off the path: ftlab must come from the target.
     env = {k: v for k, v in os.environ.items() if k not in ("FTLAB_DATA", "PYTHONPATH")}
