@@ -131,13 +131,56 @@ def check_skeleton(ipynb: Path) -> list[str]:
     return problems
 
 
+CHECK_RE = re.compile(r"""\bcheck\(\s*["']([^"']+)["']""")
+SOLUTION_TITLE = "#@title Solution"
+
+
+def check_drill_cells(ipynb: Path) -> list[str]:
+    """Each drill: an answer cell (tag ``answer``), a check cell, then a solution cell (tag
+    ``solution``, Colab form ``cellView: form``, first line ``#@title Solution``) that checks the
+    same id. Every drill registered for this lesson appears in it, and only those."""
+    from ftlab import drills
+
+    nb = nbformat.read(ipynb, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    name, stem, problems, seen = ipynb.name, ipynb.stem, [], []
+    for i, cell in enumerate(code):
+        tags = cell.metadata.get("tags", [])
+        ids = CHECK_RE.findall(cell.source)
+        if "solution" in tags:
+            if cell.metadata.get("cellView") != "form" or not cell.source.startswith(SOLUTION_TITLE):
+                problems.append(f"{name}: solution cell {i} must be a Colab form (cellView: form) "
+                                f"starting with {SOLUTION_TITLE!r}")
+            continue
+        if not ids:
+            continue
+        seen += ids
+        before = code[i - 1].metadata.get("tags", []) if i else []
+        if "answer" not in before:
+            problems.append(f"{name}: the check of {ids} (code cell {i}) must follow an answer cell "
+                            "tagged 'answer'")
+        after = code[i + 1] if i + 1 < len(code) else None
+        if after is None or "solution" not in after.metadata.get("tags", []) \
+                or CHECK_RE.findall(after.source) != ids:
+            problems.append(f"{name}: the check of {ids} (code cell {i}) must be followed by a "
+                            "solution cell tagged 'solution' that checks the same drill")
+    unknown = sorted(set(seen) - set(drills.all_drills()))
+    if unknown:
+        problems.append(f"{name}: checks unknown drills {unknown}")
+    mine = [d for d in drills.all_drills() if drills.DRILLS[d].lesson == stem]
+    missing = [d for d in mine if d not in seen]
+    if missing:
+        problems.append(f"{name}: drills registered for {stem} are not in it: {missing}")
+    return problems
+
+
 def all_problems(folder: Path, stem: str, repo_url: str) -> list[str]:
     problems = check_twins(folder, stem)
     if problems:
         return problems
     ipynb, py = folder / f"{stem}.ipynb", folder / f"{stem}.py"
     return (check_in_sync(ipynb, py) + check_no_outputs(ipynb) + check_badge(ipynb, repo_url)
-            + check_badge(py, repo_url) + check_skeleton(ipynb))
+            + check_badge(py, repo_url) + check_skeleton(ipynb) + check_drill_cells(ipynb))
 
 
 # --- the repository's notebooks ------------------------------------------------------------------
@@ -178,6 +221,21 @@ def test_lesson_follows_skeleton(stem):
     if not ipynb.exists():
         pytest.skip("no .ipynb (reported by test_lesson_has_both_twins)")
     assert check_skeleton(ipynb) == []
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_lesson_drills_have_answer_check_and_solution_cells(stem):
+    ipynb = NOTEBOOKS / f"{stem}.ipynb"
+    if not ipynb.exists():
+        pytest.skip("no .ipynb (reported by test_lesson_has_both_twins)")
+    assert check_drill_cells(ipynb) == []
+
+
+def test_every_drill_belongs_to_a_lesson_notebook():
+    from ftlab import drills
+
+    lessons = {drills.DRILLS[d].lesson for d in drills.all_drills()}
+    assert lessons <= set(STEMS), f"drills name lessons that have no notebook: {lessons - set(STEMS)}"
 
 
 def test_there_is_at_least_one_lesson():
@@ -347,3 +405,35 @@ def test_lesson_table_lists_every_planned_lesson(tmp_path):
     assert [r.split("|")[1].strip() for r in rows] == [f"{i:02d}" for i in range(11)]
     assert "colab.research.google.com/github/someone/ftlab/blob/main/notebooks/02_lora" in rows[2]
     assert all("coming" in r for i, r in enumerate(rows) if i != 2)
+
+
+def _drill_cells(drill_id: str, answer: str, solution: str):
+    v4 = nbformat.v4
+    return [v4.new_code_cell(f"answer = {answer}", metadata={"tags": ["answer"]}),
+            v4.new_code_cell(f"check({drill_id!r}, answer)"),
+            v4.new_code_cell(f"{SOLUTION_TITLE}\nanswer = {solution}\ncheck({drill_id!r}, answer)",
+                             metadata={"tags": ["solution"], "cellView": "form"})]
+
+
+def test_drill_cell_check_passes_a_good_drill_and_catches_a_missing_solution(tmp_path):
+    nb = _good_notebook("00_start_here")
+    nb.cells[2:2] = _drill_cells("00a", "...", "16 * 4") + _drill_cells("00b", "...", "'b'")
+    ipynb, _ = _write_pair(tmp_path, "00_start_here", nb)
+    assert check_drill_cells(ipynb) == []
+    del nb.cells[4]  # 00a's solution
+    nb.cells[4].metadata = {}  # 00b's answer cell loses its tag
+    nb.cells[6].metadata = {"tags": ["solution"]}  # ... and its solution is not a form
+    ipynb, _ = _write_pair(tmp_path, "00_start_here", nb)
+    problems = check_drill_cells(ipynb)
+    assert len(problems) == 3, problems
+    assert "followed by a solution" in problems[0] and "answer cell" in problems[1]
+    assert "Colab form" in problems[2]
+
+
+def test_drill_cell_check_catches_unknown_and_missing_drills(tmp_path):
+    nb = _good_notebook("00_start_here")
+    nb.cells[2:2] = _drill_cells("zz9", "...", "1")
+    ipynb, _ = _write_pair(tmp_path, "00_start_here", nb)
+    problems = check_drill_cells(ipynb)
+    assert any("unknown drills ['zz9']" in p for p in problems)
+    assert any("not in it: ['00a', '00b']" in p for p in problems)
