@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 import os
 import platform
 import random
@@ -16,6 +17,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+
+class _NoHubKernelNoise(logging.Filter):
+    """bitsandbytes' CPU backend tries to fetch an optional kernel from the hub at import and warns
+    when it cannot (always, offline). Its own fallback runs the same op; the warning only confuses
+    students, so it is dropped. Nothing else from bitsandbytes is filtered."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward")
+
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoHubKernelNoise())
 
 PROFILES = ("tiny", "full")
 

@@ -205,6 +205,62 @@ _ = headline(f"{profile()}: {n_params / 1e6:.2f}M-param LM, held-out exact match
          f"{em_before:.0%} -> {em_after:.0%} after {cfg.num_steps} steps ({history.seconds:.0f} s)")
 
 # %% [markdown]
+# ## Drills
+# Every lesson ends with drills. Each one is four cells: the question, a cell where you write
+# your answer in place of the `...`, a check cell that tells you at once whether you are right
+# (a wrong answer gets a hint, not the solution), and a **Solution** cell. In Colab the solution
+# is collapsed: try first, then double-click it to open. Here it already runs after the check,
+# so the notebook passes end to end.
+#
+# Stars mark difficulty: ★☆☆ quick, ★★☆ needs a calculation or a function, ★★★ competition level.
+# To grade all your answers at once, see "Grading your own drills" in the README.
+
+# %% [markdown]
+# ### Drill 00a ★☆☆ · Effective batch size
+# The full profile above trains with `batch_size=4, grad_accum=4`. Suppose instead
+# `batch_size=16, grad_accum=4` on one GPU. How many examples does each optimizer step average
+# its gradient over? Answer with a number.
+
+# %% tags=["answer"]
+from ftlab.drills import check
+
+answer_00a = ...  # your answer
+
+# %%
+check("00a", answer_00a)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# train() sums the loss over grad_accum micro-batches before one optimizer step, so a step sees
+# batch_size * grad_accum examples. That is the batch size the learning rate should be tuned for.
+solution_00a = 16 * 4
+check("00a", solution_00a)
+
+# %% [markdown]
+# ### Drill 00b ★☆☆ · Where did the answers come from?
+# Exact match on questions about people that **no training question mentions** rose from 0% after
+# sixty steps. Where did the model get those people's facts? Answer with one letter, e.g. `"a"`.
+#
+# - (a) From the fine-tuning data: the model memorised those answers.
+# - (b) From pretraining: fine-tuning taught the format; the facts were already in the weights.
+# - (c) From the tokenizer's vocabulary.
+# - (d) The model saw the test questions during training.
+
+# %% tags=["answer"]
+answer_00b = ...  # "a", "b", "c" or "d"
+
+# %%
+check("00b", answer_00b)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# The fine-tuning questions are about other people, and the splits never share a question, so
+# the facts must have been stored during pretraining (the cloze prompts above show it). Sixty
+# steps taught the chat format and when to stop, which is why exact match jumps so fast.
+solution_00b = "b"
+check("00b", solution_00b)
+
+# %% [markdown]
 # ## Where to go next
 #
 # | lesson | you will |

@@ -17,9 +17,9 @@ import pkgutil
 
 from ._core import (BLANK, DRILLS, FAIL, PASS, AnswerError, Drill, DrillNotPassed, Result,
                     all_drills, check, describe, grade, is_blank, parse_number, reference,
-                    register, strict)
+                    register, scoreboard, strict)
 
-__all__ = ["check", "all_drills", "reference", "describe", "grade", "strict", "register",
+__all__ = ["check", "all_drills", "reference", "describe", "grade", "strict", "register", "scoreboard",
            "Drill", "Result", "DrillNotPassed", "AnswerError", "DRILLS", "PASS", "FAIL", "BLANK",
            "is_blank", "parse_number"]
 

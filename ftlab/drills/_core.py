@@ -45,8 +45,8 @@ class Result:
         mark = {PASS: "✅", FAIL: "❌", BLANK: "⬜"}[self.status]
         return f"{mark} {self.drill_id}: {self.status}. {self.message}"
 
-    def _repr_html_(self) -> str:  # notebooks show the printed line already; keep the echo short
-        return ""
+    def _ipython_display_(self) -> None:
+        """A check cell already printed the line; do not echo the result again."""
 
 
 @dataclass(frozen=True)
@@ -294,3 +294,19 @@ def check(drill_id: str, answer) -> Result:
     if strict() and not result.passed:
         raise DrillNotPassed(str(result))
     return result
+
+
+def scoreboard(namespace: dict, lesson: str | None = None) -> list[Result]:
+    """Grade every ``answer_<id>`` in ``namespace`` (pass ``globals()``) and print one line each.
+
+    With ``lesson`` (e.g. ``"08_drills"``), list every drill of that lesson, answered or not.
+    Never raises, strict mode or not: it is a summary, the check cells do the grading.
+    """
+    ids = [d for d in all_drills() if (DRILLS[d].lesson == lesson if lesson else f"answer_{d}" in namespace)]
+    results = [grade(d, namespace.get(f"answer_{d}")) for d in ids]
+    marks = {PASS: "✅", FAIL: "❌", BLANK: "⬜"}
+    for d, r in zip(ids, results):
+        print(f"{marks[r.status]} {d:4} {DRILLS[d].marks}  {DRILLS[d].title:50.50}  {r.status}")
+    done = sum(r.passed for r in results)
+    print(f"{done} of {len(results)} passed")
+    return results

@@ -1,0 +1,74 @@
+"""Strict grading: ``FTLAB_DRILLS=strict pytest --nbmake`` fails a lesson with a drill left blank
+and passes it once the answers are filled in (here, with the lesson's own worked solutions)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LESSON = ROOT / "notebooks" / "08_drills.ipynb"
+
+
+def fill_answers(nb, leave_blank: set[str] = frozenset()):
+    """Write each drill's worked solution into its answer cell, as a student would, except the
+    drills in ``leave_blank``. Returns the ids filled in."""
+    from test_notebooks_format import CHECK_RE, SOLUTION_TITLE
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    filled = []
+    for i, cell in enumerate(code):
+        if "answer" not in cell.metadata.get("tags", []):
+            continue
+        (drill_id,) = CHECK_RE.findall(code[i + 1].source)
+        solution = code[i + 2]
+        assert "solution" in solution.metadata["tags"]
+        if drill_id in leave_blank:
+            continue
+        body = solution.source.removeprefix(SOLUTION_TITLE).replace("solution_", "answer_")
+        cell.source = "\n".join(line for line in body.splitlines() if not line.startswith("check("))
+        filled.append(drill_id)
+    return filled
+
+
+def run_strict(nb, tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / LESSON.name
+    nbformat.write(nb, path)
+    env = {**os.environ, "FTLAB_DRILLS": "strict", "FTLAB_PROFILE": "tiny", "MPLBACKEND": "Agg",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbmake",
+                           str(path)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def lesson():
+    return nbformat.read(LESSON, as_version=4)
+
+
+def test_strict_mode_fails_a_lesson_with_one_drill_left_blank(lesson, tmp_path):
+    nb = nbformat.from_dict(lesson)
+    filled = fill_answers(nb, leave_blank={"08c"})
+    assert "08c" not in filled and len(filled) >= 9
+    result = run_strict(nb, tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-2000:]
+    assert "DrillNotPassed" in out and "08c: not attempted" in out, out[-2000:]
+
+
+def test_strict_mode_passes_the_lesson_with_every_answer_filled_in(lesson, tmp_path):
+    nb = nbformat.from_dict(lesson)
+    assert len(fill_answers(nb)) >= 10
+    result = run_strict(nb, tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "1 passed" in result.stdout
+
+
+def test_the_committed_lesson_is_blank_so_strict_mode_has_something_to_grade(lesson):
+    code = [c for c in lesson.cells if c.cell_type == "code"]
+    answers = [c.source for c in code if "answer" in c.metadata.get("tags", [])]
+    assert answers and all("..." in a or "NotImplementedError" in a for a in answers)
