@@ -1,0 +1,544 @@
+"""The memory calculator: what a fine-tuning run needs on the GPU, part by part, before you run it.
+
+Training memory has four parts:
+
+- **weights**: every parameter, at its storage precision (2 bytes in fp16/bf16, 4 in fp32,
+  ~0.52 in NF4 with its scales), plus fp32 master weights if the recipe keeps them;
+- **gradients**: one per *trainable* parameter, in that parameter's dtype;
+- **optimizer state**: AdamW keeps two fp32 moments per trainable parameter (8 bytes);
+  bitsandbytes' 8-bit AdamW keeps them in 8 bits with a scale per 256 (~2.03 bytes); plain SGD
+  none;
+- **activations**: the tensors the forward pass saves for the backward pass. They grow with
+  batch x sequence length, and gradient checkpointing trades most of them for a second forward.
+
+:func:`estimate` predicts the four from a Hugging Face config (or model, or a bare parameter
+count for back-of-envelope work); :func:`measure` measures the same four on a real training step:
+counted tensors for the static parts, and for activations the bytes saved for backward, seen
+through ``torch.autograd.graph.saved_tensors_hooks`` (so it works on a CPU; on a GPU it also
+reports ``torch.cuda.max_memory_allocated``). ``tests/test_memory.py`` holds the two together.
+
+The activation model is derived op by op from Hugging Face's Llama decoder layer with SDPA
+attention (Llama, TinyLlama, Mistral and Qwen2 share it); ``docs/memory.md`` lists the terms.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from ftlab.quant import bits_per_parameter
+
+__all__ = ["GPUS", "ModelShape", "MemoryEstimate", "estimate", "measure", "lora_params", "nf4_bytes",
+           "shape_from_config", "training_model", "side_by_side", "METHODS", "OPTIMIZERS", "PRECISIONS"]
+
+GiB = 1024**3
+# Memory a training process can allocate on each card: the card's total as nvidia-smi reports
+# it, less ~0.5 GiB that the CUDA context and cuBLAS workspace take before PyTorch allocates.
+CUDA_CONTEXT = int(0.5 * GiB)
+GPUS = {
+    "T4": 15360 * 1024**2,         # Colab's free GPU, "16 GB"
+    "L4": 23034 * 1024**2,         # Colab's mid tier, "24 GB"
+    "A100-40GB": 40960 * 1024**2,
+    "A100-80GB": 81920 * 1024**2,
+    "H100-80GB": 81559 * 1024**2,
+}
+METHODS = ("full", "lora", "qlora", "probe")
+OPTIMIZERS = ("adamw", "adamw8bit", "sgd", "sgd_momentum")
+PRECISIONS = {"fp32": 4, "fp16": 2, "bf16": 2}
+LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes keeps 32-bit state for tensors smaller than this
+
+
+def nf4_bytes(numel: int, double_quant: bool = True, blocksize: int = 64) -> int:
+    """Bytes bitsandbytes stores for one NF4 tensor: packed 4-bit codes, and one absmax per block,
+    fp32, or with double quantization 8-bit, plus an fp32 scale per 256 of those, the 256-entry
+    fp32 code table of the 8-bit map and the fp32 mean (~4.127 bits per weight for big tensors)."""
+    blocks = math.ceil(numel / blocksize)
+    codes = math.ceil(numel / 2)
+    if not double_quant:
+        return codes + 4 * blocks
+    return codes + blocks + 4 * math.ceil(blocks / 256) + 4 * 256 + 4
+
+
+def lora_params(d_out: int, d_in: int, r: int) -> int:
+    """Trainable parameters LoRA adds to one d_out x d_in linear: A (r x d_in) + B (d_out x r)."""
+    for name, v in (("d_out", d_out), ("d_in", d_in), ("r", r)):
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return r * (d_in + d_out)
+
+
+# -- model shapes -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The numbers the calculator needs from a Llama-family decoder."""
+
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tied: bool
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(d_out, d_in) of each projection in one decoder layer."""
+        d, q, kv, ff = self.hidden, self.q_dim, self.kv_dim, self.intermediate
+        return {"q_proj": (q, d), "k_proj": (kv, d), "v_proj": (kv, d), "o_proj": (d, q),
+                "gate_proj": (ff, d), "up_proj": (ff, d), "down_proj": (d, ff)}
+
+    @property
+    def layer_linear_params(self) -> int:
+        return sum(o * i for o, i in self.linear_shapes().values())
+
+    @property
+    def n_params(self) -> int:
+        embed = self.vocab * self.hidden
+        norms = (2 * self.layers + 1) * self.hidden
+        return self.layers * self.layer_linear_params + norms + embed * (1 if self.tied else 2)
+
+
+def shape_from_config(config) -> ModelShape:
+    """A :class:`ModelShape` from a Hugging Face config (Llama, Mistral, Qwen2, TinyLlama...)."""
+    needed = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+    missing = [a for a in needed if getattr(config, a, None) is None]
+    if missing:
+        raise ValueError(f"{type(config).__name__} lacks {missing}: the calculator's activation model is for "
+                         "Llama-family decoders (Llama, TinyLlama, Mistral, Qwen2). Pass a bare parameter count "
+                         "for weights, gradients and optimizer state only")
+    heads = config.num_attention_heads
+    return ModelShape(
+        hidden=config.hidden_size, layers=config.num_hidden_layers, heads=heads,
+        kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+        head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
+        intermediate=config.intermediate_size, vocab=config.vocab_size,
+        tied=bool(getattr(config, "tie_word_embeddings", False)))
+
+
+# -- the estimate -------------------------------------------------------------------------------
+
+@dataclass
+class MemoryEstimate:
+    """Bytes per part. ``.total`` is their sum; ``.fits("T4")`` compares with the card."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+    trainable: int
+    n_params: int
+    assumptions: list[str] = field(default_factory=list)
+    details: dict[str, int] = field(default_factory=dict)
+    label: str = "estimate"
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+    @property
+    def static(self) -> int:
+        return self.weights + self.gradients + self.optimizer
+
+    def parts(self) -> dict[str, int]:
+        return {"weights": self.weights, "gradients": self.gradients, "optimizer": self.optimizer,
+                "activations": self.activations}
+
+    def fits(self, gpu: str | int = "T4", context: int = CUDA_CONTEXT) -> bool:
+        """Whether the total plus the CUDA context fits ``gpu`` (a name in GPUS, or bytes)."""
+        return self.total + context <= _capacity(gpu)
+
+    def headroom(self, gpu: str | int = "T4", context: int = CUDA_CONTEXT) -> int:
+        """Bytes left on ``gpu`` (negative: short by that much)."""
+        return _capacity(gpu) - context - self.total
+
+    def table(self) -> str:
+        rows = [f"{self.label}: {self.n_params / 1e9:.3g}B parameters, {self.trainable:,} trainable"]
+        for name, value in self.parts().items():
+            rows.append(f"  {name:12} {value / GiB:8.3f} GiB")
+        rows.append(f"  {'total':12} {self.total / GiB:8.3f} GiB")
+        fits = ", ".join(f"{g}: {'yes' if self.fits(g) else 'no'}" for g in ("T4", "L4", "A100-40GB"))
+        rows.append(f"  fits (with {CUDA_CONTEXT / GiB:.1f} GiB CUDA context)  {fits}")
+        rows += [f"  - {a}" for a in self.assumptions]
+        return "\n".join(rows)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _capacity(gpu) -> int:
+    if isinstance(gpu, str):
+        if gpu not in GPUS:
+            raise ValueError(f"unknown GPU {gpu!r}; use one of {list(GPUS)} or a number of bytes")
+        return GPUS[gpu]
+    if isinstance(gpu, (int, float)) and not isinstance(gpu, bool) and gpu > 0:
+        return int(gpu)
+    raise ValueError(f"gpu must be one of {list(GPUS)} or a positive number of bytes, got {gpu!r}")
+
+
+def _resolve_targets(target_modules) -> tuple[str, ...]:
+    if target_modules in ("all-linear", "all_linear", "all"):
+        return LINEAR_NAMES
+    if isinstance(target_modules, str):
+        target_modules = (target_modules,)
+    targets = tuple(target_modules)
+    unknown = [t for t in targets if t not in LINEAR_NAMES]
+    if unknown or not targets:
+        raise ValueError(f"target_modules {unknown or targets} not understood; use names from {LINEAR_NAMES} "
+                         "or 'all-linear'")
+    return targets
+
+
+def _adam_bytes(numel: int, optimizer: str) -> float:
+    if optimizer == "adamw":
+        return 8 * numel
+    if optimizer == "adamw8bit":
+        return 8 * numel if numel < BNB_MIN_8BIT_SIZE else 2 * numel + 2 * 4 * math.ceil(numel / 256)
+    if optimizer == "sgd_momentum":
+        return 4 * numel
+    return 0
+
+
+def _check_choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"{name}={value!r}; use one of {list(options)}")
+
+
+def estimate(model, method: str = "full", precision: str = "bf16", optimizer: str = "adamw", r: int = 16,
+             target_modules=("q_proj", "v_proj"), batch_size: int = 1, seq_len: int = 512,
+             grad_checkpointing: bool = False, master_weights: bool = False, double_quant: bool = True,
+             trainable: int | None = None, adam_state: str = "fp32") -> MemoryEstimate:
+    """Predict training memory. ``model`` is an HF config, an HF model, or a bare parameter count.
+
+    - ``method``: "full" (every weight trains), "lora" (frozen base + LoRA on ``target_modules``
+      with rank ``r``), "qlora" (the same on an NF4 base), "probe" (only the output head trains).
+    - ``precision``: the dtype of the weights and activations, "fp32", "fp16" or "bf16" (for
+      QLoRA, the compute dtype of the non-quantized parts). ``master_weights`` adds an fp32 copy of
+      every trainable weight (mixed-precision full fine-tuning: 16 bytes/param instead of 12).
+    - ``optimizer``: "adamw" (two fp32 moments), "adamw8bit" (bitsandbytes), "sgd", "sgd_momentum".
+    - ``batch_size``, ``seq_len``, ``grad_checkpointing``: for the activations.
+    - ``trainable``: with a bare count, how many parameters train under lora/qlora/probe
+      (default 0.5% of the count for LoRA; pass a config for exact numbers).
+    - ``adam_state``: "fp32" (the mixed-precision convention, and the seed's D2: 8 bytes per
+      parameter) or "param" (the trainable parameter's own dtype, which is what
+      ``torch.optim.AdamW`` does with bf16/fp16 weights: 4 bytes per parameter in half precision).
+
+    Padding is not modelled: the activations assume unpadded (packed or equal-length) sequences.
+    With a padded attention mask, SDPA may also keep the mask per layer.
+
+    LoRA adapters are kept in fp32 (peft's default, ``autocast_adapter_dtype=True``), so they cost
+    16 bytes per parameter with AdamW.
+    """
+    _check_choice("method", method, METHODS)
+    _check_choice("precision", precision, PRECISIONS)
+    _check_choice("optimizer", optimizer, OPTIMIZERS)
+    _check_choice("adam_state", adam_state, ("fp32", "param"))
+    for name, v in (("batch_size", batch_size), ("seq_len", seq_len), ("r", r)):
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    e = PRECISIONS[precision]
+    assumptions = [f"{precision} weights and activations; {optimizer} state per trainable parameter"]
+    config = getattr(model, "config", model)
+    if isinstance(model, (int, float)) and not isinstance(model, bool):
+        if model <= 0:
+            raise ValueError(f"a parameter count must be positive, got {model}")
+        return _estimate_bare(int(model), method, e, optimizer, master_weights, double_quant, trainable, assumptions)
+    shape = shape_from_config(config)
+    n = shape.n_params
+    targets = _resolve_targets(target_modules) if method in ("lora", "qlora") else ()
+    lin = shape.linear_shapes()
+    lora_tensors = [n_ for t in targets for n_ in (r * lin[t][1], lin[t][0] * r)] * shape.layers
+    for t in targets:
+        if r > min(lin[t]):
+            raise ValueError(f"r={r} exceeds min(d_in, d_out)={min(lin[t])} of {t}")
+    head = shape.vocab * shape.hidden
+
+    if method == "full":
+        trainable_tensors = None
+        n_train = n
+        weights = n * e + (4 * n if master_weights else 0)
+        grads = n * e
+        opt = _adam_bytes(n, optimizer) if optimizer != "adamw8bit" else 2.0 * n + 8 * math.ceil(n / 256)
+        if adam_state == "param" and optimizer in ("adamw", "sgd_momentum"):
+            opt = opt * e // 4
+    elif method == "probe":
+        n_train = head + (0 if shape.tied else 0)
+        weights, grads = n * e, n_train * 4
+        opt = _adam_bytes(n_train, optimizer)
+        assumptions.append("probe: only the output head trains, in fp32")
+    else:
+        n_train = sum(lora_tensors)
+        if method == "lora":
+            weights = n * e
+        else:
+            quantized = shape.layers * shape.layer_linear_params
+            bits = bits_per_parameter(64, double_quant)
+            weights = shape.layers * sum(nf4_bytes(o * i, double_quant) for o, i in lin.values())
+            weights += (n - quantized) * 4
+            assumptions.append(f"NF4 base: {bits:.3f} bits per linear weight (blocksize 64, double quant "
+                               f"{'on' if double_quant else 'off'}); embeddings, norms and head in fp32 "
+                               "(prepare_model_for_kbit_training upcasts them)")
+        weights += 4 * n_train
+        grads = 4 * n_train
+        opt = sum(_adam_bytes(t, optimizer) for t in lora_tensors)
+        assumptions.append(f"LoRA r={r} on {', '.join(targets)}: {n_train:,} fp32 parameters")
+    acts, details = _activations(shape, method, e, targets, r, batch_size, seq_len, grad_checkpointing)
+    assumptions.append(f"activations: batch {batch_size} x {seq_len} tokens, SDPA attention, gradient checkpointing "
+                       f"{'on' if grad_checkpointing else 'off'}")
+    return MemoryEstimate(int(weights), int(grads), int(opt), int(acts), int(n_train), n, assumptions, details)
+
+
+def _estimate_bare(n, method, e, optimizer, master_weights, double_quant, trainable, assumptions):
+    assumptions.append("a bare parameter count: no activations (pass a config for them)")
+    if method == "full":
+        weights = n * e + (4 * n if master_weights else 0)
+        n_train, grads = n, n * e
+        opt = _adam_bytes(n, optimizer) if optimizer != "adamw8bit" else 2.0 * n + 8 * math.ceil(n / 256)
+        if master_weights:
+            assumptions.append("fp32 master weights: +4 bytes per parameter")
+    else:
+        n_train = trainable if trainable is not None else (int(0.005 * n) if method != "probe" else 0)
+        if method == "qlora":
+            bits = bits_per_parameter(64, double_quant)
+            weights = int(n * bits / 8)
+            assumptions.append(f"every weight in NF4 at {bits:.3f} bits (a bare count cannot tell linears "
+                               "from embeddings)")
+        else:
+            weights = n * e
+        weights += 4 * n_train
+        grads, opt = 4 * n_train, _adam_bytes(n_train, optimizer)
+        assumptions.append(f"{n_train:,} trainable fp32 parameters")
+    return MemoryEstimate(int(weights), int(grads), int(opt), 0, int(n_train), n, assumptions)
+
+
+def _activations(s: ModelShape, method, e, targets, r, b, seq, checkpointing):
+    """Bytes saved for backward, term by term (docs/memory.md derives each from the ops)."""
+    T = b * seq                          # tokens in the micro-batch
+    d, q, kv, ff, h = s.hidden, s.q_dim, s.kv_dim, s.intermediate, s.heads
+    frozen = method in ("lora", "qlora")
+    if method == "qlora":
+        # The QLoRA recipe's prepare_model_for_kbit_training upcasts embeddings and norms to
+        # fp32, and a bitsandbytes 4-bit layer returns its input's dtype: so every activation is
+        # fp32, whatever the compute dtype (the matmuls themselves run in the compute dtype).
+        e = 4
+    er = e  # the residual stream's dtype
+
+    def lora_inputs(names, d_in, in_bytes, already_saved=False):
+        """LoRA's A saves its input, B saves A's output (r values, fp32). Adapters are fp32: an
+        fp32 input is shared by every adapter reading it; any other is copied to fp32 per adapter."""
+        hits = [t for t in targets if t in names]
+        if not hits:
+            return 0
+        if in_bytes == 4:
+            inputs = 0 if already_saved else 4 * d_in
+        else:
+            inputs = 4 * d_in * len(hits)
+        return inputs + 4 * r * len(hits)
+
+    if method == "probe":
+        layer = first = 0
+    elif frozen:
+        norm = 4 * d + 4                        # the fp32 input (or its fp32 copy) and rsqrt
+        attn = e * (2 * q + 2 * kv) + 4 * h     # SDPA keeps q, k, v, its output and the logsumexp
+        mlp = e * 3 * ff                        # gate out, silu(gate), up out (down_proj is frozen)
+        adapters = (lora_inputs(("q_proj", "k_proj", "v_proj"), d, er)
+                    + lora_inputs(("gate_proj", "up_proj"), d, er)
+                    + lora_inputs(("o_proj",), q, e, already_saved=True)   # = SDPA's output
+                    + lora_inputs(("down_proj",), ff, e))
+        layer = 2 * norm + attn + mlp + adapters
+        # layer 0's input needs no gradient (the embeddings are frozen), so its first norm saves
+        # nothing; with gradient checkpointing the recipe makes the embeddings' output require grad
+        first = layer if checkpointing else layer - norm
+    else:
+        norm = 4 * d + 2 * e * d + 4            # fp32 input, normalised x, rsqrt, the norm's output
+        layer = 2 * norm + e * (2 * q + 2 * kv) + 4 * h + 4 * e * ff
+        first = layer
+    rope = 2 * seq * s.head_dim * e            # cos and sin, shared by all layers
+    logits = b * (seq - 1) * (4 * s.vocab + 8)  # the loss: fp32 log-softmax + int64 targets (seq-1 positions)
+    if method == "full":
+        tail = T * (8 + 4 * d + 2 * e * d + 4)  # token ids, final norm, lm_head input
+    elif method == "probe":
+        tail, rope = T * e * d, 0               # the head's input
+    else:
+        tail = T * (4 * d + 4)                  # final norm (frozen)
+    if checkpointing and method != "probe":
+        kept = s.layers * T * er * d            # each layer's input, kept for the recomputation
+        # + one layer recomputed in the backward pass (its input is already counted when the
+        # first norm saves the input itself, i.e. when the stream is fp32)
+        layers_bytes = kept + T * layer - (T * 4 * d if er == 4 else 0)
+    else:
+        layers_bytes = T * (first + (s.layers - 1) * layer)
+    details = {"layers": int(layers_bytes), "rope": int(rope), "logits": int(logits), "embed+final": int(tail)}
+    return layers_bytes + rope + logits + tail, details
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _param_bytes(model: nn.Module) -> int:
+    total = 0
+    for p in model.parameters():
+        total += _tensor_bytes(p)
+        state = getattr(p, "quant_state", None)  # bitsandbytes 4-bit: the scales live here
+        if state is not None:
+            total += _tensor_bytes(state.absmax)
+            nested = getattr(state, "state2", None)
+            if nested is not None:
+                total += _tensor_bytes(nested.absmax) + _tensor_bytes(nested.code) + 4
+    return total + sum(_tensor_bytes(b) for b in model.buffers() if b.is_floating_point() and b.dim() > 1)
+
+
+@contextmanager
+def _saved_tensor_counter(exclude: set[int]):
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in exclude:
+            seen[ptr] = max(seen.get(ptr, 0), storage.nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield seen
+
+
+def measure(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer, loss_fn=None) -> MemoryEstimate:
+    """One real training step (forward, backward, optimizer step), measured part by part.
+
+    Weights, gradients and optimizer state are counted tensors. Activations are the unique bytes
+    of every tensor the forward saved for backward (``saved_tensors_hooks``), parameters excluded.
+    With gradient checkpointing, they are the layer inputs kept for recomputation, plus the
+    bytes one layer saves when it is recomputed in the backward pass. On CUDA, ``details`` also
+    has ``max_memory_allocated`` for the step.
+    """
+    from ftlab.train import causal_lm_loss
+
+    loss_fn = loss_fn or causal_lm_loss
+    model.train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    params |= {b.untyped_storage().data_ptr() for b in model.buffers()}
+    layers = _decoder_layers(model)
+    checkpointing = bool(getattr(model, "is_gradient_checkpointing", False)) and layers is not None
+    kept: dict[int, int] = {}
+    first_call: list = []
+    if checkpointing:
+        originals = [layer._gradient_checkpointing_func for layer in layers]
+        for layer, orig in zip(layers, originals):
+            def wrapped(fn, *args, _orig=orig, **kwargs):
+                for a in list(args) + list(kwargs.values()):
+                    if isinstance(a, torch.Tensor) and a.is_floating_point():
+                        st = a.untyped_storage()
+                        if st.data_ptr() not in params:
+                            kept[st.data_ptr()] = st.nbytes()
+                if not first_call:
+                    first_call.append((fn, args, kwargs))
+                return _orig(fn, *args, **kwargs)
+            layer._gradient_checkpointing_func = wrapped
+    cuda = torch.cuda.is_available() and next(model.parameters()).is_cuda
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        with _saved_tensor_counter(params) as seen:
+            loss = loss_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss is {loss.item()}: nothing to measure")
+        outside = sum(seen.values())
+        recompute = 0
+        if checkpointing and first_call:
+            fn, args, kwargs = first_call[0]
+            with _saved_tensor_counter(params | set(kept)) as again:
+                fn(*args, **kwargs)  # one layer, as the backward pass recomputes it
+            recompute = sum(again.values())
+        loss.backward()
+        optimizer.step()
+    finally:
+        if checkpointing:
+            for layer, orig in zip(layers, originals):
+                layer._gradient_checkpointing_func = orig
+    only_kept = sum(v for k, v in kept.items() if k not in seen)  # the hooks usually saw them already
+    activations = outside + only_kept + recompute
+    grads = sum(_tensor_bytes(p.grad) for p in model.parameters() if p.grad is not None)
+    states: dict[int, int] = {}  # by storage: bitsandbytes shares its quantization maps between tensors
+    for state in optimizer.state.values():
+        for v in state.values():
+            if isinstance(v, torch.Tensor) and v.dim() > 0:
+                states[v.untyped_storage().data_ptr()] = _tensor_bytes(v)
+    opt = sum(states.values())
+    n = sum(p.numel() * (2 if getattr(p, "quant_state", None) is not None else 1) for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    details = {"saved outside checkpoints": outside, "checkpointed layer inputs": sum(kept.values()),
+               "one layer recomputed": recompute}
+    if cuda:
+        torch.cuda.synchronize()
+        details["max_memory_allocated"] = torch.cuda.max_memory_allocated()
+        details["allocated before the step"] = before
+    optimizer.zero_grad(set_to_none=True)
+    return MemoryEstimate(_param_bytes(model), grads, opt, activations, n_train, n,
+                          ["measured on one training step"], details, label="measured")
+
+
+def _decoder_layers(model: nn.Module):
+    for module in model.modules():
+        layers = getattr(module, "layers", None)
+        if isinstance(layers, nn.ModuleList) and len(layers) and hasattr(layers[0], "_gradient_checkpointing_func"):
+            return list(layers)
+    return None
+
+
+def training_model(path, method: str = "full", precision: str = "fp32", r: int = 16,
+                   target_modules=("q_proj", "v_proj"), grad_checkpointing: bool = False):
+    """Load a causal LM from ``path`` (a local folder or hub id) set up for ``method`` the way
+    the lessons train it: full (every weight), lora (peft on ``target_modules``), qlora (NF4 with
+    double quantization + ``prepare_model_for_kbit_training`` + peft), with SDPA attention and,
+    optionally, gradient checkpointing. The calculator's activation model describes this recipe."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    _check_choice("method", method, ("full", "lora", "qlora"))
+    _check_choice("precision", precision, ("fp32", "bf16", "fp16"))
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    kwargs = {}
+    if method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa", **kwargs)
+    if method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_checkpointing)
+    if method in ("lora", "qlora"):
+        targets = list(_resolve_targets(target_modules))
+        model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets))
+    if grad_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if method in ("lora", "qlora"):
+            model.enable_input_require_grads()  # so the checkpointed layers see an input that needs grad
+    return model
+
+
+def side_by_side(predicted: MemoryEstimate, measured: MemoryEstimate) -> str:
+    """Predicted vs measured, part by part, in MiB, with the ratio."""
+    rows = [f"{'part':12} {'predicted MiB':>14} {'measured MiB':>13} {'ratio':>6}"]
+    for part in (*predicted.parts(), "total"):
+        p, m = getattr(predicted, part), getattr(measured, part)
+        ratio = f"{p / m:6.3f}" if m else "     -"
+        rows.append(f"{part:12} {p / 2**20:14.2f} {m / 2**20:13.2f} {ratio}")
+    return "\n".join(rows)

@@ -1,0 +1,213 @@
+"""ftlab.memory: the calculator agrees with what a real training step holds.
+
+Static parts (weights, gradients, optimizer state) must match counted tensors within 1%;
+activations must match the bytes saved for backward within 10% over the configurations below
+(sequence length, batch, gradient checkpointing, full vs LoRA vs QLoRA, fp32 vs bf16). The
+seed's D2 must come out of it, and the real Llama-3.2-1B architecture (random weights, no
+download) is quantized with bitsandbytes on the CPU and its static memory checked.
+"""
+
+from __future__ import annotations
+
+import math
+
+import bitsandbytes as bnb
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ftlab import memory
+from ftlab.models import load_causal_lm
+
+GB = 1e9
+SMALL = LlamaConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                    intermediate_size=320, vocab_size=500, tie_word_embeddings=True, head_dim=32)
+SMALL._attn_implementation = "sdpa"
+LLAMA_32_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                   num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True,
+                   rope_theta=500000.0, max_position_embeddings=131072)
+
+
+# -- the seed's numbers --------------------------------------------------------------------------
+
+def test_d2_full_fine_tuning_of_7b_is_84_gb_or_112_with_master_weights():
+    fp16 = memory.estimate(7e9, method="full", precision="fp16", optimizer="adamw")
+    assert fp16.weights == 14 * GB and fp16.gradients == 14 * GB and fp16.optimizer == 56 * GB
+    assert fp16.total == 84 * GB and fp16.activations == 0
+    mixed = memory.estimate(7e9, method="full", precision="fp16", optimizer="adamw", master_weights=True)
+    assert mixed.total == 112 * GB
+    assert not fp16.fits("A100-40GB") and not mixed.fits("A100-80GB")
+
+
+def test_d2_qlora_base_of_7b_is_3_5_gb_plus_scales_and_fits_a_t4():
+    q = memory.estimate(7e9, method="qlora", precision="bf16", optimizer="adamw", trainable=0)
+    assert q.weights == pytest.approx(3.5 * GB * 4.127 / 4, rel=1e-3)  # 0.5 byte + ~0.127 bit of scales
+    q = memory.estimate(7e9, method="qlora", precision="bf16", optimizer="adamw")
+    assert q.fits("T4") and q.trainable == int(0.005 * 7e9)
+
+
+def test_lora_params_is_the_d1_formula():
+    assert memory.lora_params(4096, 4096, 16) == 131_072
+    assert memory.lora_params(1024, 4096, 8) == 8 * 5120
+    with pytest.raises(ValueError, match="r must be a positive integer"):
+        memory.lora_params(10, 10, 0)
+
+
+def test_nf4_bytes_is_what_bitsandbytes_stores():
+    w = torch.randn(512, 384)
+    for double in (False, True):
+        packed, state = bnb.functional.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=double)
+        stored = packed.numel() + state.absmax.numel() * state.absmax.element_size()
+        if double:
+            stored += state.state2.absmax.numel() * 4 + state.state2.code.numel() * 4 + 4
+        assert memory.nf4_bytes(w.numel(), double) == stored
+
+
+# -- estimate vs measure ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("small_llama")
+    torch.manual_seed(0)
+    LlamaForCausalLM(SMALL).save_pretrained(path)
+    return path
+
+
+def _build(path, method, precision, checkpointing, targets, r):
+    return memory.training_model(path, method, precision, r, targets or "q_proj", checkpointing)
+
+
+ALL = memory.LINEAR_NAMES
+CONFIGS = [  # method, precision, checkpointing, batch, seq, targets, optimizer
+    ("full", "fp32", False, 2, 64, (), "adamw"),
+    ("full", "fp32", True, 2, 96, (), "adamw"),
+    ("full", "bf16", False, 4, 32, (), "sgd"),
+    ("lora", "fp32", False, 2, 128, ("q_proj", "v_proj"), "adamw"),
+    ("lora", "bf16", False, 2, 64, ALL, "adamw"),
+    ("lora", "fp32", True, 4, 64, ("q_proj", "v_proj"), "adamw8bit"),
+    ("qlora", "bf16", False, 2, 64, ("q_proj", "v_proj"), "adamw"),
+    ("qlora", "bf16", True, 2, 128, ALL, "adamw8bit"),
+    ("qlora", "fp32", False, 4, 32, ("q_proj", "o_proj", "down_proj"), "adamw"),
+]
+
+
+def _optimizer(name, params):
+    params = [p for p in params if p.requires_grad]
+    if name == "adamw8bit":
+        return bnb.optim.AdamW8bit(params, lr=1e-4)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=1e-3)
+    return torch.optim.AdamW(params, lr=1e-4)
+
+
+@pytest.mark.parametrize("method,precision,checkpointing,batch,seq,targets,optimizer", CONFIGS)
+def test_estimate_matches_a_measured_training_step(small_dir, method, precision, checkpointing, batch, seq,
+                                                   targets, optimizer):
+    torch.manual_seed(1)
+    r = 16
+    model = _build(small_dir, method, precision, checkpointing, targets, r)
+    ids = torch.randint(3, SMALL.vocab_size, (batch, seq))
+    measured = memory.measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
+                              _optimizer(optimizer, model.parameters()))
+    predicted = memory.estimate(SMALL, method=method, precision=precision, optimizer=optimizer, r=r,
+                                target_modules=targets or "q_proj", batch_size=batch, seq_len=seq,
+                                grad_checkpointing=checkpointing, adam_state="param")
+    assert measured.activations > 0 and measured.static > 0
+    for part in ("weights", "gradients", "optimizer"):
+        want, got = getattr(measured, part), getattr(predicted, part)
+        assert got == pytest.approx(want, rel=0.01, abs=64), f"{part}: predicted {got:,}, measured {want:,}"
+    assert predicted.activations == pytest.approx(measured.activations, rel=0.10), predicted.details
+    assert predicted.trainable == measured.trainable
+
+
+def test_gradient_checkpointing_cuts_activations_and_the_estimate_says_by_how_much(small_dir):
+    results = {}
+    for ckpt in (False, True):
+        model = _build(small_dir, "full", "fp32", ckpt, (), 16)
+        ids = torch.randint(3, SMALL.vocab_size, (2, 128))
+        m = memory.measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
+                           torch.optim.SGD(model.parameters(), lr=0.0))
+        e = memory.estimate(SMALL, method="full", precision="fp32", optimizer="sgd", batch_size=2, seq_len=128,
+                            grad_checkpointing=ckpt)
+        results[ckpt] = (m.activations, e.activations)
+    assert results[True][0] < results[False][0]
+    measured_ratio = results[True][0] / results[False][0]
+    assert results[True][1] / results[False][1] == pytest.approx(measured_ratio, rel=0.05)
+
+
+def test_estimate_matches_the_micro_world_lm():
+    model, _ = load_causal_lm("tiny")
+    ids = torch.randint(3, model.config.vocab_size, (4, 48))
+    measured = memory.measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
+                              torch.optim.AdamW(model.parameters(), lr=0.0))
+    predicted = memory.estimate(model, method="full", precision="fp32", optimizer="adamw", batch_size=4, seq_len=48)
+    assert predicted.static == pytest.approx(measured.static, rel=0.01)
+    assert predicted.activations == pytest.approx(measured.activations, rel=0.10)
+
+
+def test_the_llama_3_2_1b_architecture_quantized_on_cpu_matches_the_static_estimate():
+    """Random weights in the real 1B shapes (nothing downloaded), every decoder linear quantized by
+    bitsandbytes exactly as transformers does, then peft's k-bit preparation and LoRA."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    config = LlamaConfig(**LLAMA_32_1B)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    model = model.to_empty(device="cpu").to(torch.bfloat16)
+    model.tie_weights()  # to_empty gives the head its own storage; tie it back as from_pretrained does
+    gen = torch.Generator().manual_seed(0)
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is torch.nn.Linear and name != "lm_head":
+                w = (torch.randn(child.out_features, child.in_features, generator=gen) * 0.02).to(torch.bfloat16)
+                layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=False,
+                                          compute_dtype=torch.bfloat16, quant_type="nf4", compress_statistics=True)
+                layer.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4", blocksize=64,
+                                                 compress_statistics=True)
+                setattr(module, name, layer.to("cpu"))
+    model.is_loaded_in_4bit = True
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
+    counted = memory._param_bytes(model)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    predicted = memory.estimate(config, method="qlora", precision="bf16", r=16, target_modules="all-linear")
+    assert predicted.trainable == n_train
+    assert predicted.weights == pytest.approx(counted, rel=0.01)
+    assert 1.2e9 < predicted.n_params < 1.3e9
+    # the lesson's numbers: QLoRA on the 1B model, batch 4 x 512 with checkpointing, fits a T4
+    run = memory.estimate(config, method="qlora", precision="fp16", optimizer="adamw8bit", r=16,
+                          target_modules="all-linear", batch_size=4, seq_len=512, grad_checkpointing=True)
+    assert run.fits("T4") and run.fits("L4")
+
+
+# -- errors and the table --------------------------------------------------------------------------
+
+def test_bad_arguments_get_clear_errors():
+    with pytest.raises(ValueError, match="method='sft'"):
+        memory.estimate(SMALL, method="sft")
+    with pytest.raises(ValueError, match="precision"):
+        memory.estimate(SMALL, precision="int8")
+    with pytest.raises(ValueError, match="optimizer"):
+        memory.estimate(SMALL, optimizer="adam")
+    with pytest.raises(ValueError, match="target_modules"):
+        memory.estimate(SMALL, method="lora", target_modules=("q_lin",))
+    with pytest.raises(ValueError, match="exceeds"):
+        memory.estimate(SMALL, method="lora", r=256)
+    with pytest.raises(ValueError, match="seq_len"):
+        memory.estimate(SMALL, seq_len=0)
+    with pytest.raises(ValueError, match="positive"):
+        memory.estimate(-5)
+    with pytest.raises(ValueError, match="Llama-family"):
+        memory.estimate(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="unknown GPU"):
+        memory.estimate(SMALL).fits("K80")
+
+
+def test_table_and_fits():
+    est = memory.estimate(SMALL, method="lora", precision="bf16", batch_size=2, seq_len=64)
+    text = est.table()
+    for word in ("weights", "gradients", "optimizer", "activations", "total", "T4"):
+        assert word in text
+    assert est.fits(10 * est.total, context=0) and not est.fits(est.total // 2, context=0)
+    assert est.headroom(est.total, context=0) == 0
+    assert est.total == sum(est.parts().values())
