@@ -33,7 +33,8 @@ import torch.nn as nn
 from ftlab.quant import bits_per_parameter
 
 __all__ = ["GPUS", "ModelShape", "MemoryEstimate", "estimate", "measure", "lora_params", "nf4_bytes",
-           "shape_from_config", "training_model", "side_by_side", "METHODS", "OPTIMIZERS", "PRECISIONS"]
+           "shape_from_config", "training_model", "side_by_side", "METHODS", "OPTIMIZERS", "PRECISIONS",
+           "KNOWN_MODELS", "known_config"]
 
 GiB = 1024**3
 # Memory a training process can allocate on each card: the card's total as nvidia-smi reports
@@ -129,6 +130,41 @@ def shape_from_config(config) -> ModelShape:
         tied=bool(getattr(config, "tie_word_embeddings", False)))
 
 
+# Public architectures, from their published config.json numbers, to budget models that are never
+# downloaded (lesson 07). Qwen2.5 adds biases to q/k/v (27,648 parameters in 0.5B), which the
+# calculator, like LlamaConfig, leaves out.
+KNOWN_MODELS: dict[str, dict] = {
+    "Qwen2.5-0.5B": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                         head_dim=64, intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
+    "Llama-3.2-1B": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                         head_dim=64, intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),
+    "TinyLlama-1.1B": dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
+                           head_dim=64, intermediate_size=5632, vocab_size=32000, tie_word_embeddings=False),
+    "Llama-3.2-3B": dict(hidden_size=3072, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8,
+                         head_dim=128, intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True),
+    "Llama-2-7B": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+                       head_dim=128, intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False),
+    "Mistral-7B": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                       head_dim=128, intermediate_size=14336, vocab_size=32000, tie_word_embeddings=False),
+    "Llama-3-8B": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                       head_dim=128, intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False),
+}
+
+
+def known_config(name: str):
+    """A ``transformers.LlamaConfig`` with the shapes of a public model in :data:`KNOWN_MODELS`.
+
+    Nothing is downloaded: ``estimate(known_config("Llama-3-8B"), ...)`` budgets an 8B model
+    on a laptop. (Build ``LlamaForCausalLM`` from it on the ``meta`` device to count parameters.)
+    """
+    from transformers import LlamaConfig
+
+    if name not in KNOWN_MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {list(KNOWN_MODELS)}. For another Llama-family "
+                         "model pass its own config (AutoConfig.from_pretrained) to estimate()")
+    return LlamaConfig(**KNOWN_MODELS[name])
+
+
 # -- the estimate -------------------------------------------------------------------------------
 
 @dataclass
@@ -144,10 +180,17 @@ class MemoryEstimate:
     assumptions: list[str] = field(default_factory=list)
     details: dict[str, int] = field(default_factory=dict)
     label: str = "estimate"
+    transient: int = 0  # short-lived buffers on top of the total at the worst moment (see peak)
 
     @property
     def total(self) -> int:
         return self.weights + self.gradients + self.optimizer + self.activations
+
+    @property
+    def peak(self) -> int:
+        """The total plus the largest short-lived buffers: the loss's fp32 gradients over the
+        vocabulary in the backward pass (two b x (s-1) x V fp32 tensors). ``fits`` uses this."""
+        return self.total + self.transient
 
     @property
     def static(self) -> int:
@@ -158,18 +201,20 @@ class MemoryEstimate:
                 "activations": self.activations}
 
     def fits(self, gpu: str | int = "T4", context: int = CUDA_CONTEXT) -> bool:
-        """Whether the total plus the CUDA context fits ``gpu`` (a name in GPUS, or bytes)."""
-        return self.total + context <= _capacity(gpu)
+        """Whether the peak plus the CUDA context fits ``gpu`` (a name in GPUS, or bytes)."""
+        return self.peak + context <= _capacity(gpu)
 
     def headroom(self, gpu: str | int = "T4", context: int = CUDA_CONTEXT) -> int:
-        """Bytes left on ``gpu`` (negative: short by that much)."""
-        return _capacity(gpu) - context - self.total
+        """Bytes left on ``gpu`` at the peak (negative: short by that much)."""
+        return _capacity(gpu) - context - self.peak
 
     def table(self) -> str:
         rows = [f"{self.label}: {self.n_params / 1e9:.3g}B parameters, {self.trainable:,} trainable"]
         for name, value in self.parts().items():
             rows.append(f"  {name:12} {value / GiB:8.3f} GiB")
         rows.append(f"  {'total':12} {self.total / GiB:8.3f} GiB")
+        if self.transient:
+            rows.append(f"  {'peak':12} {self.peak / GiB:8.3f} GiB  (+ loss gradients over the vocabulary)")
         fits = ", ".join(f"{g}: {'yes' if self.fits(g) else 'no'}" for g in ("T4", "L4", "A100-40GB"))
         rows.append(f"  fits (with {CUDA_CONTEXT / GiB:.1f} GiB CUDA context)  {fits}")
         rows += [f"  - {a}" for a in self.assumptions]
@@ -298,7 +343,9 @@ def estimate(model, method: str = "full", precision: str = "bf16", optimizer: st
     acts, details = _activations(shape, method, e, targets, r, batch_size, seq_len, grad_checkpointing)
     assumptions.append(f"activations: batch {batch_size} x {seq_len} tokens, SDPA attention, gradient checkpointing "
                        f"{'on' if grad_checkpointing else 'off'}")
-    return MemoryEstimate(int(weights), int(grads), int(opt), int(acts), int(n_train), n, assumptions, details)
+    transient = 2 * 4 * batch_size * (seq_len - 1) * shape.vocab if method != "probe" else 0
+    return MemoryEstimate(int(weights), int(grads), int(opt), int(acts), int(n_train), n, assumptions, details,
+                          transient=transient)
 
 
 def _estimate_bare(n, method, e, optimizer, master_weights, double_quant, trainable, assumptions):

@@ -209,5 +209,5 @@ def test_table_and_fits():
     for word in ("weights", "gradients", "optimizer", "activations", "total", "T4"):
         assert word in text
     assert est.fits(10 * est.total, context=0) and not est.fits(est.total // 2, context=0)
-    assert est.headroom(est.total, context=0) == 0
+    assert est.headroom(est.peak, context=0) == 0 and est.peak == est.total + est.transient > est.total
     assert est.total == sum(est.parts().values())
