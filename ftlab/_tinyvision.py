@@ -101,7 +101,12 @@ def tiny_cnn_path() -> Path:
     return data_dir() / "vision" / "cnn.safetensors"
 
 
-def load_vision_backbone(profile: str | None = None, pretrained: bool = True) -> nn.Module:
+# torchvision ResNets a lesson may name. The tiny profile has one CNN: every name maps to it.
+RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def load_vision_backbone(profile: str | None = None, pretrained: bool = True,
+                         name: str = "resnet50") -> nn.Module:
     """An image classifier whose ``fc`` you replace: ResNet-50 (full) or :class:`TinyResNet` (tiny).
 
     tiny, ``pretrained=True``: the CNN pretrained on the micro-world's source task (8 shapes;
@@ -110,13 +115,19 @@ def load_vision_backbone(profile: str | None = None, pretrained: bool = True) ->
     shows what pretraining is worth. full: ``torchvision.models.resnet50`` with the ImageNet
     weights (``ResNet50_Weights.DEFAULT``) or random ones.
 
+    ``name`` picks another torchvision ResNet in the full profile (one of :data:`RESNETS`, each
+    with its ``DEFAULT`` weights); the tiny profile has a single CNN that stands in for all of them.
+
     Like torchvision, the model comes back on the CPU in train mode; call ``.eval()`` before
     extracting features, so BatchNorm uses its running statistics.
     """
+    if name not in RESNETS:
+        raise ValueError(f"unknown backbone {name!r}; known backbones: {', '.join(RESNETS)} "
+                         "(torchvision ResNets; the tiny profile maps each to the micro-world CNN).")
     if resolve_profile(profile) == "full":
-        from torchvision.models import ResNet50_Weights, resnet50
+        from torchvision.models import get_model
 
-        return resnet50(weights=ResNet50_Weights.DEFAULT if pretrained else None)
+        return get_model(name, weights="DEFAULT" if pretrained else None)
     if not pretrained:
         with torch.random.fork_rng(devices=[]):  # same random weights every call, global RNG untouched
             torch.manual_seed(0)

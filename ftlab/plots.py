@@ -25,6 +25,42 @@ def _new_axes(ax, figsize=(6.0, 3.5)):
     return fig, ax
 
 
+def plot_k_shot(curves: dict, zero_shot: dict | None = None, chance: float | None = None,
+                ax=None, title: str = "few-shot: accuracy vs labelled examples per class") -> Figure:
+    """Accuracy against k (labelled examples per class, log axis), one line per method.
+
+    ``curves`` maps a label to ``{"shots": [...], "probe": [...], ...}`` as
+    :func:`ftlab.probe.k_shot_curve` returns it, or to a pair ``(shots, accuracies)``; every
+    key other than ``shots`` and ``*_std`` becomes a line named ``"<label> <key>"``.
+    ``zero_shot`` maps labels to accuracies drawn as dashed horizontal lines (they use no
+    labelled example); ``chance`` a dotted one. Accuracies in 0..1 are drawn as percent (lesson 01).
+    """
+    fig, ax = _new_axes(ax, figsize=(6.5, 4.0))
+    lines = []
+    for label, curve in curves.items():
+        if isinstance(curve, dict):
+            lines += [(f"{label} {key}", curve["shots"], values) for key, values in curve.items()
+                      if key != "shots" and not key.endswith("_std")]
+        else:
+            lines.append((label, *curve))
+    for i, (name, shots, values) in enumerate(lines):
+        ax.plot(shots, [100 * v for v in values], "o-", color=f"C{i % 10}", label=name, linewidth=1.5)
+    for j, (name, value) in enumerate((zero_shot or {}).items(), start=len(lines)):
+        ax.axhline(100 * value, color=f"C{j % 10}", linestyle="--", linewidth=1.5, label=f"{name} (0 labels)")
+    if chance is not None:
+        ax.axhline(100 * chance, color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set_xscale("log", base=2)
+    shots = sorted({s for _, xs, _ in lines for s in xs})
+    if shots:
+        ax.set_xticks(shots, [str(s) for s in shots])
+    ax.set_xlabel("labelled examples per class (k)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    ax.set_title(title)
+    return fig
+
+
 def plot_history(history, metrics: list[str] | str | None = None, ax=None) -> Figure:
     """Training loss per optimizer step, with eval metrics at the steps they were measured.
 
