@@ -27,9 +27,6 @@ from ftlab import memory
 
 SMALL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              intermediate_size=320, vocab_size=500, tie_word_embeddings=True, head_dim=32)
-LLAMA_32_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                   num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True,
-                   rope_theta=500000.0, max_position_embeddings=131072)
 ALL = memory.LINEAR_NAMES
 CONFIGS = [  # method, precision, checkpointing, batch, seq, targets, optimizer
     ("full", "fp32", False, 2, 64, (), "adamw"),
@@ -78,27 +75,9 @@ def part1():
 
 
 def part2():
-    import bitsandbytes as bnb
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    config = LlamaConfig(**LLAMA_32_1B)
+    config = LlamaConfig(**memory.LLAMA_32_1B)
     t0 = time.time()
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config)
-    model = model.to_empty(device="cpu").to(torch.bfloat16)
-    model.tie_weights()
-    gen = torch.Generator().manual_seed(0)
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is torch.nn.Linear and name != "lm_head":
-                w = (torch.randn(child.out_features, child.in_features, generator=gen) * 0.02).to(torch.bfloat16)
-                layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=False, compute_dtype=torch.bfloat16,
-                                          quant_type="nf4", compress_statistics=True)
-                layer.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4", blocksize=64, compress_statistics=True)
-                setattr(module, name, layer.to("cpu"))
-    model.is_loaded_in_4bit = True
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
+    model = memory.random_qlora_model(config, r=16)
     counted = memory._param_bytes(model)
     predicted = memory.estimate(config, method="qlora", precision="bf16", r=16, target_modules="all-linear")
     print(f"Part 2: Llama-3.2-1B architecture, random weights, NF4 by bitsandbytes on CPU ({time.time() - t0:.0f} s)")
@@ -106,11 +85,12 @@ def part2():
     print(f"  weights counted   {counted / 2**30:.3f} GiB")
     print(f"  weights predicted {predicted.weights / 2**30:.3f} GiB  (ratio {predicted.weights / counted:.4f})")
     for gpu, precision in (("T4", "fp16"), ("L4", "bf16")):
-        for b, s in ((4, 512), (8, 512), (4, 1024)):
+        for b, s in ((4, 512), (8, 512), (4, 1024), (16, 512)):
             run = memory.estimate(config, method="qlora", precision=precision, optimizer="adamw8bit", r=16,
                                   target_modules="all-linear", batch_size=b, seq_len=s, grad_checkpointing=True)
-            print(f"  {gpu} ({precision}), batch {b} x {s}, checkpointing: predicted {run.total / 2**30:5.2f} GiB; "
-                  f"headroom {run.headroom(gpu) / 2**30:5.2f} GiB -> {'fits' if run.fits(gpu) else 'does NOT fit'}")
+            print(f"  {gpu} ({precision}), batch {b:2} x {s:4}, checkpointing: total {run.total / 2**30:5.2f} GiB, "
+                  f"peak {run.peak / 2**30:5.2f} GiB; headroom {run.headroom(gpu) / 2**30:6.2f} GiB -> "
+                  f"{'fits' if run.fits(gpu) else 'does NOT fit'}")
 
 
 def main(argv=None):

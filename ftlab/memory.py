@@ -589,3 +589,47 @@ def side_by_side(predicted: MemoryEstimate, measured: MemoryEstimate) -> str:
         ratio = f"{p / m:6.3f}" if m else "     -"
         rows.append(f"{part:12} {p / 2**20:14.2f} {m / 2**20:13.2f} {ratio}")
     return "\n".join(rows)
+
+
+LLAMA_32_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                   num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True,
+                   rope_theta=500000.0, max_position_embeddings=131072)
+"""Llama-3.2-1B's architecture numbers (from its public config.json), to build it without a download."""
+
+
+def random_qlora_model(config=None, device: str = "cpu", r: int = 16, compute_dtype=torch.bfloat16, seed: int = 0):
+    """The QLoRA recipe on random weights in a real architecture (default Llama-3.2-1B): every
+    decoder linear quantized to NF4 (double quantization) by bitsandbytes, exactly as
+    transformers does when it loads a checkpoint; then prepare_model_for_kbit_training and peft
+    LoRA on all linears. Nothing is downloaded, so memory figures can be checked offline."""
+    import bitsandbytes as bnb
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = config or LlamaConfig(**LLAMA_32_1B)
+    config._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    model = model.to_empty(device=device).to(compute_dtype)
+    model.tie_weights()  # to_empty gives the head its own storage; tie it back as from_pretrained does
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.fill_(1.0)  # norm weights
+            elif "embed" in name:
+                p.normal_(0, 0.02, generator=gen)
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Linear and name != "lm_head":
+                w = torch.randn(child.out_features, child.in_features, generator=gen, device=device) * 0.02
+                layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=False, compute_dtype=compute_dtype,
+                                          quant_type="nf4", compress_statistics=True, device="meta")
+                layer.weight = bnb.nn.Params4bit(w.to(compute_dtype).cpu() if device == "cpu" else w.to(compute_dtype),
+                                                 requires_grad=False, quant_type="nf4", blocksize=64,
+                                                 compress_statistics=True)
+                setattr(module, name, layer.to(device))  # quantizes
+                del w
+    model.is_loaded_in_4bit = True
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear"))

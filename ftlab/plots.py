@@ -106,3 +106,23 @@ def plot_history(history, metrics: list[str] | str | None = None, ax=None) -> Fi
 
 def _eval_label(name: str) -> str:
     return name if name.lower().startswith("eval") else f"eval {name}"
+
+
+def plot_singular_values(spectra: dict, r: int | None = None, ax=None) -> Figure:
+    """Singular values of weight updates, largest first, one line per layer, on a log axis.
+
+    ``spectra`` maps a layer name to its singular values (a 1-D tensor or list). ``r`` marks the
+    LoRA rank: an update ``B @ A`` of rank r has at most r values above rounding noise (lesson 02).
+    """
+    fig, ax = _new_axes(ax)
+    for i, (name, values) in enumerate(spectra.items()):
+        values = [float(v) for v in values]
+        ax.semilogy(range(1, len(values) + 1), values, ".-", color=f"C{i % 10}", label=name, linewidth=1)
+    if r is not None:
+        ax.axvline(r + 0.5, color="grey", linestyle="--", linewidth=1, label=f"rank r = {r}")
+    ax.set_xlabel("singular value index (largest first)")
+    ax.set_ylabel("singular value")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize="x-small", ncol=2)
+    ax.set_title("spectrum of the trained update ΔW = scale · B A")
+    return fig

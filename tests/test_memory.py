@@ -9,12 +9,10 @@ download) is quantized with bitsandbytes on the CPU and its static memory checke
 
 from __future__ import annotations
 
-import math
 
 import bitsandbytes as bnb
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ftlab import memory
@@ -24,9 +22,6 @@ GB = 1e9
 SMALL = LlamaConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                     intermediate_size=320, vocab_size=500, tie_word_embeddings=True, head_dim=32)
 SMALL._attn_implementation = "sdpa"
-LLAMA_32_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                   num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True,
-                   rope_theta=500000.0, max_position_embeddings=131072)
 
 
 # -- the seed's numbers --------------------------------------------------------------------------
@@ -149,25 +144,8 @@ def test_estimate_matches_the_micro_world_lm():
 def test_the_llama_3_2_1b_architecture_quantized_on_cpu_matches_the_static_estimate():
     """Random weights in the real 1B shapes (nothing downloaded), every decoder linear quantized by
     bitsandbytes exactly as transformers does, then peft's k-bit preparation and LoRA."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    config = LlamaConfig(**LLAMA_32_1B)
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config)
-    model = model.to_empty(device="cpu").to(torch.bfloat16)
-    model.tie_weights()  # to_empty gives the head its own storage; tie it back as from_pretrained does
-    gen = torch.Generator().manual_seed(0)
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is torch.nn.Linear and name != "lm_head":
-                w = (torch.randn(child.out_features, child.in_features, generator=gen) * 0.02).to(torch.bfloat16)
-                layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=False,
-                                          compute_dtype=torch.bfloat16, quant_type="nf4", compress_statistics=True)
-                layer.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4", blocksize=64,
-                                                 compress_statistics=True)
-                setattr(module, name, layer.to("cpu"))
-    model.is_loaded_in_4bit = True
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
+    model = memory.random_qlora_model(r=16)
+    config = LlamaConfig(**memory.LLAMA_32_1B)
     counted = memory._param_bytes(model)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     predicted = memory.estimate(config, method="qlora", precision="bf16", r=16, target_modules="all-linear")
@@ -178,6 +156,26 @@ def test_the_llama_3_2_1b_architecture_quantized_on_cpu_matches_the_static_estim
     run = memory.estimate(config, method="qlora", precision="fp16", optimizer="adamw8bit", r=16,
                           target_modules="all-linear", batch_size=4, seq_len=512, grad_checkpointing=True)
     assert run.fits("T4") and run.fits("L4")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device machine, or Colab)")
+def test_qlora_on_the_1b_architecture_peak_matches_max_memory_allocated_on_cuda():
+    """The calculator's peak against torch.cuda.max_memory_allocated for one QLoRA step of the 1B
+    architecture (batch 4 x 512, checkpointing, 8-bit AdamW). Numbers are recorded in docs/memory.md."""
+    torch.cuda.empty_cache()
+    model = memory.random_qlora_model(r=16, device="cuda", compute_dtype=torch.bfloat16)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+    ids = torch.randint(3, 128256, (4, 512), device="cuda")
+    measured = memory.measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
+                              bnb.optim.AdamW8bit([p for p in model.parameters() if p.requires_grad], lr=1e-4))
+    predicted = memory.estimate(LlamaConfig(**memory.LLAMA_32_1B), method="qlora", precision="bf16",
+                                optimizer="adamw8bit", r=16, target_modules="all-linear", batch_size=4, seq_len=512,
+                                grad_checkpointing=True)
+    peak = measured.details["max_memory_allocated"]
+    print(f"predicted peak {predicted.peak / 2**30:.3f} GiB, max_memory_allocated {peak / 2**30:.3f} GiB")
+    assert predicted.static == pytest.approx(measured.static, rel=0.01)
+    assert predicted.peak == pytest.approx(peak, rel=0.15)
 
 
 # -- errors and the table --------------------------------------------------------------------------
