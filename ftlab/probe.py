@@ -1,0 +1,521 @@
+"""Linear probing: freeze a pretrained backbone, train only a new head (lesson 01).
+
+The cheapest way to adapt a pretrained image model is to keep every backbone weight frozen and
+train one ``nn.Linear`` on its features: ``d_feat * K + K`` trainable parameters (20,490 for
+ResNet-50 and 10 classes). This module holds what lesson 01 builds around that idea:
+
+- :func:`build_linear_probe` and :func:`trainable_count`: the seed's API. Full profile: a
+  torchvision ResNet (``DEFAULT`` ImageNet weights) with a fresh ``fc``. Tiny profile: the
+  micro-world CNN (:class:`ftlab._tinyvision.TinyResNet`, 128 features), which stands in for
+  every ResNet name, so ``backbone="resnet50"`` means "the tiny CNN" there.
+- :func:`unfreeze` and :func:`differential_lr_groups`: partial and full fine-tuning, with a
+  backbone learning rate much smaller than the head's.
+- :func:`extract_features`: a frozen backbone's features, cached on disk (safetensors) under a
+  key made of the backbone, a hash of its weights and a hash of the data. Training the head
+  again, for another learning rate or another k, then never runs the backbone again; change a
+  weight or a pixel and the key changes, so a stale file is never read.
+- heads trained three ways: with :func:`ftlab.train.train` (AdamW, like everything else in the
+  course), with L-BFGS (:func:`logistic_probe_accuracy`), and in closed form
+  (:func:`ridge_probe`). They land within a point or two of each other: the features, not the
+  optimiser, decide what a probe can do.
+- CLIP: zero-shot classification from prompt templates (:func:`zero_shot_head`, itself a
+  linear head whose weights come from text), a probe on CLIP's image features, a k-NN
+  (:func:`knn_accuracy`) and a k-shot curve (:func:`k_shot_curve`) comparing the three.
+
+Everything takes the same objects at both scales (a torchvision-style ResNet or a
+``transformers.CLIPModel``; a dataset of ``(image, label)``), so the lesson's code is the code
+a student runs on ResNet-50 and CLIP ViT-B/32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from ftlab._tinyvision import (RESNETS, backbone_features, clip_encode_images, clip_encode_text,
+                               load_vision_backbone, logistic_probe_accuracy)
+from ftlab.models import count_parameters
+
+__all__ = ["BACKBONES", "build_linear_probe", "trainable_count", "trainable_names", "freeze",
+           "unfreeze", "differential_lr_groups", "FeatureSet", "extract_features",
+           "feature_cache_dir", "weights_fingerprint", "data_fingerprint", "accuracy", "train_head",
+           "ridge_probe", "logistic_probe_accuracy", "zero_shot_head", "knn_accuracy",
+           "sample_per_class", "k_shot_curve"]
+
+BACKBONES = RESNETS  # the names build_linear_probe knows (torchvision ResNets)
+HEAD = "fc"  # torchvision's name for a ResNet's classifier; the tiny CNN keeps it
+CACHE_FORMAT = 1  # bump when what extract_features computes changes: old files stop matching
+
+
+# --------------------------------------------------------------------------------------------
+# The probe: a frozen backbone and a fresh head
+# --------------------------------------------------------------------------------------------
+
+def _check_num_classes(num_classes) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(f"num_classes={num_classes!r}: a classifier needs an int of at least 2 "
+                         "classes (one class is not a decision).")
+    return int(num_classes)
+
+
+def _keep_frozen_batchnorm_in_eval(module: nn.Module, args) -> None:
+    # requires_grad=False stops gradients but not BatchNorm's running mean and variance, which
+    # move on every forward in train mode. train() calls model.train(), so a frozen BatchNorm
+    # puts itself back in eval mode before each forward; an unfrozen one trains as usual.
+    if module.training and not any(p.requires_grad for p in module.parameters()):
+        module.eval()
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Freeze ``module`` in place: no gradients, and its BatchNorm statistics stay as pretrained.
+
+    Sets ``requires_grad = False`` on every parameter and hooks each BatchNorm so that it runs
+    in eval mode while its parameters are frozen (see :func:`unfreeze`). Returns ``module``.
+    """
+    for p in module.parameters():
+        p.requires_grad = False
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and \
+                _keep_frozen_batchnorm_in_eval not in m._forward_pre_hooks.values():
+            m.register_forward_pre_hook(_keep_frozen_batchnorm_in_eval)
+    return module
+
+
+def build_linear_probe(num_classes: int, backbone: str = "resnet50", pretrained: bool = True,
+                       profile: str | None = None) -> nn.Module:
+    """A frozen ResNet with a fresh trainable ``fc``: ``[B, 3, H, W] -> [B, num_classes]``.
+
+    full: ``torchvision.models.<backbone>`` with its ``DEFAULT`` ImageNet weights (2048
+    features for ResNet-50). tiny: the micro-world CNN for any name in :data:`BACKBONES` (128
+    features). ``pretrained=False`` gives the same architecture with random weights: the
+    baseline that shows what pretraining is worth. Only ``fc.weight`` and ``fc.bias`` train:
+    ``trainable_count(model) == fc.in_features * num_classes + num_classes``.
+    The model comes back on the CPU in train mode, like torchvision's.
+    """
+    num_classes = _check_num_classes(num_classes)
+    net = load_vision_backbone(profile=profile, pretrained=pretrained, name=backbone)
+    freeze(net)
+    net.fc = nn.Linear(net.fc.in_features, num_classes)  # fresh, and trainable by default
+    return net
+
+
+def trainable_count(model: nn.Module) -> int:
+    """Parameters that receive gradients (``requires_grad``): what the optimiser updates."""
+    return count_parameters(model, trainable_only=True)
+
+
+def trainable_names(model: nn.Module) -> list[str]:
+    """Names of the parameters with ``requires_grad``, e.g. ``['fc.weight', 'fc.bias']``."""
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def unfreeze(model: nn.Module, *blocks: str) -> nn.Module:
+    """Make the named top-level blocks trainable (``unfreeze(model, "layer4")``); none = all.
+
+    Partial fine-tuning unfreezes the last block(s), full fine-tuning everything. The head stays
+    trainable either way. Unfrozen BatchNorm layers train normally again.
+    """
+    children = dict(model.named_children())
+    unknown = [b for b in blocks if b not in children]
+    if unknown:
+        raise ValueError(f"no block named {unknown} in {type(model).__name__}; its blocks are "
+                         f"{list(children)}.")
+    for module in ([children[b] for b in blocks] if blocks else [model]):
+        for p in module.parameters():
+            p.requires_grad = True
+    return model
+
+
+def differential_lr_groups(model: nn.Module, head_lr: float, backbone_lr: float,
+                           head: str = HEAD, weight_decay: float = 0.0) -> list[dict]:
+    """Optimizer parameter groups: the head at ``head_lr``, every other trainable part at ``backbone_lr``.
+
+    ``torch.optim.AdamW(differential_lr_groups(model, 1e-2, 1e-3))``: the pretrained weights
+    move ten times more slowly than the fresh head, so the head's large early gradients do not
+    wreck the features it depends on. Frozen parameters are left out.
+    """
+    head_params = [p for n, p in model.named_parameters() if p.requires_grad and n.split(".")[0] == head]
+    body_params = [p for n, p in model.named_parameters() if p.requires_grad and n.split(".")[0] != head]
+    if not head_params:
+        raise ValueError(f"no trainable parameter under {head!r}; pass head=... the name of the "
+                         f"classifier (top-level blocks: {[n for n, _ in model.named_children()]}).")
+    groups = [{"params": head_params, "lr": head_lr, "weight_decay": weight_decay}]
+    if body_params:
+        groups.append({"params": body_params, "lr": backbone_lr, "weight_decay": weight_decay})
+    return groups
+
+
+# --------------------------------------------------------------------------------------------
+# Features, cached on disk
+# --------------------------------------------------------------------------------------------
+
+class FeatureSet(Dataset):
+    """Frozen features and their labels: item ``i`` is ``(features[i] [D] float, label int)``.
+
+    A dataset, so ``ftlab.train.train(head, feature_set, ...)`` trains a head on it directly.
+    ``classes`` are the class names when the images' dataset had them; ``from_cache`` and
+    ``seconds`` say whether :func:`extract_features` read a file or ran the backbone, and how
+    long that took.
+    """
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, classes=None,
+                 from_cache: bool = False, seconds: float = 0.0, path: Path | None = None):
+        if features.ndim != 2 or len(features) != len(labels):
+            raise ValueError(f"features must be [N, D] with one label each; got {tuple(features.shape)} "
+                             f"and {len(labels)} labels.")
+        self.features, self.labels = features.float(), labels.long()
+        self.classes = list(classes) if classes is not None else None
+        self.from_cache, self.seconds, self.path = from_cache, seconds, path
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.features[i], int(self.labels[i])
+
+    @property
+    def dim(self) -> int:
+        return self.features.shape[1]
+
+    def subset(self, indices) -> FeatureSet:
+        """The rows ``indices`` (a k-shot sample, a split), same classes."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return FeatureSet(self.features[idx], self.labels[idx], self.classes)
+
+    def __repr__(self) -> str:
+        source = "cache" if self.from_cache else "backbone"
+        return f"FeatureSet({len(self)} x {self.dim} features, from the {source} in {self.seconds:.2f} s)"
+
+
+def feature_cache_dir() -> Path:
+    """Where :func:`extract_features` keeps its files: ``FTLAB_CACHE_DIR`` or ``~/.cache/ftlab/features``."""
+    return Path(os.environ.get("FTLAB_CACHE_DIR") or Path.home() / ".cache" / "ftlab" / "features")
+
+
+def _is_clip(model) -> bool:
+    return hasattr(model, "get_image_features")
+
+
+def _feature_kind(model) -> str:
+    if _is_clip(model):
+        return "clip-image"
+    if isinstance(getattr(model, HEAD, None), nn.Module):
+        return "penultimate"
+    raise TypeError(f"extract_features takes a ResNet-style model (with a .{HEAD} head) or a "
+                    f"transformers CLIPModel; got {type(model).__name__}.")
+
+
+def _hash_tensor(h, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the bytes, without a copy
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 of the weights (and BatchNorm statistics) that make the features.
+
+    A ResNet's head (``fc``) is left out: a new or trained head gives the same features, so it
+    must not miss the cache. For CLIP only the image tower counts (``vision_model``,
+    ``visual_projection``). One changed weight gives another fingerprint.
+    """
+    if _is_clip(model):
+        keep = lambda name: name.startswith(("vision_model.", "visual_projection."))  # noqa: E731
+    else:
+        keep = lambda name: name.split(".")[0] != HEAD  # noqa: E731
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if keep(name):
+            h.update(name.encode())
+            _hash_tensor(h, tensor)
+    return h.hexdigest()
+
+
+def _hash_data(h, ds) -> None:
+    """Feed what identifies a dataset's images and labels to ``h``, without decoding every image
+    where the dataset holds its raw data (the micro-world, CIFAR-10, an ImageFolder)."""
+    h.update(type(ds).__name__.encode())
+    if isinstance(ds, Subset):
+        _hash_tensor(h, torch.as_tensor(list(ds.indices), dtype=torch.long))
+        _hash_data(h, ds.dataset)
+    elif isinstance(ds, TensorDataset):
+        for t in ds.tensors:
+            _hash_tensor(h, t)
+    elif isinstance(getattr(ds, "images", None), torch.Tensor):  # the micro-world's ShapesDataset
+        _hash_tensor(h, ds.images)
+        _hash_tensor(h, torch.as_tensor(ds.targets))
+    elif isinstance(getattr(ds, "data", None), (np.ndarray, torch.Tensor)):  # torchvision CIFAR/MNIST
+        _hash_tensor(h, torch.as_tensor(np.ascontiguousarray(ds.data)))
+        _hash_tensor(h, torch.as_tensor(ds.targets))
+        h.update(repr(getattr(ds, "transform", None)).encode())
+    elif hasattr(ds, "samples"):  # torchvision ImageFolder (EuroSAT): files by path
+        h.update(json.dumps([(str(p), int(y)) for p, y in ds.samples]).encode())
+        h.update(repr(getattr(ds, "transform", None)).encode())
+    else:  # anything else: every item, decoded
+        for i in range(len(ds)):
+            image, label = ds[i]
+            _hash_tensor(h, torch.as_tensor(image))
+            h.update(str(int(label)).encode())
+
+
+def data_fingerprint(dataset) -> str:
+    """sha256 of a dataset's images and labels (and its transform, where it has one)."""
+    h = hashlib.sha256()
+    _hash_data(h, dataset)
+    return h.hexdigest()
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int, where: str) -> None:
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+        raise ValueError(f"{where}: label {bad} is out of range for {num_classes} classes "
+                         f"(labels must be 0..{num_classes - 1}).")
+
+
+def _in_order(dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    # A DataLoader draws its worker seed from the global RNG unless given a generator: a cache
+    # miss would then shift every later random draw (a new head's init) and a hit would not.
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      generator=torch.Generator())
+
+
+@torch.no_grad()
+def _run_backbone(model, dataset, batch_size: int, num_workers: int) -> tuple[torch.Tensor, torch.Tensor]:
+    encode = clip_encode_images if _is_clip(model) else backbone_features
+    feats, labels = [], []
+    for images, y in _in_order(dataset, batch_size, num_workers):
+        feats.append(encode(model, images, batch_size=batch_size))
+        labels.append(torch.as_tensor(y).long())
+    return torch.cat(feats), torch.cat(labels)
+
+
+def extract_features(model, dataset, *, use_cache: bool = True, cache_dir: str | Path | None = None,
+                     batch_size: int = 256, num_workers: int = 0) -> FeatureSet:
+    """Run a frozen backbone over ``dataset`` once: ``N`` images -> :class:`FeatureSet` ``[N, D]``.
+
+    ``model``: a ResNet-style net (its penultimate features, ``fc.in_features`` wide, via
+    :func:`ftlab._tinyvision.backbone_features`) or a ``transformers.CLIPModel`` (unit-length
+    image embeddings, :func:`ftlab._tinyvision.clip_encode_images`). ``dataset`` yields
+    ``(image [3, H, W], label)``. Runs on the model's device, in eval mode.
+
+    With ``use_cache`` the result is stored in ``cache_dir`` (default :func:`feature_cache_dir`)
+    as ``<kind>-<weights hash>-<data hash>.safetensors`` and read from there next time: same
+    weights and same data give the same file; a changed weight or image gives a new key (the
+    old file is never read again). ``FeatureSet.from_cache`` says which happened.
+    """
+    kind = _feature_kind(model)
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty (0 images): there are no features to extract. "
+                         "Check the split, or the subset size.")
+    classes = getattr(dataset, "classes", None)
+    start = time.perf_counter()
+    path = None
+    if use_cache:
+        key = {"format": CACHE_FORMAT, "kind": kind, "backbone": type(model).__name__,
+               "weights": weights_fingerprint(model), "data": data_fingerprint(dataset)}
+        path = Path(cache_dir or feature_cache_dir()) / (
+            f"{type(model).__name__}-{kind}-{key['weights'][:16]}-{key['data'][:16]}.safetensors")
+        cached = _read_cache(path, key)
+        if cached is not None:
+            return FeatureSet(*cached, classes=classes, from_cache=True,
+                              seconds=time.perf_counter() - start, path=path)
+    features, labels = _run_backbone(model, dataset, batch_size, num_workers)
+    if use_cache:
+        _write_cache(path, key, features, labels)
+    return FeatureSet(features, labels, classes, from_cache=False,
+                      seconds=time.perf_counter() - start, path=path)
+
+
+def _read_cache(path: Path, key: dict):
+    """``(features, labels)`` from ``path`` if it holds exactly ``key``'s features, else None."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = json.loads((f.metadata() or {}).get("key", "{}"))
+        if stored != key:  # a truncated hash collided, or the file is from another format
+            return None
+        tensors = load_file(str(path))
+        return tensors["features"], tensors["labels"]
+    except Exception:  # a half-written or corrupt file is a miss, and gets rewritten
+        return None
+
+
+def _write_cache(path: Path, key: dict, features: torch.Tensor, labels: torch.Tensor) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"features": features.contiguous(), "labels": labels.contiguous()}, str(tmp),
+              metadata={"key": json.dumps(key, sort_keys=True)})
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+# --------------------------------------------------------------------------------------------
+# Heads: trained, L-BFGS, closed form; and how to score them
+# --------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data, batch_size: int = 256) -> float:
+    """Fraction of ``data`` that ``model`` classifies right (a float in 0..1).
+
+    ``data`` yields ``(input, label)``: images for a whole network, or a :class:`FeatureSet`
+    for a head alone. Runs in eval mode on the model's device; the mode is restored.
+    """
+    if len(data) == 0:
+        raise ValueError("cannot score an empty dataset (0 examples).")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    right = 0
+    try:
+        for x, y in _in_order(data, batch_size):
+            logits = model(x.to(device))
+            logits = getattr(logits, "logits", logits)  # [B, K]
+            y = torch.as_tensor(y)
+            _check_labels(y, logits.shape[1], "accuracy")
+            right += (logits.argmax(1).cpu() == y).sum().item()
+    finally:
+        model.train(was_training)
+    return right / len(data)
+
+
+def train_head(head: nn.Linear, data: FeatureSet, cfg=None, **overrides):
+    """Train a head on cached features with :func:`ftlab.train.train`; returns its ``History``.
+
+    The same loop as every other run in the course (AdamW, ``cfg`` or keyword settings such as
+    ``lr=1e-2, num_epochs=60``), after checking that the features fit the head: their width is
+    ``head.in_features`` and every label is below ``head.out_features``. A step costs one small
+    matrix product, so hundreds of epochs take seconds.
+    """
+    from ftlab.train import classification_loss, train
+
+    if len(data) == 0:
+        raise ValueError("the feature set is empty (0 examples): nothing to train the head on.")
+    if data.dim != head.in_features:
+        raise ValueError(f"the features are {data.dim}-dimensional but the head takes "
+                         f"{head.in_features}: were they extracted with another backbone?")
+    _check_labels(data.labels, head.out_features, "train_head")
+    overrides.setdefault("progress", False)
+    return train(head, data, cfg, loss_fn=classification_loss, **overrides)
+
+
+def ridge_probe(train: FeatureSet, num_classes: int | None = None, l2: float = 1e-2) -> nn.Linear:
+    """The closed-form probe: least squares onto one-hot labels, ``W = (X^T X + l2 N I)^-1 X^T Y``.
+
+    ``X`` is the centred features ``[N, D]``, ``Y`` the centred one-hot labels ``[N, K]``; the
+    bias puts the means back. No learning rate, no steps: one linear solve. Returns an
+    ``nn.Linear(D, K)`` to use like any trained head.
+    """
+    if len(train) == 0:
+        raise ValueError("the feature set is empty (0 examples): nothing to fit.")
+    k = _check_num_classes(num_classes if num_classes is not None else
+                           (len(train.classes) if train.classes else int(train.labels.max()) + 1))
+    _check_labels(train.labels, k, "ridge_probe")
+    x = train.features.double()
+    y = F.one_hot(train.labels, k).double()
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc + l2 * len(x) * torch.eye(x.shape[1], dtype=x.dtype)
+    weight = torch.linalg.solve(gram, xc.T @ yc)  # [D, K]
+    head = nn.Linear(x.shape[1], k)
+    with torch.no_grad():
+        head.weight.copy_(weight.T)
+        head.bias.copy_(y_mean - x_mean @ weight)
+    return head
+
+
+# --------------------------------------------------------------------------------------------
+# CLIP zero-shot, k-NN, k-shot
+# --------------------------------------------------------------------------------------------
+
+def zero_shot_head(model, processor, class_names, templates=("a photo of a {}.",)) -> nn.Linear:
+    """CLIP's zero-shot classifier as a linear head ``[D] -> [K]``, built from text alone.
+
+    Row ``c`` of the weight is the mean over ``templates`` of the unit text embeddings of
+    ``template.format(class_names[c])``, renormalised (prompt ensembling). On unit image
+    embeddings the logits are cosine similarities, so ``argmax`` picks the closest prompt.
+    It is a linear probe whose weights came from text instead of labelled images.
+    """
+    if not class_names or len(class_names) < 2:
+        raise ValueError(f"zero-shot needs at least 2 class names, got {list(class_names or [])}.")
+    if isinstance(templates, str):
+        templates = (templates,)
+    if not templates or any("{}" not in t for t in templates):
+        raise ValueError(f"each template needs a '{{}}' where the class name goes; got {list(templates)}.")
+    per_template = torch.stack([clip_encode_text(model, processor, [t.format(c) for c in class_names])
+                                for t in templates])  # [T, K, D]
+    weight = F.normalize(per_template.mean(0), dim=-1)  # [K, D]
+    head = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+    head.requires_grad_(False)
+    return head
+
+
+def knn_accuracy(train: FeatureSet, test: FeatureSet, neighbors: int = 5) -> float:
+    """Accuracy of a cosine k-NN: each test point takes the similarity-weighted vote of its
+    ``neighbors`` most similar training points (fewer if the training set is smaller).
+
+    No training at all, only stored examples: the other cheap baseline next to a probe.
+    """
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(f"k-NN needs training and test points; got {len(train)} and {len(test)}.")
+    k = min(int(neighbors), len(train))
+    if k < 1:
+        raise ValueError(f"neighbors={neighbors!r}: use at least 1.")
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    sims = F.normalize(test.features, dim=-1) @ F.normalize(train.features, dim=-1).T  # [N_test, N_train]
+    top, idx = sims.topk(k, dim=1)
+    votes = torch.zeros(len(test), num_classes).scatter_add_(1, train.labels[idx], top)
+    return (votes.argmax(1) == test.labels).float().mean().item()
+
+
+def sample_per_class(data: FeatureSet, k: int, seed: int = 0) -> FeatureSet:
+    """A k-shot training set: ``k`` random examples of every class (``K * k`` rows), seeded."""
+    if k < 1:
+        raise ValueError(f"k={k!r}: a k-shot set needs at least 1 example per class.")
+    gen = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in sorted(data.labels.unique().tolist()):
+        rows = torch.nonzero(data.labels == c).flatten()
+        if len(rows) < k:
+            raise ValueError(f"class {c} has only {len(rows)} examples; cannot draw {k} per class.")
+        picked.append(rows[torch.randperm(len(rows), generator=gen)[:k]])
+    return data.subset(torch.cat(picked))
+
+
+def k_shot_curve(train: FeatureSet, test: FeatureSet, shots=(1, 2, 4, 8, 16), seeds=(0, 1, 2),
+                 neighbors: int = 5) -> dict:
+    """Probe and k-NN accuracy with ``k`` labelled examples per class, for each ``k`` in ``shots``.
+
+    For each k and seed: draw a k-shot set from ``train`` (:func:`sample_per_class`), fit the
+    L-BFGS probe (:func:`logistic_probe_accuracy`) and score the k-NN, both on all of ``test``.
+    Returns ``{"shots": [...], "probe": [...], "knn": [...], "probe_std": [...], "knn_std": [...]}``,
+    means (and standard deviations) over the seeds, accuracies in 0..1.
+    """
+    curve = {"shots": [], "probe": [], "knn": [], "probe_std": [], "knn_std": []}
+    for k in shots:
+        probe, knn = [], []
+        for seed in seeds:
+            few = sample_per_class(train, k, seed)
+            probe.append(logistic_probe_accuracy(few.features, few.labels, test.features, test.labels))
+            knn.append(knn_accuracy(few, test, neighbors))
+        curve["shots"].append(k)
+        for name, values in (("probe", probe), ("knn", knn)):
+            curve[name].append(statistics.fmean(values))
+            curve[f"{name}_std"].append(statistics.pstdev(values))
+    return curve
