@@ -272,6 +272,10 @@ def test_prompt_ensemble_is_the_renormalised_mean_of_the_templates(clip_features
     head = P.zero_shot_head(model, processor, names, templates)
     each = torch.stack([V.clip_encode_text(model, processor, [t.format(n) for n in names]) for t in templates])
     torch.testing.assert_close(head.weight.detach(), nn.functional.normalize(each.mean(0), dim=-1))
+    from ftlab.drills import lesson01
+
+    img = nn.functional.normalize(torch.randn(3, 64), dim=-1)
+    torch.testing.assert_close(lesson01.zero_shot_logits_solution(img, each), head(img))
 
 
 def test_knn_votes_by_similarity_on_toy_points():

@@ -1,0 +1,493 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Linear probing: a frozen ResNet and CLIP
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ftlab-course/ftlab/blob/main/notebooks/01_linear_probe.ipynb)
+#
+# **What you will learn**
+# - why a pretrained backbone is a good starting point, and what a *linear probe* trains: a
+#   frozen backbone plus one new linear layer, `d_feat · K + K` parameters;
+# - how big the gap is between a probe on pretrained features and the same network with random
+#   weights;
+# - to run the backbone once and cache its features, so that every later head (another learning
+#   rate, another k) costs seconds; and that the optimiser hardly matters for a probe;
+# - partial fine-tuning (the last block, with a much smaller learning rate than the head) and
+#   full fine-tuning: what each buys in accuracy, and what it costs in time and memory;
+# - CLIP: classifying from prompts alone (zero-shot) against a probe and a k-NN, with 1 to 16
+#   labelled examples per class.
+#
+# On a CPU the tiny profile runs in well under a minute.
+
+# %% [markdown]
+# ## Set-up
+# On Colab the first cell installs `ftlab` (keeping Colab's own torch); elsewhere it does nothing.
+
+# %%
+import importlib.metadata as md
+import subprocess
+import sys
+import tempfile
+
+if "google.colab" in sys.modules:
+    FTLAB_PIN = "ftlab @ git+https://github.com/ftlab-course/ftlab@v0.1.0"
+    keep = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)  # never touch torch
+    keep.write("".join(f"{p}=={md.version(p)}\n" for p in ("torch", "torchvision")))
+    keep.close()
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep.name, FTLAB_PIN], check=True)
+
+from ftlab.runtime import device, headline, profile, report, seed_everything
+
+env = report()  # versions, device, GPU, profile: paste this when you ask for help
+
+# %% [markdown]
+# ## Config
+# The only cell where the two profiles differ. In the tiny profile the backbone is the
+# micro-world's CNN (a 10-layer ResNet, 128 features) pretrained on 8 drawn shapes, and the task
+# is 6 *other* shapes it never saw, half of them drawn as outlines only. In the full profile it is
+# ResNet-50 with its ImageNet weights on CIFAR-10, and CLIP ViT-B/32 also meets EuroSAT
+# satellite tiles, a classic few-shot test.
+
+# %%
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Config:
+    seed: int = 0                    # same heads, same data order, same k-shot draws every run
+    backbone: str = "resnet50"       # a torchvision ResNet; the tiny profile maps every name to its CNN
+    task: str = "target"             # the task to probe: drawn shapes (tiny), CIFAR-10 (full)
+    train_size: int | None = None    # training images, drawn at random (None = all: 1,000 tiny)
+    test_size: int | None = None     # test images (None = all: 500 tiny)
+    batch_size: int = 64             # images per optimizer step when backbone layers train
+    head_lr: float = 1e-2            # AdamW learning rate of the new head
+    head_batch_size: int = 128       # feature rows per step when only the head trains
+    head_epochs: int = 60            # passes over the cached features: each step is one small matmul
+    backbone_lr: float = 1e-3        # fine-tuning: learning rate of the pretrained layers (head_lr / 10)
+    finetune_epochs: int = 5         # passes over the images when backbone layers train
+    unfreeze: tuple = ("layer4",)    # the blocks partial fine-tuning trains (with the head)
+    sweep_lrs: tuple = (1e-3, 1e-2, 1e-1)  # head learning rates tried on the cached features
+    clip_tasks: tuple = ("target",)  # the tasks CLIP is tested on (zero-shot, probe, k-shot)
+    templates: dict = field(default_factory=dict)  # task -> prompt templates, "{}" = the class name
+    shots: tuple = (1, 2, 4, 8, 16)  # labelled examples per class on the k-shot curve
+    shot_seeds: tuple = (0, 1, 2)    # k-shot draws averaged per point (1-shot is noisy)
+    neighbors: int = 5               # how many stored examples vote in the k-NN
+    num_workers: int = 0             # DataLoader processes decoding images (tiny images need none)
+
+
+cfg = Config(templates={"target": ["a photo of a {}.", "a {} on a plain background",
+                                   "a {} on a striped background", "a {} on a dotted background"]})
+if profile() == "full":  # ResNet-50 and CLIP ViT-B/32 at 224x224: sized for a T4 in minutes
+    cfg = Config(train_size=10_000, test_size=2_000, head_lr=1e-3, backbone_lr=1e-4, head_epochs=30,
+                 sweep_lrs=(1e-4, 1e-3, 1e-2), finetune_epochs=1, num_workers=2,
+                 clip_tasks=("target", "eurosat"),
+                 templates={"target": ["a photo of a {}.", "a blurry photo of a {}.", "a low resolution photo of a {}.",
+                                       "a photo of the small {}.", "a photo of the big {}."],
+                            "eurosat": ["a centered satellite photo of {}.", "a satellite photo of {}."]})
+seed_everything(cfg.seed)
+cfg
+
+# %% [markdown]
+# ## 1. A pretrained backbone, frozen, with a new head
+# A network trained on a big source task (ImageNet for ResNet-50; 8 filled shapes for the tiny
+# CNN) has learned edges, corners, textures and parts. A new task that looks at similar things
+# can reuse them, so we keep the backbone's weights and replace only its last layer, `fc`, with a
+# fresh `nn.Linear(d_feat, K)` for our `K` classes. Here is the data the head will learn.
+
+# %%
+import matplotlib.pyplot as plt
+
+from ftlab.data import load_image_classification
+from ftlab.data.shapes import take, to_display
+
+train_ds = take(load_image_classification(cfg.task, "train"), cfg.train_size, seed=cfg.seed)
+test_ds = take(load_image_classification(cfg.task, "test"), cfg.test_size, seed=cfg.seed)
+classes = train_ds.classes
+K = len(classes)
+print(f"{len(train_ds):,} training and {len(test_ds):,} test images, {K} classes: {classes}")
+
+fig, axes = plt.subplots(1, 8, figsize=(12, 2), layout="constrained")
+for ax, i in zip(axes, range(8)):
+    image, label = train_ds[i]
+    ax.imshow(to_display(image))
+    ax.set_title(classes[label], fontsize=9)
+    ax.axis("off")
+plt.close(fig)
+fig
+
+# %% [markdown]
+# `build_linear_probe` freezes every backbone weight, then adds the new head. Only the head
+# trains: `d_feat · K` weights plus `K` biases.
+
+# %%
+from ftlab.probe import build_linear_probe, trainable_count, trainable_names
+
+model = build_linear_probe(K, backbone=cfg.backbone)
+d_feat = model.fc.in_features
+total = sum(p.numel() for p in model.parameters())
+print(f"trainable: {trainable_names(model)}")
+print(f"{trainable_count(model):,} of {total:,} parameters train ({trainable_count(model) / total:.2%}): "
+      f"d_feat * K + K = {d_feat} * {K} + {K} = {d_feat * K + K:,}")
+assert trainable_count(model) == d_feat * K + K
+
+# %% [markdown]
+# ## 2. Run the backbone once: cached features
+# The frozen backbone maps each image to the same `d_feat` numbers every time, so training the
+# head again (a new learning rate, fewer examples) need not run it again. `extract_features`
+# stores the features on disk under a key made of the backbone, a hash of its weights and a hash
+# of the images: change one weight or one pixel and the key changes, so a stale file is never read.
+# The first call below runs the backbone the first time you run this lesson and reads the file
+# after that; `use_cache=False` always runs it, to time one pass.
+
+# %%
+import torch
+
+from ftlab.probe import extract_features
+
+extract = dict(batch_size=256, num_workers=cfg.num_workers)
+model.to(device())
+f_train = extract_features(model, train_ds, **extract)
+f_test = extract_features(model, test_ds, **extract)
+uncached = extract_features(model, train_ds, use_cache=False, **extract)  # runs the backbone
+cached = extract_features(model, train_ds, **extract)                     # reads the file
+backbone_seconds = uncached.seconds
+print(f"train features: {f_train}\ntest features:  {f_test}")
+print(f"one backbone pass over {len(train_ds):,} images: {uncached.seconds:.2f} s; "
+      f"from the cache: {cached.seconds:.3f} s ({cached.path.name})")
+assert cached.from_cache and torch.allclose(cached.features, uncached.features, atol=1e-4, rtol=1e-3)
+
+# %% [markdown]
+# ## 3. Pretrained features vs random features
+# Now train the head with `ftlab.train`, the same loop as every lesson, on the cached features:
+# each step is one small matrix product, so 60 epochs take about a second. The control is the
+# same architecture with random weights (`pretrained=False`), probed the same way. The
+# difference between the two is what pretraining is worth on this task.
+
+# %%
+# torch's optimizers import torch._dynamo on first use (about 3 s on a CPU): a one-off cost,
+# paid here so that it does not land in the timings below.
+import torch._dynamo  # noqa: F401
+
+from ftlab.probe import accuracy, train_head
+
+head_settings = dict(lr=cfg.head_lr, num_epochs=cfg.head_epochs, batch_size=cfg.head_batch_size,
+                     lr_schedule="cosine", seed=cfg.seed)
+probe_history = train_head(model.fc, f_train, **head_settings)
+probe_acc = accuracy(model.fc, f_test)
+
+random_model = build_linear_probe(K, backbone=cfg.backbone, pretrained=False).to(device())
+r_train = extract_features(random_model, train_ds, **extract)
+r_test = extract_features(random_model, test_ds, **extract)
+train_head(random_model.fc, r_train, **head_settings)
+random_acc = accuracy(random_model.fc, r_test)
+
+print(f"probe on pretrained features: {probe_acc:.1%}")
+print(f"probe on random features:     {random_acc:.1%}   (chance {1 / K:.1%})")
+print(f"what pretraining is worth:    {100 * (probe_acc - random_acc):+.1f} points")
+if profile() == "tiny":  # measured: 94.6% vs 20.8%
+    assert probe_acc >= 0.85, "the pretrained probe should score at least 85%"
+    assert probe_acc - random_acc >= 0.15, "pretrained features should beat random ones by 15+ points"
+
+# %% [markdown]
+# The head trained on cached features *is* the probe's `fc`: put back on the backbone, the whole
+# network classifies raw images with the same accuracy (it computes the same features on the way).
+
+# %%
+end_to_end = accuracy(model, test_ds)
+print(f"whole network on test images: {end_to_end:.1%} (head on cached features: {probe_acc:.1%})")
+if profile() == "tiny":
+    assert abs(end_to_end - probe_acc) < 0.01
+
+# %% [markdown]
+# ## 4. The optimiser is not the story
+# Three ways to fit the same head on the same features: AdamW through `ftlab.train` (above),
+# L-BFGS on the logistic loss (full batch, no learning rate to pick), and ridge regression onto
+# one-hot labels, solved in closed form with one linear solve. If they agree, the features decide
+# what a probe can do. Then a learning-rate sweep: with the features cached, the backbone never
+# runs again.
+
+# %%
+import time
+
+from ftlab.probe import logistic_probe_accuracy, ridge_probe
+
+lbfgs_acc = logistic_probe_accuracy(f_train.features, f_train.labels, f_test.features, f_test.labels)
+ridge_acc = accuracy(ridge_probe(f_train, K), f_test)
+print(f"{'head fitted with':<34}{'test accuracy':>14}")
+for name, acc in (("AdamW, ftlab.train", probe_acc), ("L-BFGS, logistic loss", lbfgs_acc),
+                  ("closed form, ridge regression", ridge_acc)):
+    print(f"{name:<34}{acc:>14.1%}")
+spread = max(probe_acc, lbfgs_acc, ridge_acc) - min(probe_acc, lbfgs_acc, ridge_acc)
+if profile() == "tiny":  # measured: 94.6%, 95.2%, 94.2%
+    assert spread <= 0.03, "three optimisers of the same probe should agree within 3 points"
+
+start = time.perf_counter()
+sweep = {}
+for lr in cfg.sweep_lrs:
+    feats = extract_features(model, train_ds, **extract)  # a cache hit: no backbone pass
+    seed_everything(cfg.seed)  # every head starts from the same random weights
+    head = torch.nn.Linear(d_feat, K)
+    train_head(head, feats, **{**head_settings, "lr": lr})
+    sweep[lr] = accuracy(head, f_test)
+print(f"\nlearning-rate sweep, {len(sweep)} heads in {time.perf_counter() - start:.1f} s "
+      f"(one backbone pass took {backbone_seconds:.1f} s):")
+for lr, acc in sweep.items():
+    print(f"  lr {lr:<8g} {acc:.1%}")
+
+# %% [markdown]
+# ## 5. Partial and full fine-tuning
+# A probe cannot change the features. When the new task looks different from the source (here:
+# outlines instead of filled shapes; for CIFAR-10, 32-pixel photos blown up to 224), training the
+# last block too lets the features adapt. Two rules keep that from destroying what pretraining
+# built:
+# - **differential learning rates**: the pretrained block moves ten times more slowly
+#   (`backbone_lr`) than the fresh head (`head_lr`), whose early gradients are large and random;
+# - frozen blocks keep their BatchNorm statistics (`build_linear_probe` keeps them in eval mode).
+#
+# Full fine-tuning trains everything, with the same two learning rates: the upper reference.
+
+# %%
+from ftlab.probe import differential_lr_groups, unfreeze
+from ftlab.train import train
+
+
+def fine_tune(blocks):
+    """A fresh probe, the named blocks unfrozen (none = all), trained on the images."""
+    seed_everything(cfg.seed)  # the same fresh head as every other run
+    net = unfreeze(build_linear_probe(K, backbone=cfg.backbone), *blocks)
+    optimizer = torch.optim.AdamW(differential_lr_groups(net, head_lr=cfg.head_lr, backbone_lr=cfg.backbone_lr))
+    history = train(net, train_ds, optimizer=optimizer, num_epochs=cfg.finetune_epochs,
+                    batch_size=cfg.batch_size, lr_schedule="cosine", seed=cfg.seed, progress=False)
+    return net, history
+
+
+partial_model, partial_history = fine_tune(cfg.unfreeze)
+partial_acc = accuracy(partial_model, test_ds)
+full_model, full_history = fine_tune(())
+full_acc = accuracy(full_model, test_ds)
+
+# %%
+rows = [("linear probe (head only)", model, probe_acc, backbone_seconds + probe_history.seconds, probe_history),
+        (f"partial FT ({' + '.join(cfg.unfreeze)} + head)", partial_model, partial_acc,
+         partial_history.seconds, partial_history),
+        ("full FT (everything)", full_model, full_acc, full_history.seconds, full_history)]
+print(f"{'method':<30}{'trainable':>12}{'share':>8}{'grad+Adam':>12}{'accuracy':>10}{'seconds':>9}{'peak memory':>13}")
+for name, net, acc, seconds, history in rows:
+    n = trainable_count(net)
+    state_mib = 3 * 4 * n / 2**20  # fp32 gradient + Adam's two moments, per trainable weight
+    peak = "n/a" if history.peak_memory_bytes is None else f"{history.peak_memory_bytes / 2**20:,.0f} MiB"
+    print(f"{name:<30}{n:>12,}{n / total:>8.1%}{state_mib:>8.2f} MiB{acc:>10.1%}{seconds:>9.1f}{peak:>13}")
+print(f"(probe seconds: one backbone pass over the training images + training the head; "
+      f"peak memory: {full_history.memory_kind})")
+if profile() == "tiny":  # measured: probe 94.6%, partial 97.8%, full 98.6%
+    assert partial_acc >= probe_acc, "unfreezing layer4 should not do worse than the probe"
+
+# %% [markdown]
+# On a GPU, peak memory is each run's own maximum, and it grows with what trains: gradients and
+# Adam's two moments exist only for trainable weights, and activations must be kept for the
+# backward pass only down to the lowest trainable layer. On a CPU the number is the process's
+# peak so far, which only ever grows, so compare the `grad+Adam` column instead.
+#
+# ## 6. CLIP: zero-shot, probe, k-NN and k-shot
+# CLIP was trained to match images with their captions. To classify without a single labelled
+# image, embed one prompt per class ("a photo of a heart.") with the text encoder and pick the
+# class whose prompt is closest to the image. Averaging several prompt templates per class
+# (*prompt ensembling*) gives one embedding per class: a linear head whose weights came from
+# text, which `zero_shot_head` builds. We compare it with a probe on CLIP's image features and a
+# k-NN, first with every training label, then with only k labelled images per class.
+
+# %%
+from ftlab.models import load_clip
+from ftlab.probe import k_shot_curve, knn_accuracy, zero_shot_head
+
+clip_model, processor = load_clip()
+clip_model.to(device())
+results = {}
+for task in cfg.clip_tasks:
+    task_train = train_ds if task == cfg.task else load_image_classification(task, "train")
+    task_test = test_ds if task == cfg.task else load_image_classification(task, "test")
+    names = task_test.classes
+    c_train = extract_features(clip_model, task_train, **extract)
+    c_test = extract_features(clip_model, task_test, **extract)
+    templates = cfg.templates[task]
+    results[task] = {
+        "classes": len(names),
+        "zero-shot, one prompt": accuracy(zero_shot_head(clip_model, processor, names, templates[:1]), c_test),
+        "zero-shot, all prompts": accuracy(zero_shot_head(clip_model, processor, names, templates), c_test),
+        "probe, all labels": logistic_probe_accuracy(c_train.features, c_train.labels, c_test.features, c_test.labels),
+        "k-NN, all labels": knn_accuracy(c_train, c_test, cfg.neighbors),
+        "curve": k_shot_curve(c_train, c_test, cfg.shots, cfg.shot_seeds, cfg.neighbors),
+    }
+    if task == cfg.task:  # the ResNet's features on the same k-shot draws, for comparison
+        results[task]["resnet curve"] = k_shot_curve(f_train, f_test, cfg.shots, cfg.shot_seeds, cfg.neighbors)
+
+for task, r in results.items():
+    print(f"{task} ({r['classes']} classes, chance {1 / r['classes']:.1%}), CLIP image features:")
+    for key in ("zero-shot, one prompt", "zero-shot, all prompts", "probe, all labels", "k-NN, all labels"):
+        print(f"  {key:<24}{r[key]:>7.1%}")
+    print(f"  {'':<8}" + "".join(f"{k:>4}-shot" for k in r["curve"]["shots"]))
+    for method in ("probe", "knn"):
+        print(f"  {method:<8}" + "".join(f"{v:>9.1%}" for v in r["curve"][method]))
+
+# %%
+from ftlab.plots import plot_k_shot
+
+fig, axes = plt.subplots(1, len(results), figsize=(6.5 * len(results), 4.2), layout="constrained", squeeze=False)
+for ax, (task, r) in zip(axes[0], results.items()):
+    curves = {"CLIP": {"probe": r["curve"]["probe"], "k-NN": r["curve"]["knn"], "shots": r["curve"]["shots"]}}
+    if "resnet curve" in r:
+        curves["ResNet"] = {"probe": r["resnet curve"]["probe"], "shots": r["resnet curve"]["shots"]}
+    plot_k_shot(curves, zero_shot={"CLIP zero-shot": r["zero-shot, all prompts"]}, chance=1 / r["classes"],
+                ax=ax, title=f"{task}: accuracy vs labelled images per class")
+plt.close(fig)
+fig
+
+# %% [markdown]
+# Read the plot from the left. With one labelled image per class, a probe has almost nothing to
+# fit, while zero-shot already knows what each class name looks like: the prompt is worth many
+# labels. The curves climb as k grows. Where they cross the zero-shot line depends on how well
+# CLIP's pretraining covered the task: the tiny CLIP's image features are weak on outlines of
+# new shapes (even its probe on all 1,000 labels, about 63%, does not beat its zero-shot 64%),
+# while the CNN pretrained on shapes passes zero-shot within a few labels per class. At full
+# scale, compare CIFAR-10 (everyday photos, close to CLIP's web images) with EuroSAT (satellite
+# tiles, far from them) and see how many labels it takes to beat the prompts on each.
+
+# %%
+zs = results[cfg.task]["zero-shot, all prompts"]
+curve = results[cfg.task]["curve"]
+p_1, p_k, k_max = curve["probe"][0], curve["probe"][-1], curve["shots"][-1]
+if profile() == "tiny":  # measured: zero-shot 64.2%, 1-shot probe 33.4%, 16-shot probe 53.3%
+    assert zs >= 1 / K + 0.25, "CLIP zero-shot should beat chance by 25+ points"
+    assert zs >= p_1 + 0.15, "with one label per class, zero-shot should beat the probe"
+    assert p_k >= p_1 + 0.08, "the probe should improve from 1 to 16 labels per class"
+_ = headline(f"{profile()}: probe {probe_acc:.1%} vs random backbone {random_acc:.1%}; "
+             f"partial FT {partial_acc:.1%}, full FT {full_acc:.1%}; CLIP zero-shot {zs:.1%} "
+             f"vs {cfg.shots[0]}-shot probe {p_1:.1%}, {k_max}-shot {p_k:.1%}")
+
+# %% [markdown]
+# ## Drills
+# Four cells each: the question, your answer in place of `...`, a check, and a **Solution** to
+# open after trying. ★☆☆ quick, ★★☆ needs some thought, ★★★ write a function.
+
+# %% [markdown]
+# ### Drill 01a ★☆☆ · Probe parameter count
+# ResNet-50's features are 2048 numbers wide. You probe it for CIFAR-10 (10 classes) with
+# `build_linear_probe(10)`. How many parameters train? Answer with a number.
+
+# %% tags=["answer"]
+from ftlab.drills import check
+
+answer_01a = ...  # your answer
+
+# %%
+check("01a", answer_01a)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# The head is nn.Linear(2048, 10): a 10 x 2048 weight matrix plus 10 biases. Nothing else trains.
+answer_01a = 2048 * 10 + 10
+check("01a", answer_01a)
+
+# %% [markdown]
+# ### Drill 01b ★☆☆ · What trains after `build_linear_probe`?
+# Right after `model = build_linear_probe(10)`, which parameters have `requires_grad=True`?
+# Answer with one letter, e.g. `"a"`.
+#
+# - (a) Every parameter: the backbone and the new `fc`.
+# - (b) Only `fc.weight` and `fc.bias`.
+# - (c) `layer4` and `fc`.
+# - (d) `fc` and every BatchNorm layer (weights and running statistics).
+
+# %% tags=["answer"]
+answer_01b = ...  # "a", "b", "c" or "d"
+
+# %%
+check("01b", answer_01b)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# build_linear_probe freezes the whole backbone, then replaces fc with a fresh nn.Linear, whose
+# parameters require gradients by default. trainable_names(model) prints ['fc.weight', 'fc.bias'].
+answer_01b = "b"
+check("01b", answer_01b)
+
+# %% [markdown]
+# ### Drill 01c ★★☆ · Probe, partial or full fine-tuning?
+# You have 50 labelled photos for each of 8 bird species (photos much like ImageNet's) and a
+# Colab T4 for 15 minutes. What do you train first? One letter.
+#
+# - (a) Fine-tune all of ResNet-50 with AdamW at lr 1e-3.
+# - (b) A linear probe on frozen ResNet-50 features, cached once.
+# - (c) Train a ResNet-50 from random weights on the 400 images.
+# - (d) Unfreeze `layer4` and train it and the head with the same lr 1e-2.
+
+# %% tags=["answer"]
+answer_01c = ...  # "a", "b", "c" or "d"
+
+# %%
+check("01c", answer_01c)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# 400 images are few and the photos are close to ImageNet: the pretrained features already
+# separate the species. A probe on cached features trains in seconds and sets the baseline;
+# unfreeze layer4 (with a backbone lr ~10x below the head's) only if the probe falls short.
+answer_01c = "b"
+check("01c", answer_01c)
+
+# %% [markdown]
+# ### Drill 01d ★★★ · Zero-shot logits with prompt ensembling
+# Write `zero_shot_logits(image_emb, text_emb)`. `image_emb` is `[N, D]` (unit-length CLIP
+# image embeddings); `text_emb` is `[T, K, D]`: the unit text embedding of each of `T` templates
+# filled with each of `K` class names. Average over the templates, make each class embedding unit
+# length again, and return the cosine similarities `[N, K]`. It is checked on random inputs.
+
+# %% tags=["answer"]
+def zero_shot_logits(image_emb, text_emb):
+    raise NotImplementedError  # your code
+
+
+# %%
+check("01d", zero_shot_logits)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+import torch.nn.functional as F
+
+
+def zero_shot_logits(image_emb, text_emb):
+    class_emb = F.normalize(text_emb.mean(0), dim=-1)  # [K, D]: one unit vector per class
+    return image_emb @ class_emb.T                     # [N, K]: cosine similarities
+
+
+check("01d", zero_shot_logits)
+
+# %% [markdown]
+# ## Summary
+# - A linear probe trains `d_feat · K + K` parameters (774 on the tiny CNN, 20,490 on ResNet-50
+#   with 10 classes) and nothing else; on pretrained features it scores far above the same
+#   network with random weights (95% vs 21% at tiny scale).
+# - The backbone is frozen, so run it once and cache its features: a sweep of heads then costs
+#   seconds, and AdamW, L-BFGS and a closed-form solve land within a point or two of each other.
+# - Partial fine-tuning of the last block, with a backbone learning rate ten times below the
+#   head's, adapts the features for a few points more; full fine-tuning is the upper reference
+#   and costs the most gradient and optimiser memory.
+# - CLIP classifies from prompts with no labels at all; a few labelled images per class are
+#   worth less than a good prompt, and how many it takes to beat zero-shot depends on how far the
+#   task is from CLIP's pretraining.
+#
+# **Try next:** start partial fine-tuning from the trained probe head (`partial_model.fc` loaded
+# with `model.fc`'s weights: "LP-FT") and compare; set `backbone_lr = head_lr` and watch partial
+# fine-tuning lose accuracy; unfreeze `("layer3", "layer4")`; add your own prompt templates to
+# `cfg.templates`. Drills 01a-01d are above; lesson 02 writes LoRA by hand.
