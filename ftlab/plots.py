@@ -126,3 +126,48 @@ def plot_singular_values(spectra: dict, r: int | None = None, ax=None) -> Figure
     ax.legend(loc="best", fontsize="x-small", ncol=2)
     ax.set_title("spectrum of the trained update ΔW = scale · B A")
     return fig
+
+
+MEMORY_PARTS = ("weights", "gradients", "optimizer", "activations")
+
+
+def plot_memory(estimates: dict, gpu_lines=("T4", "L4"), ax=None, title: str = "training memory, part by part",
+                show_peak: bool = True) -> Figure:
+    """Stacked bars of the four parts of training memory, one bar per estimate (lesson 07).
+
+    ``estimates`` maps a label to a :class:`ftlab.memory.MemoryEstimate` (predicted or measured).
+    Bars are in GiB, or in MiB when every bar is under 1 GiB; the number on a bar is its total.
+    Each GPU in ``gpu_lines`` is a dashed line at what a training process can use on it (the card
+    less the CUDA context), so a bar that crosses a line does not fit that card. With
+    ``show_peak``, the short-lived buffers an estimate adds at its peak (``transient``, if any) are
+    a hatched cap, written as ``+x`` under the total.
+    """
+    from ftlab.memory import CUDA_CONTEXT, GPUS, GiB
+
+    fig, ax = _new_axes(ax, figsize=(min(12.0, max(4.5, 1.1 * len(estimates) + 2.5)), 4.0))
+    small = not gpu_lines and all(e.total < GiB for e in estimates.values())
+    unit, scale = ("MiB", 2**20) if small else ("GiB", GiB)
+    xs = range(len(estimates))
+    bottoms = [0.0] * len(estimates)
+    for i, part in enumerate(MEMORY_PARTS):
+        heights = [getattr(e, part) / scale for e in estimates.values()]
+        ax.bar(xs, heights, bottom=bottoms, color=f"C{i}", label=part, width=0.6)
+        bottoms = [b + h for b, h in zip(bottoms, heights)]
+    extras = [getattr(e, "transient", 0) / scale if show_peak else 0.0 for e in estimates.values()]
+    if any(extras):
+        ax.bar(xs, extras, bottom=bottoms, color="none", edgecolor="grey", hatch="//", width=0.6,
+               label="peak extra (loss gradients)")
+    for x, total, extra in zip(xs, bottoms, extras):
+        text = f"{total:.1f}" + (f"\n+{extra:.1f}" if extra else "")
+        ax.annotate(text, (x, total + extra), ha="center", va="bottom", fontsize="x-small")
+    for j, gpu in enumerate(gpu_lines):
+        usable = (GPUS[gpu] - CUDA_CONTEXT) / scale
+        ax.axhline(usable, color=("black", "C4", "C5", "C6")[j % 4], linestyle=("--", "-.", ":")[j % 3],
+                   linewidth=1.2, label=f"{gpu}: {usable:.1f} {unit} usable")
+    ax.set_xticks(list(xs), list(estimates), fontsize="small")
+    ax.set_ylabel(f"memory ({unit})")
+    ax.margins(y=0.12)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(loc="best", fontsize="x-small")
+    ax.set_title(title)
+    return fig

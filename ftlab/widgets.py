@@ -47,3 +47,149 @@ def rank_alpha_explorer(shapes: Sequence[tuple[int, int]], total_params: int,
         r=widgets.SelectionSlider(options=ranks, value=r if r in ranks else ranks[0], description="r"),
         alpha=widgets.FloatLogSlider(value=alpha, base=2, min=0, max=8, step=1, description="alpha"),
         rslora=widgets.Checkbox(value=False, description="rsLoRA"))
+
+
+# -- lesson 07: the memory explorer ----------------------------------------------------------------
+
+EXPLORER_GPUS = ("T4", "L4", "A100-40GB")
+# The three recipes of lesson 07's "what fits where" table. Full fine-tuning is mixed precision:
+# 16-bit weights for the matmuls, an fp32 master copy for the update, AdamW (16 bytes/param).
+# LoRA and QLoRA put r = 16 adapters on every linear projection; QLoRA adds the NF4 base and the
+# paged 8-bit AdamW of the QLoRA paper. bf16 is fp16 on a T4: the same bytes.
+MEMORY_RECIPES = {
+    "full": dict(method="full", precision="bf16", optimizer="adamw", master_weights=True),
+    "lora": dict(method="lora", precision="bf16", optimizer="adamw", r=16, target_modules="all-linear"),
+    "qlora": dict(method="qlora", precision="bf16", optimizer="adamw8bit", r=16, target_modules="all-linear"),
+}
+
+
+def _config(model):
+    from ftlab.memory import known_config
+
+    return known_config(model) if isinstance(model, str) else model
+
+
+def max_batch_size(model, gpu="T4", limit: int = 4096, **kwargs) -> int:
+    """The largest batch size whose :func:`ftlab.memory.estimate` fits ``gpu`` (0: not even one).
+
+    ``model`` is a name in ``KNOWN_MODELS``, a config or a model; ``kwargs`` go to ``estimate``
+    (``batch_size`` excepted). Memory grows with the batch, so a doubling then a bisection finds it.
+    """
+    from ftlab.memory import estimate
+
+    config = _config(model)
+    kwargs.pop("batch_size", None)
+
+    def fits(b):
+        return estimate(config, batch_size=b, **kwargs).fits(gpu)
+
+    if not fits(1):
+        return 0
+    low = 1
+    while low < limit and fits(min(2 * low, limit)):
+        low = min(2 * low, limit)
+    high = min(2 * low, limit + 1)  # fits(low), not fits(high)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
+def memory_explorer_data(model="Llama-3.2-1B", method="qlora", precision="bf16", optimizer="adamw8bit",
+                         r: int = 16, batch_size: int = 4, seq_len: int = 512, grad_checkpointing: bool = True,
+                         target_modules="all-linear", master_weights: bool = False,
+                         gpus=EXPLORER_GPUS) -> dict:
+    """What the memory explorer shows for one setting (lesson 07), as plain values.
+
+    Returns ``estimate`` (the :class:`~ftlab.memory.MemoryEstimate`), ``parts_gib`` and
+    ``total_gib`` (GiB), and per GPU in ``gpus``: ``fits`` (bool), ``headroom_gib`` (GiB left,
+    negative when short) and ``max_batch`` (the largest batch that fits at this ``seq_len``);
+    ``text``: the lines the explorer prints.
+    """
+    from ftlab.memory import GiB, estimate
+
+    config = _config(model)
+    kwargs = dict(method=method, precision=precision, optimizer=optimizer, r=r, target_modules=target_modules,
+                  seq_len=seq_len, grad_checkpointing=grad_checkpointing,
+                  master_weights=master_weights and method == "full")
+    est = estimate(config, batch_size=batch_size, **kwargs)
+    est.label = model if isinstance(model, str) else type(config).__name__
+    data = {"estimate": est, "parts_gib": {k: v / GiB for k, v in est.parts().items()},
+            "total_gib": est.total / GiB,
+            "fits": {g: est.fits(g) for g in gpus},
+            "headroom_gib": {g: est.headroom(g) / GiB for g in gpus},
+            "max_batch": {g: max_batch_size(config, g, **kwargs) for g in gpus}}
+    lines = [f"{est.label}, {method}: {est.n_params / 1e9:.2f}B parameters, {est.trainable:,} trainable; "
+             f"batch {batch_size} x {seq_len} tokens, checkpointing {'on' if grad_checkpointing else 'off'}"]
+    lines += [f"  {k:12} {v:8.2f} GiB" for k, v in data["parts_gib"].items()]
+    lines.append(f"  {'total':12} {data['total_gib']:8.2f} GiB")
+    for g in gpus:
+        room = data["headroom_gib"][g]
+        verdict = f"fits, {room:.1f} GiB spare" if data["fits"][g] else f"does not fit, {-room:.1f} GiB short"
+        lines.append(f"  {g:10} {verdict}; largest batch at {seq_len} tokens: {data['max_batch'][g]}")
+    data["text"] = "\n".join(lines)
+    return data
+
+
+def fit_table(models, recipes=None, gpus=EXPLORER_GPUS, batch_size: int = 4, seq_len: int = 512) -> list[dict]:
+    """Lesson 07's "what fits where": one row per (model, recipe), each estimated without and with
+    gradient checkpointing at ``batch_size`` x ``seq_len``.
+
+    Each row has ``model``, ``params_b`` (billions), ``method``, ``total_gib`` and
+    ``total_gib_ckpt``, and ``fits`` mapping each GPU to "yes" (fits as is), "ckpt" (fits only
+    with gradient checkpointing) or "no".
+    """
+    from ftlab.memory import GiB, estimate
+
+    rows = []
+    for name in models:
+        config = _config(name)
+        for method, recipe in (recipes or MEMORY_RECIPES).items():
+            plain, ckpt = (estimate(config, batch_size=batch_size, seq_len=seq_len, grad_checkpointing=c, **recipe)
+                           for c in (False, True))
+            rows.append({"model": name if isinstance(name, str) else type(config).__name__,
+                         "params_b": plain.n_params / 1e9, "method": method,
+                         "total_gib": plain.total / GiB, "total_gib_ckpt": ckpt.total / GiB,
+                         "fits": {g: "yes" if plain.fits(g) else "ckpt" if ckpt.fits(g) else "no" for g in gpus}})
+    return rows
+
+
+def format_fit_table(rows: list[dict]) -> str:
+    """:func:`fit_table`'s rows as a fixed-width text table."""
+    gpus = list(rows[0]["fits"]) if rows else []
+    head = f"{'model':15} {'params':>7} {'method':7} {'GiB':>6} {'ckpt GiB':>8}  " + "".join(f"{g:>10}" for g in gpus)
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        lines.append(f"{row['model']:15} {row['params_b']:6.2f}B {row['method']:7} {row['total_gib']:6.1f} "
+                     f"{row['total_gib_ckpt']:8.1f}  " + "".join(f"{row['fits'][g]:>10}" for g in gpus))
+    return "\n".join(lines)
+
+
+def memory_explorer(model="Llama-3.2-1B", method="qlora", precision="bf16", optimizer="adamw8bit", r=16,
+                    batch_size=4, seq_len=512, grad_checkpointing=True, gpu_lines=("T4", "L4")):
+    """Dropdowns and sliders over :func:`memory_explorer_data` (lesson 07): the stacked bars of
+    the four parts against the T4/L4 lines, and whether (and at what batch) it fits. Returns the widget."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    from ftlab.memory import KNOWN_MODELS, OPTIMIZERS, PRECISIONS
+    from ftlab.plots import plot_memory
+
+    def show(model, method, precision, optimizer, r, batch_size, seq_len, grad_checkpointing, master_weights):
+        data = memory_explorer_data(model, method, precision, optimizer, r, batch_size, seq_len,
+                                    grad_checkpointing, master_weights=master_weights)
+        print(data["text"])
+        display(plot_memory({f"{model}\n{method}": data["estimate"]}, gpu_lines=gpu_lines))
+
+    return widgets.interactive(
+        show,
+        model=widgets.Dropdown(options=list(KNOWN_MODELS), value=model, description="model"),
+        method=widgets.Dropdown(options=list(MEMORY_RECIPES), value=method, description="method"),
+        precision=widgets.Dropdown(options=list(PRECISIONS), value=precision, description="precision"),
+        optimizer=widgets.Dropdown(options=list(OPTIMIZERS), value=optimizer, description="optimizer"),
+        r=widgets.SelectionSlider(options=[k for k in RANKS if k <= 128], value=r, description="LoRA r"),
+        batch_size=widgets.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64], value=batch_size, description="batch"),
+        seq_len=widgets.SelectionSlider(options=[128, 256, 512, 1024, 2048, 4096, 8192], value=seq_len,
+                                        description="seq len"),
+        grad_checkpointing=widgets.Checkbox(value=grad_checkpointing, description="gradient checkpointing"),
+        master_weights=widgets.Checkbox(value=False, description="fp32 master weights (full)"))
