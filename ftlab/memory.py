@@ -591,9 +591,7 @@ def side_by_side(predicted: MemoryEstimate, measured: MemoryEstimate) -> str:
     return "\n".join(rows)
 
 
-LLAMA_32_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                   num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True,
-                   rope_theta=500000.0, max_position_embeddings=131072)
+LLAMA_32_1B = KNOWN_MODELS["Llama-3.2-1B"]
 """Llama-3.2-1B's architecture numbers (from its public config.json), to build it without a download."""
 
 
