@@ -570,6 +570,9 @@ def training_model(path, method: str = "full", precision: str = "fp32", r: int =
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa", **kwargs)
     if method == "qlora":
+        from ftlab.models import keep_bnb_cpu_training_layout
+
+        keep_bnb_cpu_training_layout(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_checkpointing)
     if method in ("lora", "qlora"):
         targets = list(_resolve_targets(target_modules))
@@ -629,5 +632,8 @@ def random_qlora_model(config=None, device: str = "cpu", r: int = 16, compute_dt
                 setattr(module, name, layer.to(device))  # quantizes
                 del w
     model.is_loaded_in_4bit = True
+    from ftlab.models import keep_bnb_cpu_training_layout
+
+    keep_bnb_cpu_training_layout(model)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear"))

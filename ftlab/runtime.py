@@ -29,6 +29,11 @@ class _NoHubKernelNoise(logging.Filter):
 
 
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoHubKernelNoise())
+# peft still calls transformers' old names for gradient checkpointing; the deprecation notice is
+# for library authors, not for students running a lesson.
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", category=FutureWarning, message=r"`(is_)?gradient_checkpointing(_enable)?` is deprecated")
 
 PROFILES = ("tiny", "full")
 
