@@ -1,0 +1,564 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · LoRA from scratch, proven equal to peft
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ftlab-course/ftlab/blob/main/notebooks/02_lora_from_scratch.ipynb)
+#
+# **What you will learn**
+# - why a low-rank update is enough, in numbers: r(d + k) trainable parameters instead of d·k;
+# - how a LoRA layer works, built step by step: a frozen weight, two thin factors `A` and `B`,
+#   a scale `alpha / r`; why it changes nothing at the start, and why merging it costs nothing
+#   at inference;
+# - how to put LoRA into a pretrained language model, train it with `ftlab.train`, and prove that
+#   your hand-written LoRA gives the *same logits* as peft, the library you use in a competition;
+# - what the trained update looks like inside (its singular values), and how to choose `r` and
+#   `alpha`.
+#
+# Everything you write here lives in `ftlab/lora.py` (one screen of code: open it). In the tiny
+# profile the whole notebook runs in well under a minute on a CPU.
+
+# %% [markdown]
+# ## Set-up
+
+# %%
+import importlib.metadata as md
+import subprocess
+import sys
+import tempfile
+
+if "google.colab" in sys.modules:
+    FTLAB_PIN = "ftlab @ git+https://github.com/ftlab-course/ftlab@v0.1.0"
+    keep = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)  # never touch torch
+    keep.write("".join(f"{p}=={md.version(p)}\n" for p in ("torch", "torchvision")))
+    keep.close()
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep.name, FTLAB_PIN], check=True)
+
+from ftlab.runtime import headline, profile, report, seed_everything
+
+env = report()  # versions, device, GPU, profile: paste this when you ask for help
+
+# %% [markdown]
+# ## Config
+
+# %%
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    seed: int = 0                # same adapter init and same data order on every run
+    r: int = 8                   # LoRA rank: the update B @ A has at most r directions
+    alpha: float = 16            # the update is scaled by alpha / r (alpha = 2r keeps the scale at 2)
+    dropout: float = 0.0         # dropout on the LoRA input only (0.05 is common on big data)
+    target_names: tuple = ("q_proj", "v_proj")  # which linear layers get an adapter
+    num_steps: int = 80          # optimizer steps of the short LoRA run
+    batch_size: int = 16         # examples per micro-batch
+    grad_accum: int = 1          # effective batch = batch_size * grad_accum
+    lr: float = 2e-3             # LoRA takes a higher lr than full fine-tuning (only a few params move)
+    max_length: int = 64         # tokens per example, prompt + answer
+    eval_kind: str = "fact"      # which held-out instructions to score
+    eval_size: int = 40          # held-out instructions scored before and after
+    toy_steps: int = 100         # Adam steps of the toy regression in section 2
+
+
+cfg = Config()
+if profile() == "full":  # TinyLlama-1.1B on a T4/L4: fewer, bigger steps, a smaller lr
+    cfg = Config(r=16, alpha=32, num_steps=40, batch_size=4, grad_accum=4, lr=2e-4, max_length=256,
+                 eval_kind="alpaca", eval_size=20)
+seed_everything(cfg.seed)
+cfg
+
+# %% [markdown]
+# ## 1. The low-rank idea, in numbers
+# Fine-tuning changes a pretrained weight `W` (d x k) into `W + ΔW`. Full fine-tuning learns all
+# d·k numbers of ΔW. LoRA bets that the change a task needs is **low-rank**: a few directions do
+# the work. So it writes ΔW as a product of two thin matrices,
+#
+# $$\Delta W = \tfrac{\alpha}{r}\, B A, \qquad B \in \mathbb{R}^{d \times r},\; A \in \mathbb{R}^{r \times k},$$
+#
+# and trains only `A` and `B`: **r(d + k)** numbers instead of **d·k**. For a 4096 x 4096
+# projection of a 7B model and r = 16 (the seed's drill D1), that is 16 · 8192 = 131,072 instead of
+# 16.8 million: 0.78%.
+
+# %%
+import torch
+
+from ftlab.lora import lora_params
+
+d, k = 4096, 4096
+print(f"{'r':>4} {'LoRA params':>12} {'full params':>12} {'share':>7}")
+for r in (1, 4, 16, 64, 256):
+    print(f"{r:>4} {lora_params(d, k, r):>12,} {d * k:>12,} {lora_params(d, k, r) / (d * k):>7.2%}")
+assert lora_params(4096, 4096, 16) == 131_072  # D1
+
+# %% [markdown]
+# A product `B @ A` can never have rank above r, however large d and k are:
+
+# %%
+B, A = torch.randn(512, 16), torch.randn(16, 256)
+print(f"B @ A is {tuple((B @ A).shape)} with rank {torch.linalg.matrix_rank(B @ A).item()} "
+      f"(a random 512 x 256 matrix has rank {torch.linalg.matrix_rank(torch.randn(512, 256)).item()})")
+
+# %% [markdown]
+# ## 2. LoRALinear, step by step
+# `ftlab.lora.LoRALinear(base, r, alpha)` wraps a pretrained `nn.Linear` and does four things:
+#
+# 1. **freezes** the base layer: `W` and its bias get no gradient;
+# 2. adds `A` (r x d_in), drawn the way `nn.Linear` (and peft) draw a weight, kaiming-uniform;
+# 3. adds `B` (d_out x r), all **zeros**;
+# 4. in `forward`, returns `base(x) + scale * (x Aᵀ) Bᵀ` with `scale = alpha / r`. It multiplies
+#    by `A` first: the intermediate is only r wide, and the d_out x d_in product `B A` is never built.
+#
+# Here is a "pretrained" layer and its LoRA wrapper, with the forward written out by hand:
+
+# %%
+from torch import nn
+
+from ftlab.lora import LoRALinear
+
+torch.manual_seed(cfg.seed)
+d_in, d_out = 64, 32
+pretrained = nn.Linear(d_in, d_out)
+layer = LoRALinear(pretrained, r=4, alpha=8)
+print(layer)
+print(f"A {tuple(layer.A.shape)}, B {tuple(layer.B.shape)}, scale = alpha / r = {layer.scale}")
+print("trainable:", [name for name, p in layer.named_parameters() if p.requires_grad])
+
+x = torch.randn(10, d_in)
+by_hand = x @ pretrained.weight.T + pretrained.bias + layer.scale * (x @ layer.A.T) @ layer.B.T
+print(f"LoRALinear vs the formula by hand: max |diff| = {(layer(x) - by_hand).abs().max():.1e}")
+
+# %% [markdown]
+# ### Unchanged at init
+# `B` is zero, so the update is zero and the wrapped layer computes *exactly* what the pretrained
+# one did: training starts from the pretrained model, not from a perturbed one.
+
+# %%
+same = torch.equal(layer(x), pretrained(x))
+print(f"output at init equals the pretrained layer's, bit for bit: {same}")
+assert same, "with B = 0 the LoRA layer must return the base output exactly"
+
+# %% [markdown]
+# ### A toy task: the adapter learns, the base stays frozen
+# The task: a target layer that differs from the pretrained one by a **rank-2** change (the
+# low-rank bet, made true on purpose). We train only `A` and `B` with Adam on the squared error,
+# then check two things: the loss went to ~0, and not one number of `W` moved.
+# We also try ranks 1, 2 and 4: a rank-1 adapter *cannot* represent a rank-2 change.
+
+# %%
+true_delta = 0.5 * torch.randn(d_out, 2) @ torch.randn(2, d_in) / d_in**0.5  # the task: rank 2
+x_train = torch.randn(256, d_in)
+with torch.no_grad():
+    y_train = pretrained(x_train) + x_train @ true_delta.T
+w_before = pretrained.weight.detach().clone()
+
+
+def fit(layer, steps=cfg.toy_steps, lr=2e-2):
+    """Adam on the mean squared error; returns the losses."""
+    opt = torch.optim.Adam([p for p in layer.parameters() if p.requires_grad], lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = (layer(x_train) - y_train).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+toy, toy_losses, toy_errors = {}, {}, {}
+for r in (1, 2, 4):
+    torch.manual_seed(cfg.seed)
+    toy[r] = LoRALinear(pretrained, r=r, alpha=2 * r)  # the same frozen layer under each adapter
+    toy_losses[r] = fit(toy[r])
+    toy_errors[r] = ((toy[r].delta_weight() - true_delta).norm() / true_delta.norm()).item()
+    print(f"r = {r}: loss {toy_losses[r][0]:.3f} -> {toy_losses[r][-1]:.1e}, "
+          f"|ΔW - true ΔW| / |true ΔW| = {toy_errors[r]:.1e}")
+
+base_moved = (pretrained.weight - w_before).abs().max().item()
+print(f"largest change of any base weight: {base_moved}; base gradient: {pretrained.weight.grad}")
+assert base_moved == 0.0 and pretrained.weight.grad is None, "the base must stay frozen"
+assert toy_losses[4][-1] < toy_losses[4][0] / 1000 and toy_errors[4] < 2e-2, "the adapter should learn the change"
+assert toy_errors[1] > 0.2, "rank 1 cannot represent a rank-2 change"
+
+# %% [markdown]
+# Rank 2 and above recover the change almost exactly; rank 1 stalls. That is the whole idea: if
+# the change a task needs has rank ≤ r, a rank-r adapter can learn it.
+#
+# ### Merge: zero added latency
+# After training, fold the update into the weight: `W' = W + scale · B A`. `merge()` returns a
+# plain `nn.Linear` of the original shape, so inference costs exactly what the pretrained layer
+# cost. Unmerged, LoRA runs two extra small matmuls per layer (and on a GPU, extra kernel launches).
+
+# %%
+import time
+
+trained = toy[4]
+merged = trained.merge()
+print(merged)
+max_diff = (merged(x_train) - trained(x_train)).abs().max().item()
+print(f"merged vs LoRA output: max |diff| = {max_diff:.1e}")
+assert type(merged) is nn.Linear and merged.weight.shape == pretrained.weight.shape
+assert max_diff < 1e-5
+
+
+def ms_per_call(fn, x, repeats=5, calls=10):
+    """Median over ``repeats`` of the mean time of ``calls`` forward passes, in ms."""
+    times = []
+    with torch.no_grad():
+        fn(x)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn(x)
+            times.append((time.perf_counter() - start) / calls * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+big = nn.Linear(1024, 1024)  # a layer big enough to time
+big_lora = LoRALinear(big, r=16, alpha=32)
+x_big = torch.randn(128, 1024)
+t_base, t_lora, t_merged = (ms_per_call(f, x_big) for f in (big, big_lora, big_lora.merge()))
+print(f"1024x1024, batch 128: base {t_base:.3f} ms, LoRA unmerged {t_lora:.3f} ms "
+      f"({t_lora / t_base:.2f}x), merged {t_merged:.3f} ms ({t_merged / t_base:.2f}x)")
+
+# %% [markdown]
+# (Timings on a shared CPU are noisy; the merged layer *is* an `nn.Linear` of the same shape, so
+# it does the same work as the base. `bench/lora_speed.py` measures this carefully.)
+#
+# ## 3. LoRA in a pretrained language model
+# `inject_lora(model, target_names, r, alpha)` walks the model, replaces every linear layer whose
+# name matches with a `LoRALinear`, and freezes everything else. Names differ between
+# architectures, so first ask the model what its linear layers are called. A wrong name is an
+# error that tells you:
+
+# %%
+from ftlab.lora import inject_lora, linear_layer_names, lora_layers
+from ftlab.models import count_parameters, load_causal_lm
+
+model, tokenizer = load_causal_lm()
+n_params = count_parameters(model)
+print(f"{type(model).__name__}: {n_params:,} parameters; linear layers: {linear_layer_names(model)}")
+try:
+    inject_lora(model, target_names=("query", "value"))  # BERT's names, not Llama's
+except ValueError as err:
+    print("ValueError:", err)
+
+# %% [markdown]
+# Llama calls them `q_proj` and `v_proj` (DistilBERT: `q_lin`, `v_lin`). Adapting the query and
+# value projections is the original LoRA paper's choice, and still a good default.
+
+# %%
+seed_everything(cfg.seed)  # the same A on every run
+model = inject_lora(model, cfg.target_names, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout)
+layers = lora_layers(model)
+shapes = [(m.out_features, m.in_features) for m in layers.values()]
+trainable = count_parameters(model, trainable_only=True)
+expected = sum(lora_params(d_out, d_in, cfg.r) for d_out, d_in in shapes)
+print(model.model.layers[0].self_attn)
+print(f"{len(layers)} LoRA layers, shapes (d_out, d_in) {sorted(set(shapes))}")
+print(f"trainable: {trainable:,} = sum of r(d_in + d_out) = {expected:,}, "
+      f"{trainable / n_params:.2%} of the {n_params:,} frozen parameters")
+assert trainable == expected
+
+# %% [markdown]
+# Notebook cells get re-run. Injecting again must not wrap LoRA inside LoRA; `inject_lora` leaves
+# the existing adapters alone and warns (and refuses other settings: reload the model to change r).
+
+# %%
+import warnings
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    inject_lora(model, cfg.target_names, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout)
+print("warning:", caught[0].message if caught else None)
+print(f"trainable after a second inject_lora: {count_parameters(model, trainable_only=True):,}")
+assert count_parameters(model, trainable_only=True) == trainable and len(lora_layers(model)) == len(layers)
+
+# %% [markdown]
+# ### Train briefly
+# The same task as lesson 00: answer questions in the chat format. Lesson 00 trained every block
+# of the tiny LM; here only the LoRA factors train, 1.6% of the parameters in the tiny profile.
+
+# %%
+from ftlab.data import load_instructions
+from ftlab.evals import chat_prompt, exact_match
+from ftlab.train import TrainConfig, causal_lm_loss, train
+
+
+def collate(rows):
+    """Chat prompt + answer + EOS, padded; padding is -100 in the labels."""
+    texts = [chat_prompt(tokenizer, r["prompt"]) + r["response"] + tokenizer.eos_token for r in rows]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
+                      max_length=cfg.max_length, add_special_tokens=False)
+    batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    return batch
+
+
+test_ds = load_instructions("test").filter(lambda row: row["kind"] == cfg.eval_kind)
+test_rows = list(test_ds.select(range(cfg.eval_size)))
+em_before = exact_match(model, tokenizer, test_rows)  # B = 0: still the pretrained model
+history = train(model, load_instructions("train"),
+                TrainConfig(lr=cfg.lr, num_steps=cfg.num_steps, batch_size=cfg.batch_size,
+                            grad_accum=cfg.grad_accum, seed=cfg.seed),
+                loss_fn=causal_lm_loss, collate_fn=collate)
+em_after = exact_match(model, tokenizer, test_rows)
+print(f"exact match on {len(test_rows)} held-out questions: {em_before:.0%} -> {em_after:.0%}")
+if profile() == "tiny":  # measured: 0% -> 50%
+    assert em_after >= em_before + 0.25, "LoRA on q/v should teach the answer format"
+
+# %%
+from ftlab.plots import plot_history
+
+fig = plot_history(history)  # loss per optimizer step
+fig
+
+# %% [markdown]
+# ## 4. The same thing as peft
+# peft is what you will use in a competition. Its `LoraConfig(r, lora_alpha, target_modules)`
+# builds layers with `lora_A` (r x d_in) and `lora_B` (d_out x r), a `scaling` of alpha / r, and
+# the same forward. Give it **our trained factors** and it must give the **same logits**.
+
+# %%
+from peft import LoraConfig, PeftModel, get_peft_model
+
+peft_model = get_peft_model(load_causal_lm()[0], LoraConfig(
+    r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_names)))
+with torch.no_grad():
+    for name, ours in layers.items():
+        theirs = peft_model.base_model.model.get_submodule(name)  # the same path in the same model
+        theirs.lora_A["default"].weight.copy_(ours.A)
+        theirs.lora_B["default"].weight.copy_(ours.B)
+model.eval()
+peft_model.eval()
+batch = {k: v.to(model.device) for k, v in collate(test_rows[:8]).items() if k != "labels"}
+
+
+def max_logit_diff(a, b):
+    with torch.no_grad():
+        return (a(**batch).logits.float() - b(**batch).logits.float()).abs().max().item()
+
+
+peft_diff = max_logit_diff(model, peft_model)
+peft_model.print_trainable_parameters()
+print(f"ftlab LoRA vs peft LoRA, same factors: max |logit diff| = {peft_diff:.1e}")
+if profile() == "tiny":
+    assert peft_diff <= 1e-5, "same factors must give the same logits"
+
+# %% [markdown]
+# The same is true of the files. `save_adapter` writes peft's format: `adapter_config.json`
+# and `adapter_model.safetensors` with peft's key names. peft loads it with
+# `PeftModel.from_pretrained`, and `load_adapter` loads an adapter peft saved (or ours) into a
+# plain model. An adapter is tiny next to the model it adapts.
+
+# %%
+import json
+from pathlib import Path
+
+from ftlab.lora import load_adapter, save_adapter
+
+adapter_dir = save_adapter(model, Path(tempfile.mkdtemp(prefix="ftlab_02_")) / "lora_adapter")
+config = json.loads((adapter_dir / "adapter_config.json").read_text())
+print({key: config[key] for key in ("peft_type", "r", "lora_alpha", "target_modules")})
+for file in sorted(adapter_dir.iterdir()):
+    print(f"  {file.name:28} {file.stat().st_size / 1e3:8.1f} kB")
+print(f"  (the whole model in fp32: {n_params * 4 / 1e6:,.1f} MB)")
+
+from_file = PeftModel.from_pretrained(load_causal_lm()[0], adapter_dir).eval()
+back = load_adapter(load_causal_lm()[0], adapter_dir).eval()
+file_diffs = max_logit_diff(model, from_file), max_logit_diff(model, back)
+print(f"ftlab file -> peft: max |diff| = {file_diffs[0]:.1e}; ftlab file -> ftlab: {file_diffs[1]:.1e}")
+if profile() == "tiny":
+    assert max(file_diffs) <= 1e-5
+del peft_model, from_file, back  # free the copies (on a GPU, 2 GB each at full scale)
+
+# %% [markdown]
+# ## 5. Inside ΔW: the singular values
+# Each layer's update is `ΔW = scale · B A`. Its singular values say how many directions it
+# really uses. It can have at most r nonzero ones (by construction), and after a short run most
+# of its size sits in the first one or two: the change the task needed really is low-rank.
+
+# %%
+from ftlab.plots import plot_singular_values
+
+with torch.no_grad():
+    spectra = {name: torch.linalg.svdvals(m.delta_weight().float()).cpu() for name, m in layers.items()}
+energy = torch.stack([s[:cfg.r].square() / s.square().sum() for s in spectra.values()])  # (layers, r)
+print(f"share of ||ΔW||² in the top singular value: {energy[:, 0].mean():.0%} on average over "
+      f"{len(spectra)} layers; top 2: {energy[:, :2].sum(1).mean():.0%}; top r = {cfg.r}: {energy.sum(1).mean():.4%}")
+tail = max((s[cfg.r:].max() / s[0]).item() for s in spectra.values())
+print(f"largest singular value beyond r, relative to the first: {tail:.1e}")
+assert tail < 1e-4, "a rank-r update has at most r nonzero singular values"
+shown = dict(list(spectra.items())[:: max(1, len(spectra) // 8)])  # at most ~8 lines
+fig = plot_singular_values({name.replace("model.layers.", "L").replace(".self_attn", ""): s
+                            for name, s in shown.items()}, r=cfg.r)
+fig
+
+# %% [markdown]
+# ## 6. Choosing r and alpha
+# - **r** sets the capacity and the cost: r(d_in + d_out) parameters per layer. Bigger is not
+#   always better: the update above already puts most of its weight in a couple of directions.
+# - **alpha** sets the step size of the update through `scale = alpha / r`. A common rule is
+#   alpha = 2r (scale 2). With plain LoRA, raising r at a fixed alpha *shrinks* the scale as 1/r,
+#   so large ranks learn slowly; **rsLoRA** (`use_rslora=True` in peft, `rslora=True` here) uses
+#   alpha / √r instead, which keeps the update's size stable as r grows.
+#
+# The table comes from a pure function, `ftlab.lora.rank_alpha_summary`; the explorer below is a
+# view over it. "Energy kept" is how much of the trained update in the first LoRA layer a rank-r
+# truncation would keep (the best any rank-r matrix can do).
+
+# %%
+from ftlab.lora import rank_alpha_summary
+from ftlab.widgets import rank_alpha_explorer
+
+first_spectrum = next(iter(spectra.values()))
+print(f"{'r':>4} {'alpha':>6} {'scale':>7} {'rsLoRA scale':>13} {'trainable':>10} {'share':>7} {'energy kept':>12}")
+for r in (1, 2, 4, 8, 16, 32):
+    s = rank_alpha_summary(r, 2 * r, shapes, n_params, singular_values=first_spectrum)
+    print(f"{r:>4} {s['alpha']:>6} {s['scale']:>7.3g} {s['scale_rslora']:>13.3g} {s['trainable_params']:>10,} "
+          f"{s['trainable_fraction']:>7.2%} {s['energy_kept']:>12.1%}")
+rank_alpha_explorer(shapes, n_params, singular_values=first_spectrum, r=cfg.r, alpha=cfg.alpha)
+
+# %% [markdown]
+# ## 7. Merge for inference
+# `merge_lora(model)` swaps every `LoRALinear` for its merged `nn.Linear`: the model is the
+# original architecture again, with the same outputs and the same parameter count. This is peft's
+# `merge_and_unload()`.
+
+# %%
+from ftlab.lora import merge_lora
+
+with torch.no_grad():
+    logits_lora = model(**batch).logits
+    merge_lora(model)
+    merge_diff = (model(**batch).logits - logits_lora).abs().max().item()
+print(model.model.layers[0].self_attn.q_proj)
+print(f"after merging: {count_parameters(model):,} parameters (was {n_params:,}), "
+      f"max |logit diff| {merge_diff:.1e}")
+assert count_parameters(model) == n_params and not lora_layers(model)
+if profile() == "tiny":  # float32 rounding only: (W + ΔW)x adds in another order than Wx + ΔWx
+    assert merge_diff <= 1e-4
+
+# %%
+_ = headline(f"{profile()}: LoRA r={cfg.r} on {'+'.join(cfg.target_names)}, {trainable:,} trainable params "
+             f"= {trainable / n_params:.1%}, held-out exact match {em_before:.0%} -> {em_after:.0%}, "
+             f"same logits as peft (max diff {peft_diff:.0e}; {history.seconds:.0f} s)")
+
+# %% [markdown]
+# ## Drills
+# Each check answers at once: pass, a hint, or "not attempted". Open a solution only after trying.
+
+# %%
+from ftlab.drills import check
+
+# %% [markdown]
+# ### Drill 02a ★★☆ · Write the merge
+# Write `merge_weight(W, A, B, scale)` for the frozen `W` (d_out x d_in), `A` (r x d_in) and
+# `B` (d_out x r). Return the merged weight (d_out x d_in). The check runs it on random shapes and
+# compares with peft's `lora.Linear.merge()` holding the same W, A, B.
+
+# %% tags=["answer"]
+def merge_weight(W, A, B, scale):
+    raise NotImplementedError  # your code here
+
+
+answer_02a = merge_weight
+
+# %%
+check("02a", answer_02a)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# B @ A is (d_out x r)(r x d_in) = d_out x d_in, the shape of W. Only the update is scaled.
+def solution_merge_weight(W, A, B, scale):
+    return W + scale * (B @ A)
+
+
+solution_02a = solution_merge_weight
+check("02a", solution_02a)
+
+# %% [markdown]
+# ### Drill 02b ★★☆ · LoRA's parameters on TinyLlama
+# The full profile's model, TinyLlama-1.1B, has 22 blocks with hidden size 2048. Its `q_proj`
+# maps 2048 -> 2048; its `v_proj` maps 2048 -> 256 (grouped-query attention: 4 key/value heads of
+# 64). With LoRA r = 8 on `q_proj` and `v_proj`, how many parameters train? Answer with a number.
+
+# %% tags=["answer"]
+answer_02b = ...  # a number
+
+# %%
+check("02b", answer_02b)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# r * (d_in + d_out) per layer: q 8 * (2048 + 2048), v 8 * (2048 + 256); both, in 22 blocks.
+solution_02b = 22 * (8 * (2048 + 2048) + 8 * (2048 + 256))
+check("02b", solution_02b)
+
+# %% [markdown]
+# ### Drill 02c ★☆☆ · The rsLoRA scale
+# alpha = 16, r = 64, `use_rslora=True`. What number multiplies `B @ A`?
+
+# %% tags=["answer"]
+answer_02c = ...  # a number
+
+# %%
+check("02c", answer_02c)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# rsLoRA scales by alpha / sqrt(r) (plain LoRA: alpha / r = 0.25).
+solution_02c = 16 / 64**0.5
+check("02c", solution_02c)
+
+# %% [markdown]
+# ### Drill 02d ★★☆ · Both factors at zero?
+# LoRA starts `A` random and `B` at zero. You initialise **both** to zeros instead. What happens?
+#
+# - (a) It trains as usual: the output starts unchanged, which is all that matters.
+# - (b) The output starts unchanged, but neither A nor B ever gets a nonzero gradient, so the adapter never learns.
+# - (c) The loss is NaN at the first step.
+# - (d) Only B learns, so the update is still low-rank and training works.
+#
+# Answer with a letter, e.g. `"a"`. (Try it: `fit` a `LoRALinear` after `layer.A.data.zero_()`.)
+
+# %% tags=["answer"]
+answer_02d = ...  # "a", "b", "c" or "d"
+
+# %%
+check("02d", answer_02d)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# dL/dB = g^T (x A^T) is 0 when A = 0, and dL/dA = (g B)^T x is 0 when B = 0: stuck at a saddle.
+solution_02d = "b"
+check("02d", solution_02d)
+
+# %% [markdown]
+# ## Summary
+# - LoRA trains ΔW = (alpha / r) · B A: r(d + k) numbers per layer instead of d·k (0.78% for
+#   4096 x 4096 at r = 16). `B = 0` makes the start exactly the pretrained model.
+# - The base never moves; a rank-r adapter learns any change of rank ≤ r (the toy), and merging
+#   gives back a plain `nn.Linear`: zero added latency at inference.
+# - On the tiny LM, LoRA on `q_proj` and `v_proj` (1.6% of the parameters) taught the answer
+#   format (exact match above), and our hand-written layers give the same logits as peft's, from
+#   the same factors and through the same files.
+# - The trained update has at most r nonzero singular values, and most of its size in the first
+#   few: pick r by budget, and alpha (or rsLoRA) for the scale.
+#
+# **Try next:** set `target_names` to all seven projections (`q_proj`, `k_proj`, `v_proj`,
+# `o_proj`, `gate_proj`, `up_proj`, `down_proj`) and compare exact match and trainable share; try
+# r = 1 and r = 32 with the explorer's numbers in mind. Drills 02a-02d; then lesson 03 compares
+# LoRA with full fine-tuning, adapters, prompt tuning and IA3.
