@@ -19,6 +19,22 @@ The module has three parts, kept apart as in peft:
 
 :func:`lora_params`, :func:`lora_scale` and :func:`rank_alpha_summary` are the plain numbers the
 lesson's rank/alpha explorer (``ftlab.widgets``) shows.
+
+Decisions worth knowing (each is tested in ``tests/test_lora.py``):
+
+- ``inject_lora`` run again with the same settings leaves the adapters as they are (a warning,
+  no re-initialisation); other settings are a ValueError; new target names are added. A target
+  matches as in peft's list form (the full name or its dotted ending); a single string is one
+  name (peft would read it as a regex).
+- ``r`` must be at most min(d_in, d_out) (peft allows more, which only wastes parameters).
+- The factors are fp32 on a half-precision base, as peft makes them by default.
+- Merged layers are frozen, like the base they replace (as peft's ``merge_and_unload``).
+- ``save_adapter`` writes one (r, alpha, dropout, rsLoRA) for all layers; ``target_modules``
+  are short names when they pick exactly the wrapped layers, else full names;
+  ``base_model_name_or_path`` defaults to the model's ``name_or_path``; ``task_type`` is null.
+- ``load_adapter`` leaves the loaded factors trainable (peft's ``from_pretrained`` freezes them
+  unless ``is_trainable=True``), and refuses what plain LoRA cannot reproduce (DoRA, per-layer
+  rank or alpha patterns, a bias on B, fan_in_fan_out, modules_to_save).
 """
 
 from __future__ import annotations
