@@ -274,8 +274,12 @@ def fine_tune(blocks):
 
 partial_model, partial_history = fine_tune(cfg.unfreeze)
 partial_acc = accuracy(partial_model, test_ds)
-full_model, full_history = fine_tune(())
+print(f"partial fine-tuning: {partial_acc:.1%}")
+
+# %%
+full_model, full_history = fine_tune(())  # every block: the upper reference
 full_acc = accuracy(full_model, test_ds)
+print(f"full fine-tuning: {full_acc:.1%}")
 
 # %%
 rows = [("linear probe (head only)", model, probe_acc, backbone_seconds + probe_history.seconds, probe_history),
