@@ -25,6 +25,25 @@ ResNet-50 and 10 classes). This module holds what lesson 01 builds around that i
 Everything takes the same objects at both scales (a torchvision-style ResNet or a
 ``transformers.CLIPModel``; a dataset of ``(image, label)``), so the lesson's code is the code
 a student runs on ResNet-50 and CLIP ViT-B/32.
+
+Decisions worth knowing (each is tested in ``tests/test_probe.py``):
+
+- ``backbone`` is a torchvision ResNet name (:data:`BACKBONES`); the full profile builds it with
+  ``get_model(name, weights="DEFAULT")``, the tiny profile has one CNN for every name.
+- Frozen means frozen: ``requires_grad=False`` alone would still let ``train()`` (which calls
+  ``model.train()``) move BatchNorm's running statistics, so :func:`freeze` keeps frozen
+  BatchNorm layers in eval mode; :func:`unfreeze` lets them train again.
+- The cache key is the model class, the kind of feature, ``CACHE_FORMAT``, a sha256 of the
+  weights that make the features (BatchNorm statistics included; a ResNet's ``fc`` and CLIP's
+  text tower excluded) and a sha256 of the data: raw images and labels for the micro-world,
+  CIFAR-10 and tensors; file paths and the transform for an ``ImageFolder`` (EuroSAT); the
+  indices for a subset. A changed key writes a new file and old ones are never read again (nor
+  deleted). Features are computed in fp32, so a hit returns what a miss computed. A corrupt file
+  is a miss; files are written atomically.
+- :func:`zero_shot_head` has no bias and no logit scale: neither changes the argmax.
+- The k-NN votes with cosine similarities, over at most as many neighbours as training points.
+- The k-shot curve fits the L-BFGS probe (no learning rate to tune for a handful of examples)
+  and averages over several draws; 1-shot results vary by a few points from draw to draw.
 """
 
 from __future__ import annotations
