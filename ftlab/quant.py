@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["NF4_CODEBOOK", "NF4_OFFSET", "nf4_codebook", "int4_codebook", "fp4_codebook",
-           "NF4Tensor", "QuantizedScales", "quantize_nf4", "dequantize_nf4", "quantize_with_codebook",
+           "NF4Tensor", "QuantizedScales", "quantize_nf4", "dequantize_nf4", "quantize_with_codebook", "dequantize_with_codebook",
            "quantize_int8", "dequantize_int8", "quantize_scales", "dequantize_scales",
            "NF4Linear", "replace_linears_with_nf4", "bits_per_parameter"]
 
@@ -124,7 +124,8 @@ def quantize_with_codebook(weight: torch.Tensor, codebook: torch.Tensor, blocksi
     return indices.view(weight.shape), absmax
 
 
-def _dequantize_codebook(indices, absmax, codebook, blocksize):
+def dequantize_with_codebook(indices, absmax, codebook, blocksize: int = 64) -> torch.Tensor:
+    """Inverse of :func:`quantize_with_codebook`: each index's level times its block's absmax."""
     levels = codebook.to(absmax.device)[indices.reshape(-1).int()]  # look up each 4-bit code
     n = levels.numel()
     blocks = F.pad(levels, (0, absmax.numel() * blocksize - n)).view(-1, blocksize)
@@ -229,7 +230,7 @@ def dequantize_nf4(q: NF4Tensor, dtype: torch.dtype | None = None) -> torch.Tens
     """Level times its block's absmax, in the weight's dtype (or ``dtype``)."""
     if not isinstance(q, NF4Tensor):
         raise TypeError(f"expected the NF4Tensor returned by quantize_nf4, got {type(q).__name__}")
-    return _dequantize_codebook(q.codes, q.absmax, NF4_CODEBOOK, q.blocksize).to(dtype or q.dtype)
+    return dequantize_with_codebook(q.codes, q.absmax, NF4_CODEBOOK, q.blocksize).to(dtype or q.dtype)
 
 
 def bits_per_parameter(blocksize: int = 64, double_quant: bool = False, scale_blocksize: int = 256) -> float:

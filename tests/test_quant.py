@@ -91,7 +91,7 @@ def test_nf4_beats_int4_and_fp4_on_gaussian_weights():
     errors = {}
     for name, cb in (("nf4", quant.NF4_CODEBOOK), ("int4", quant.int4_codebook()), ("fp4", quant.fp4_codebook())):
         idx, absmax = quant.quantize_with_codebook(w, cb, 64)
-        errors[name] = (quant._dequantize_codebook(idx, absmax, cb, 64) - w).pow(2).mean().item()
+        errors[name] = (quant.dequantize_with_codebook(idx, absmax, cb, 64) - w).pow(2).mean().item()
     assert errors["nf4"] < errors["int4"] and errors["nf4"] < errors["fp4"], errors
 
 

@@ -1,0 +1,583 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · QLoRA: NF4 by hand, then a ~1B model on one T4
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ftlab-course/ftlab/blob/main/notebooks/04_qlora.ipynb)
+#
+# **What you will learn**
+# - how a weight is squeezed into 4 bits: absmax scaling, blocks, and why NF4's levels sit at
+#   normal quantiles (its error against int4 and fp4, measured);
+# - double quantization: from 4.5 to ~4.127 bits per weight;
+# - QLoRA by hand (a frozen 4-bit layer + the LoRA of lesson 02), proven equal to bitsandbytes + peft;
+# - the real recipe: `BitsAndBytesConfig`, `prepare_model_for_kbit_training`, LoRA on every
+#   linear, gradient checkpointing, paged 8-bit AdamW, a short SFT run;
+# - memory predicted by `ftlab.memory` next to memory measured, and what fits a T4 or an L4;
+# - how to merge a QLoRA adapter, and what goes wrong if you merge into the 4-bit weights.
+#
+# The tiny profile runs the whole recipe on a CPU in about a minute; the full profile fine-tunes a
+# 1.1B model on a Colab T4.
+
+# %% [markdown]
+# ## Set-up
+
+# %%
+import importlib.metadata as md
+import subprocess
+import sys
+import tempfile
+
+if "google.colab" in sys.modules:
+    FTLAB_PIN = "ftlab @ git+https://github.com/ftlab-course/ftlab@v0.1.0"
+    keep = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)  # never touch torch
+    keep.write("".join(f"{p}=={md.version(p)}\n" for p in ("torch", "torchvision")))
+    keep.close()
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep.name, FTLAB_PIN], check=True)
+
+from ftlab.runtime import amp_dtype, device, headline, profile, report, seed_everything
+
+env = report()
+
+# %% [markdown]
+# ## Config
+
+# %%
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    blocksize: int = 64          # weights per absmax scale (NF4's default)
+    r: int = 8                   # LoRA rank on every linear layer
+    alpha: float = 16            # LoRA scale alpha / r = 2
+    lr: float = 2e-3             # LoRA learns with a higher lr than full fine-tuning
+    num_steps: int = 120         # optimizer steps of the SFT run
+    batch_size: int = 16         # examples per micro-batch
+    grad_accum: int = 1          # effective batch = batch_size * grad_accum
+    max_length: int = 64         # tokens per example
+    optimizer: str = "adamw"     # "paged_adamw_8bit" on a GPU; see section 2
+    eval_kind: str = "fact"      # held-out questions scored before and after
+    eval_size: int = 40
+    mem_batch: int = 8           # the batch the memory comparison measures (unpadded)
+    mem_seq: int = 64
+
+
+cfg = Config()
+if profile() == "full":  # TinyLlama-1.1B on a T4: the calculator (section 3) says 4 x 512 fits with room
+    cfg = Config(r=16, alpha=32, lr=2e-4, num_steps=60, batch_size=4, grad_accum=4, max_length=512,
+                 optimizer="paged_adamw_8bit", eval_kind="alpaca", eval_size=20, mem_batch=4, mem_seq=512)
+seed_everything(cfg.seed)
+cfg
+
+# %% [markdown]
+# ## 1. Quantization from the ground up
+#
+# ### Absmax int8, and why blocks
+# The simplest quantizer maps a tensor onto the integers -127..127 by dividing by its largest
+# magnitude (its *absmax*) and rounding. One outlier stretches the scale for every other value:
+# they all land on a few levels near zero. Cutting the tensor into blocks, each with its own
+# absmax, confines the damage to the outlier's block.
+
+# %%
+import torch
+
+from ftlab import quant
+
+g = torch.Generator().manual_seed(cfg.seed)
+w = torch.randn(4096, generator=g) * 0.02
+w[100] = 1.0  # one outlier, 50x the typical weight
+rows = []
+for label, bs in (("one absmax for the tensor", None), (f"one absmax per {cfg.blocksize}", cfg.blocksize)):
+    codes, absmax = quant.quantize_int8(w, bs)
+    err = (quant.dequantize_int8(codes, absmax, bs) - w).abs().mean().item()
+    rows.append((label, err))
+    print(f"int8, {label:28}: mean error {err:.2e}")
+assert rows[1][1] < rows[0][1] / 10, "blocks should cut the error by far more than 10x with an outlier"
+
+# %% [markdown]
+# ### Four bits: where should the 16 levels go?
+# Trained weights are close to normally distributed. With 16 evenly spaced levels (int4), the
+# outer levels are almost never used and the crowded middle is coarse. **NF4** puts its levels at
+# quantiles of a standard normal, so each level is used about equally often: 8 positive levels,
+# 7 negative ones and an exact zero (so that zero weights and padding stay exact), scaled to [-1, 1].
+# `quant.nf4_codebook()` builds them from `torch.special.ndtri` (the normal's quantile function).
+
+# %%
+import bitsandbytes.functional as bnbf
+
+print("NF4 levels:", [round(v, 4) for v in quant.NF4_CODEBOOK.tolist()])
+bnb_table = bnbf.get_4bit_type("nf4", device="cpu")
+print("identical to bitsandbytes' table:", torch.equal(quant.NF4_CODEBOOK, bnb_table))
+assert torch.equal(quant.NF4_CODEBOOK, bnb_table)
+
+# %% [markdown]
+# Measure it: the mean squared error of each 4-bit grid, blockwise with the same absmax, on
+# Gaussian weights and on the real weights of this lesson's model.
+
+# %%
+from ftlab.models import load_causal_lm
+
+plain_model, tokenizer = load_causal_lm()
+n_params = sum(p.numel() for p in plain_model.parameters())
+real = torch.cat([m.weight.detach().flatten() for n, m in plain_model.named_modules()
+                  if isinstance(m, torch.nn.Linear) and "proj" in n]).float()
+grids = {"int4": quant.int4_codebook(), "fp4 (E2M1)": quant.fp4_codebook(), "NF4": quant.NF4_CODEBOOK}
+gauss = torch.randn(real.numel(), generator=g)
+
+
+def grid_mse(weights, codebook):
+    """Mean squared error of a blockwise 4-bit round trip, relative to the weights' variance."""
+    idx, absmax = quant.quantize_with_codebook(weights, codebook, cfg.blocksize)
+    back = quant.dequantize_with_codebook(idx, absmax, codebook, cfg.blocksize)
+    return ((back - weights) ** 2).mean().item() / weights.var().item()
+
+
+errors = {name: (grid_mse(gauss, cb), grid_mse(real, cb)) for name, cb in grids.items()}
+for name, (eg, er) in errors.items():
+    print(f"{name:11} relative MSE: Gaussian {eg:.4f}   this model's weights {er:.4f}")
+assert min(errors, key=lambda k: errors[k][0]) == "NF4", "NF4 should have the lowest error on Gaussian weights"
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
+scaled = gauss.view(-1, cfg.blocksize)
+scaled = (scaled / scaled.abs().amax(1, keepdim=True)).flatten().numpy()
+ax1.hist(scaled, bins=120, density=True, color="0.8", label="weights / block absmax")
+for k, (name, cb) in enumerate(grids.items()):
+    ax1.plot(cb.numpy(), np.full(cb.numel(), 0.25 + 0.25 * k), "|", ms=14, mew=2, label=name)
+ax1.set_title("where each grid puts its 16 levels")
+ax1.legend(fontsize=7, loc="upper left")
+names = list(errors)
+x = np.arange(len(names))
+ax2.bar(x - 0.2, [errors[n][0] for n in names], 0.4, label="Gaussian")
+ax2.bar(x + 0.2, [errors[n][1] for n in names], 0.4, label="this model's weights")
+ax2.set_xticks(x, names)
+ax2.set_ylabel("MSE / variance")
+ax2.set_title(f"4-bit error, blocks of {cfg.blocksize}")
+ax2.legend(fontsize=8)
+fig.tight_layout()
+plt.close(fig)
+fig
+
+# %% [markdown]
+# ### NF4 by hand equals bitsandbytes
+# `quant.quantize_nf4` cuts a weight into blocks of 64, scales each by its absmax and stores the
+# index of the nearest level (4 bits). Quantize one of the model's real weights both ways: the
+# same indices, the same scales, the same dequantized weight.
+
+# %%
+weight = plain_model.model.layers[0].mlp.up_proj.weight.detach()
+ours = quant.quantize_nf4(weight, cfg.blocksize)
+packed, state = bnbf.quantize_4bit(weight, blocksize=cfg.blocksize, quant_type="nf4")
+same_codes = torch.equal(ours.packed(), packed.reshape(-1))
+same_scales = torch.equal(ours.absmax, state.absmax)
+max_diff = (quant.dequantize_nf4(ours) - bnbf.dequantize_4bit(packed, state)).abs().max().item()
+print(f"{tuple(weight.shape)} weight: same 4-bit codes {same_codes}, same absmax {same_scales}, "
+      f"dequantized max difference {max_diff:.1e}")
+assert same_codes and same_scales and max_diff <= 1e-6
+
+# %% [markdown]
+# ### Double quantization
+# One fp32 absmax per 64 weights costs 32/64 = **0.5 bit per weight**: an eighth on top of the
+# 4 bits. QLoRA quantizes those scales too: subtract their mean, then 8 bits each in blocks of
+# 256 with one fp32 scale per block: 8/64 + 32/(64·256) ≈ **0.127 bit**.
+
+# %%
+double = quant.quantize_nf4(weight, cfg.blocksize, double_quant=True)
+for label, q in (("fp32 absmax", ours), ("double-quantized", double)):
+    err = (quant.dequantize_nf4(q) - weight).pow(2).mean().item()
+    print(f"{label:17}: {q.bits_per_parameter():.3f} bits per weight, MSE {err:.3e}")
+print(f"large-weight limit: {quant.bits_per_parameter(64)} -> {quant.bits_per_parameter(64, double_quant=True):.3f} bits")
+
+# %% [markdown]
+# ### QLoRA by hand
+# QLoRA is lesson 02's LoRA on a frozen 4-bit base. `quant.NF4Linear` stores only the packed
+# codes and scales and dequantizes the weight on every forward; `ftlab.lora.LoRALinear` wraps it
+# like any linear. Build the same layer with bitsandbytes' `Linear4bit` and peft's LoRA, give both
+# the same A and B, and compare.
+
+# %%
+import bitsandbytes as bnb
+from peft import LoraConfig
+from peft.tuners.lora import Linear as PeftLoraLinear
+
+from ftlab.lora import LoRALinear
+
+linear = plain_model.model.layers[0].self_attn.q_proj
+mine = LoRALinear(quant.NF4Linear(linear, cfg.blocksize, double_quant=False), r=cfg.r, alpha=cfg.alpha)
+torch.nn.init.normal_(mine.B, std=0.02)  # as if trained a little
+
+base4 = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=False, compute_dtype=torch.float32,
+                          quant_type="nf4", compress_statistics=False)
+base4.weight = bnb.nn.Params4bit(linear.weight.detach().clone(), requires_grad=False, quant_type="nf4",
+                                 blocksize=cfg.blocksize, compress_statistics=False)
+base4 = base4.to("cpu")
+theirs = PeftLoraLinear(base4, "default", LoraConfig(r=cfg.r, lora_alpha=cfg.alpha), r=cfg.r, lora_alpha=cfg.alpha)
+with torch.no_grad():
+    theirs.lora_A["default"].weight.copy_(mine.A)
+    theirs.lora_B["default"].weight.copy_(mine.B)
+
+x = torch.randn(4, 10, linear.in_features, generator=g)
+diff = (mine(x) - theirs(x)).abs().max().item()
+trainable = [n for n, p in mine.named_parameters() if p.requires_grad]
+print(f"hand-written QLoRA layer vs bitsandbytes + peft: max difference {diff:.1e}; trainable: {trainable}")
+print(f"the frozen base stores {mine.base.quantized_bytes:,} bytes instead of {linear.weight.numel() * 4:,} (fp32)")
+assert diff <= 1e-5 and trainable == ["A", "B"]
+fp32_bytes = sum(p.numel() * p.element_size() for p in plain_model.parameters())
+del plain_model, mine, theirs, base4  # free the full-precision copy before the real run
+
+# %% [markdown]
+# ## 2. The real recipe
+# What you run in a competition, step by step:
+#
+# 1. `load_causal_lm(quantization="nf4")` loads the model through transformers with
+#    `BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+#    bnb_4bit_compute_dtype=amp_dtype())`: the matmuls run in bf16 on an L4, fp16 on a T4, fp32 on a CPU.
+# 2. `prepare_model_for_kbit_training` upcasts the few non-quantized weights (embeddings, norms)
+#    to fp32 for stable training, and turns on gradient checkpointing. Ask for the non-reentrant
+#    kind (`use_reentrant=False`), the one PyTorch recommends.
+# 3. peft LoRA on **every** linear projection (`target_modules="all-linear"`): with the base
+#    frozen in 4 bits, the adapters are where all the learning happens, so give them every layer.
+# 4. Paged 8-bit AdamW: the adapters' optimizer state in 8 bits, paged to CPU memory if the GPU
+#    runs short. On a CPU bitsandbytes' optimizers run a slow reference implementation (about
+#    10x slower here), so the tiny profile uses torch's AdamW; the full profile uses the paged one.
+
+# %%
+from peft import get_peft_model, prepare_model_for_kbit_training
+
+from ftlab.memory import _param_bytes
+from ftlab.models import count_parameters
+
+model, tokenizer = load_causal_lm(quantization="nf4")
+print(f"compute dtype {amp_dtype()}; base weights: {_param_bytes(model) / 2**20:.2f} MiB in 4-bit "
+      f"vs {fp32_bytes / 2**20:.2f} MiB unquantized")
+model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
+                                        gradient_checkpointing_kwargs={"use_reentrant": False})
+lora_config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules="all-linear",
+                         task_type="CAUSAL_LM")
+seed_everything(cfg.seed)  # the adapters' random init: the same on every run of this cell
+model = get_peft_model(model, lora_config)
+trainable = count_parameters(model, trainable_only=True)
+print(f"trainable: {trainable:,} LoRA parameters on "
+      f"{len([n for n, _ in model.named_modules() if n.endswith('lora_A')])} linear layers")
+
+
+def make_optimizer(name, params, lr):
+    """The recipe's optimizer by name: paged 8-bit AdamW (GPU) or torch's AdamW."""
+    params = [p for p in params if p.requires_grad]
+    if name == "paged_adamw_8bit":
+        return bnb.optim.PagedAdamW8bit(params, lr=lr)
+    return torch.optim.AdamW(params, lr=lr)
+
+
+# %% [markdown]
+# ### Before: the 4-bit model answers nothing
+# The same held-out questions as lessons 00 and 02 (people no training question mentions).
+
+# %%
+from ftlab.data import load_instructions
+from ftlab.evals import chat_prompt, exact_match, generate
+
+test_rows = list(load_instructions("test").filter(lambda row: row["kind"] == cfg.eval_kind).select(range(cfg.eval_size)))
+shown = [r["prompt"] for r in test_rows[:3]]
+before = generate(model, tokenizer, shown)
+em_before = exact_match(model, tokenizer, test_rows)
+for prompt, out in zip(shown, before):
+    print(f"Q: {prompt}\n   before: {out!r}")
+print(f"exact match before: {em_before:.0%}")
+
+# %% [markdown]
+# ### A short SFT run
+# Chat prompt + answer + EOS, padding masked out of the loss (lesson 05 also masks the prompt).
+
+# %%
+from ftlab.train import TrainConfig, causal_lm_loss, train
+
+
+def collate(rows):
+    texts = [chat_prompt(tokenizer, r["prompt"]) + r["response"] + tokenizer.eos_token for r in rows]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
+                      max_length=cfg.max_length, add_special_tokens=False)
+    batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    return batch
+
+
+optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
+history = train(model, load_instructions("train"),
+                TrainConfig(lr=cfg.lr, num_steps=cfg.num_steps, batch_size=cfg.batch_size,
+                            grad_accum=cfg.grad_accum, seed=cfg.seed),
+                loss_fn=causal_lm_loss, collate_fn=collate, optimizer=optimizer)
+
+# %%
+after = generate(model, tokenizer, shown)
+em_after = exact_match(model, tokenizer, test_rows)
+for r, out in zip(test_rows[:3], after):
+    print(f"Q: {r['prompt']}\n   after: {out!r}\n   wanted: {r['response']!r}")
+print(f"exact match on held-out questions: {em_before:.0%} -> {em_after:.0%}, "
+      f"loss {history.steps[0].loss:.2f} -> {history.final_loss:.2f} in {history.seconds:.0f} s")
+if profile() == "tiny":  # measured: 0% -> 50-60%
+    assert em_after >= em_before + 0.25, "QLoRA should teach the 4-bit model the answer format"
+
+# %% [markdown]
+# ## 3. Memory: predicted, then measured
+# `ftlab.memory.estimate` predicts each part of training memory from the config alone (lesson 07
+# explains every term); `measure` takes one real training step of *this* model and counts the
+# same parts: the tensors held for weights, gradients and optimizer state, and every tensor the
+# forward pass saved for backward. An unpadded batch, so the two see the same tokens.
+
+# %%
+from ftlab import memory
+
+ids = torch.randint(3, model.config.vocab_size, (cfg.mem_batch, cfg.mem_seq), generator=g).to(device())
+batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+measured = memory.measure(model, batch, make_optimizer("adamw", model.parameters(), 0.0))
+precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype()]
+predicted = memory.estimate(model.config, method="qlora", precision=precision, optimizer="adamw", r=cfg.r,
+                            target_modules="all-linear", batch_size=cfg.mem_batch, seq_len=cfg.mem_seq,
+                            grad_checkpointing=True, adam_state="param")
+print(memory.side_by_side(predicted, measured))
+if profile() == "tiny":
+    assert abs(predicted.static / measured.static - 1) < 0.01
+    assert abs(predicted.activations / measured.activations - 1) < 0.10
+
+# %% [markdown]
+# The same calculator on the model this lesson fine-tunes in the full profile, and on
+# Llama-3.2-1B, at the full profile's batch: what fits a T4 (15 GiB usable) and an L4 (22.5 GiB).
+
+# %%
+from transformers import LlamaConfig
+
+print(f"{'model':16} {'card':4} {'batch x seq':>11} {'total GiB':>9} {'peak GiB':>8}  fits")
+for name in ("TinyLlama-1.1B", "Llama-3.2-1B"):
+    for card, prec in (("T4", "fp16"), ("L4", "bf16")):
+        for b, s in ((4, 512), (8, 1024)):
+            est = memory.estimate(memory.known_config(name), method="qlora", precision=prec, optimizer="adamw8bit",
+                                  r=16, target_modules="all-linear", batch_size=b, seq_len=s, grad_checkpointing=True)
+            print(f"{name:16} {card:4} {f'{b} x {s}':>11} {est.total / 2**30:9.2f} {est.peak / 2**30:8.2f}  "
+                  f"{'yes' if est.fits(card) else 'no'} ({est.headroom(card) / 2**30:+.1f} GiB)")
+
+# %% [markdown]
+# ## 4. Save the adapter
+# Only the LoRA factors are saved (peft's format: `adapter_config.json` + `adapter_model.safetensors`).
+# Anyone with the base model loads them on top of it.
+
+# %%
+import os
+from pathlib import Path
+
+adapter_dir = Path(tempfile.mkdtemp()) / "qlora_adapter"
+model.save_pretrained(adapter_dir)
+adapter_bytes = sum(f.stat().st_size for f in adapter_dir.iterdir())
+base_bytes = n_params * 2  # the base in 16-bit, as you would ship it
+print(sorted(os.listdir(adapter_dir)))
+print(f"adapter {adapter_bytes / 2**10:.0f} KiB vs base {base_bytes / 2**20:.2f} MiB in 16-bit "
+      f"({adapter_bytes / base_bytes:.1%})")
+
+# %% [markdown]
+# ## 5. Merging: into 16-bit weights, not back into 4 bits
+# A merged model (W + scale·B·A in one weight) runs without peft and with no extra latency. The
+# adapter was trained on top of the *dequantized 4-bit* weights, so there are three ways to merge:
+#
+# 1. into the dequantized 4-bit base, kept in 16-bit: exactly the function you trained;
+# 2. into the original 16-bit base: the usual practice; the base differs from the one the adapter
+#    saw by the quantization error;
+# 3. into the 4-bit base: merge, then quantize W + scale·B·A again. Every weight gets a fresh
+#    rounding error, and part of the learned update is rounded with it.
+#
+# Measure each against the QLoRA model itself: the KL divergence of the next-token distributions
+# on held-out questions (0 = the same model), and exact match.
+
+# %%
+from peft import PeftModel
+
+lora_prefix = "base_model.model."
+dequantized = {}
+noise_over_update = []
+for name, module in model.named_modules():
+    if hasattr(module, "base_layer") and hasattr(getattr(module.base_layer, "weight", None), "quant_state"):
+        W4 = bnbf.dequantize_4bit(module.base_layer.weight.data, module.base_layer.weight.quant_state).float()
+        dequantized[name.removeprefix(lora_prefix) + ".weight"] = W4
+        delta = module.get_delta_weight("default").float()
+        requant = quant.dequantize_nf4(quant.quantize_nf4(W4 + delta, cfg.blocksize))
+        noise_over_update.append(((requant - (W4 + delta)).norm() / delta.norm()).item())
+print(f"re-quantizing W + update: rounding error / update size = {np.median(noise_over_update):.2f} "
+      f"(median over {len(noise_over_update)} layers)")
+
+
+def merged_model(base_weights, requantize=False):
+    """The base (full precision in tiny, 16-bit in full) with `base_weights` swapped in and the
+    adapter merged into it; with `requantize`, every merged projection is rounded to NF4 again."""
+    base, _ = load_causal_lm(dtype=torch.float32 if profile() == "tiny" else amp_dtype())
+    state = base.state_dict()
+    state.update({k: v.to(state[k].device, state[k].dtype) for k, v in base_weights.items() if k in state})
+    base.load_state_dict(state)
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().eval()
+    if requantize:
+        with torch.no_grad():
+            for n, m in merged.named_modules():
+                if isinstance(m, torch.nn.Linear) and "proj" in n:
+                    m.weight.copy_(quant.dequantize_nf4(quant.quantize_nf4(m.weight, cfg.blocksize)))
+    return merged
+
+
+prompts = [chat_prompt(tokenizer, r["prompt"]) for r in test_rows]
+enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device())
+
+
+@torch.no_grad()
+def next_token_logprobs(m):
+    m.eval()
+    out = m(**enc).logits.float().log_softmax(-1)
+    return out[enc["attention_mask"].bool()]
+
+
+reference = next_token_logprobs(model)
+kl = {}
+for label, weights, requantize in (("1. into the dequantized 4-bit base", dequantized, False),
+                                   ("2. into the original 16-bit base", {}, False),
+                                   ("3. into 4 bits (merge, re-quantize)", dequantized, True)):
+    merged = merged_model(weights, requantize)  # one at a time: at full scale each is a 1B model
+    kl[label] = torch.nn.functional.kl_div(next_token_logprobs(merged), reference, log_target=True,
+                                           reduction="batchmean").item()
+    print(f"{label:38} KL to the QLoRA model {kl[label]:.2e}   exact match {exact_match(merged, tokenizer, test_rows):.0%}")
+    del merged
+print(f"{'(the QLoRA model itself)':38} {'':25} exact match {em_after:.0%}")
+labels = list(kl)
+if profile() == "tiny":
+    assert kl[labels[0]] < 1e-4, "merging into the dequantized base is the trained model"
+    assert kl[labels[2]] > 10 * kl[labels[0]] and kl[labels[1]] > 10 * kl[labels[0]]
+_ = headline(f"{profile()}: NF4 = bitsandbytes bit for bit; QLoRA r={cfg.r} on all linears: held-out exact match "
+             f"{em_before:.0%} -> {em_after:.0%}; memory predicted/measured {predicted.total / measured.total:.3f}")
+
+# %% [markdown]
+# ## Drills
+
+# %%
+from ftlab.drills import check, describe
+
+# %% [markdown]
+# ### Drill 04a ★☆☆ · Bytes of one NF4 weight
+# A 4096 x 4096 weight in NF4 with blocksize 64 and **no** double quantization. How many bytes
+# does bitsandbytes store, codes and scales together?
+
+# %% tags=["answer"]
+answer_04a = ...  # bytes
+
+# %%
+check("04a", answer_04a)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# Two 4-bit codes per byte: 4096*4096/2 bytes. One fp32 absmax (4 bytes) per block of 64 weights.
+n = 4096 * 4096
+solution_04a = n // 2 + 4 * (n // 64)
+check("04a", solution_04a)
+
+# %% [markdown]
+# ### Drill 04b ★★☆ · An NF4 round trip
+# Write `nf4_roundtrip(w, codebook)`: `w` is 1-D and a multiple of 64 long, `codebook` the 16 NF4
+# levels (sorted). Cut `w` into blocks of 64, divide each by its absmax, snap every value to the
+# nearest level, and return level x absmax with `w`'s shape. The check compares with
+# bitsandbytes' `quantize_4bit` + `dequantize_4bit` on random weights.
+
+# %% tags=["answer"]
+def nf4_roundtrip(w, codebook):
+    raise NotImplementedError  # your code here
+
+
+answer_04b = nf4_roundtrip
+
+# %%
+check("04b", answer_04b)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# (blocks, 64) -> absmax per block -> scaled values in [-1, 1] -> distance to each of the 16
+# levels (blocks, 64, 16) -> argmin -> level x absmax.
+def solution_nf4_roundtrip(w, codebook):
+    blocks = w.reshape(-1, 64)
+    absmax = blocks.abs().amax(dim=1, keepdim=True)
+    nearest = (blocks.unsqueeze(-1) / absmax.unsqueeze(-1) - codebook).abs().argmin(dim=-1)
+    return (codebook[nearest] * absmax).reshape(w.shape)
+
+
+solution_04b = solution_nf4_roundtrip
+check("04b", solution_04b)
+
+# %% [markdown]
+# ### Drill 04c ★★☆ · Merging a QLoRA adapter
+# You trained a LoRA adapter on an NF4 base and want one merged model to ship. What do you do?
+
+# %%
+print(describe("04c"))
+
+# %% tags=["answer"]
+answer_04c = ...  # "a", "b", "c" or "d"
+
+# %%
+check("04c", answer_04c)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# Section 5 measured it: re-quantizing W + scale*B@A to NF4 keeps only part of the update, while
+# a 16-bit merge keeps all of it. Merge in 16-bit; quantize again only if you must serve in 4-bit.
+solution_04c = "b"
+check("04c", solution_04c)
+
+# %% [markdown]
+# ### Drill 04d ★★★ · What dominates QLoRA's peak
+# Llama-3.2-1B with the QLoRA recipe at batch 16 x 512 with checkpointing: the calculator's
+# peak is 15.7 GiB, too much for a T4. Which part is the biggest?
+
+# %%
+print(describe("04d"))
+
+# %% tags=["answer"]
+answer_04d = ...  # "a", "b", "c" or "d"
+
+# %%
+check("04d", answer_04d)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# Ask the calculator for the parts: the loss's fp32 log-softmax over 128,256 tokens at 16 x 511
+# positions is ~3.9 GiB, and its backward makes two more such buffers (the "peak" line).
+est = memory.estimate(memory.known_config("Llama-3.2-1B"), method="qlora", precision="fp16", optimizer="adamw8bit",
+                      r=16, target_modules="all-linear", batch_size=16, seq_len=512, grad_checkpointing=True)
+print({k: f"{v / 2**30:.2f} GiB" for k, v in {**est.details, "weights": est.weights, "transient": est.transient}.items()})
+solution_04d = "c"
+check("04d", solution_04d)
+
+# %% [markdown]
+# ## Summary
+# - Blockwise absmax keeps an outlier from flattening a whole tensor; NF4's normal-quantile levels
+#   beat int4 and fp4 on normally distributed weights (the table above), and double quantization
+#   takes the scales from 0.5 to ~0.127 bit per weight.
+# - `ftlab.quant` equals bitsandbytes bit for bit (codebook, codes, scales, dequantized weights),
+#   and `LoRALinear(NF4Linear(...))` equals `Linear4bit` + peft's LoRA: QLoRA is LoRA on a frozen
+#   4-bit base, nothing more.
+# - The recipe: 4-bit load, `prepare_model_for_kbit_training` with non-reentrant checkpointing,
+#   LoRA on all linears, paged 8-bit AdamW. The 4-bit model learned to answer (exact match above).
+# - The calculator predicted this run's memory part by part; for a 1B model at 4 x 512 on a T4
+#   it leaves gigabytes to spare, and the loss over a large vocabulary is what runs out first.
+# - Merge adapters into 16-bit weights, ideally the dequantized 4-bit ones the adapter was trained
+#   on (KL 0: the same model). Merging back into 4 bits re-rounds every weight, update included.
+#
+# **Try next:** set `r=64` or `target_modules=["q_proj","v_proj"]` and compare exact match and
+# trainable share; in the full profile, raise `batch_size` until `estimate(...).fits("T4")` says
+# no, then check it against `torch.cuda.max_memory_allocated()`. Lesson 05 masks the prompt
+# out of the loss.
