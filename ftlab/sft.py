@@ -1,0 +1,260 @@
+"""Supervised fine-tuning data: prompt templates, prompt masking (-100), padding (lesson 05).
+
+An SFT example is a prompt and a response. The model reads both, but only the response (and the
+EOS that ends it) is trained: every prompt token gets the label -100, which the loss skips
+(``ftlab.train.causal_lm_loss``). Three pieces, each one screen long:
+
+- :func:`tokenize_example` -> ``{"input_ids", "attention_mask", "labels"}`` as Python lists
+  (one example, not padded), with the prompt masked;
+- :func:`tokenize_dataset` does it for a dataset, drops examples that truncation would leave
+  with no trained token, and says how many it dropped;
+- :class:`SFTCollator` right-pads a list of examples into (B, L) tensors: input_ids padded with
+  the pad token, attention_mask 0 on padding, labels -100 on padding.
+
+Equal to TRL (tested in ``tests/test_sft.py``): TRL 1.16's ``SFTTrainer`` with
+``SFTConfig(completion_only_loss=True)`` (the default for prompt/completion datasets) tokenizes
+the prompt alone and prompt + completion, and masks the longest common prefix of the two
+(``trl.data_utils.common_prefix_length``); it appends EOS to string completions, lets the chat
+template write it for conversational ones, truncates with ``truncation_mode="keep_start"`` and
+drops examples left fully masked. :func:`tokenize_example` does the same, so on the same data and
+tokenizer the labels are equal; :func:`trl_records` writes rows in the dataset format TRL wants.
+
+Decisions:
+
+- The prompt/response boundary is the common prefix of the tokenized prompt and the tokenized
+  full text, never ``len(tokenize(prompt))``: a BPE merge across the boundary (prompt ``"... is"``
+  + response ``"n't"``) changes the last prompt token, and that merged token is then trained.
+- Truncation keeps the start. An example left without a trained token raises a ValueError in
+  :func:`tokenize_example` (an all -100 example has zero target tokens: 0/0 = NaN loss) and is
+  dropped and counted by :func:`tokenize_dataset`.
+- Padding positions are masked by position (the attention mask), never by token id: Llama
+  tokenizers pad with EOS, and masking ``input_ids == pad_token_id`` would also mask the EOS the
+  model must learn to stop on.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+IGNORE_INDEX = -100  # the label the loss skips; the same value as ftlab.train.IGNORE_INDEX
+
+TEMPLATES = ("chat", "alpaca")
+
+# The Alpaca instruction/response template (Taori et al., 2023), without its system preamble.
+ALPACA_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
+
+
+def _check_template(template: str) -> None:
+    if template not in TEMPLATES:
+        raise ValueError(f"template={template!r} is not a template; use one of {TEMPLATES}: 'chat' (the "
+                         "tokenizer's chat template) or 'alpaca' (### Instruction / ### Response).")
+
+
+def _messages(prompt: str, response: str | None = None) -> list[dict]:
+    turns = [{"role": "user", "content": prompt}]
+    if response is not None:
+        turns.append({"role": "assistant", "content": response})
+    return turns
+
+
+def format_prompt(prompt: str, tokenizer, template: str = "chat") -> str:
+    """The text the model reads before its answer starts (what it sees at inference)."""
+    _check_template(template)
+    if template == "alpaca":
+        return ALPACA_TEMPLATE.format(prompt=prompt)
+    return tokenizer.apply_chat_template(_messages(prompt), tokenize=False, add_generation_prompt=True)
+
+
+def _ids(tokenizer, prompt: str, response: str | None, template: str) -> list[int]:
+    """Token ids of the prompt alone (response None) or of prompt + response, as TRL builds them."""
+    if template == "alpaca":  # a string prompt/completion in TRL: tokenizer(text), EOS appended
+        text = ALPACA_TEMPLATE.format(prompt=prompt)
+        if response is not None:
+            text += response if response.endswith(tokenizer.eos_token) else response + tokenizer.eos_token
+        return list(tokenizer(text)["input_ids"])
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("template='chat' needs a tokenizer with a chat template; this one has none. "
+                         "Use template='alpaca', or load the model with ftlab.models.load_causal_lm(), "
+                         "which gives every tokenizer one.")
+    out = tokenizer.apply_chat_template(_messages(prompt, response), tokenize=True, return_dict=True,
+                                        add_generation_prompt=response is None)
+    return list(out["input_ids"])
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share: where the prompt really ends in prompt + response."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def tokenize_example(prompt: str, response: str, tokenizer, max_length: int | None = None,
+                     template: str = "chat", mask_prompt: bool = True) -> dict[str, list[int]]:
+    """One SFT example: ``{"input_ids", "attention_mask", "labels"}``, Python lists of length L.
+
+    ``labels`` are the input ids with every prompt token set to -100 (``mask_prompt=False``
+    trains every token, the lesson-05 baseline). The response and its EOS are trained. With
+    ``max_length`` the sequence keeps its first ``max_length`` tokens.
+
+    Raises:
+        ValueError: truncation would leave no trained token (an all -100 example gives a NaN
+            loss), or the template is unknown.
+    """
+    _check_template(template)
+    if not isinstance(prompt, str) or not isinstance(response, str):
+        raise TypeError(f"prompt and response must be strings, got {type(prompt).__name__} and "
+                        f"{type(response).__name__}.")
+    prompt_ids = _ids(tokenizer, prompt, None, template)
+    input_ids = _ids(tokenizer, prompt, response, template)
+    n_prompt = common_prefix_length(prompt_ids, input_ids)  # a merge across the boundary moves it left
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in input_ids[n_prompt:]:
+        warnings.warn("the response has no EOS token after it: the model will not learn to stop. "
+                      "Check the chat template writes the EOS after the assistant turn.", stacklevel=2)
+    labels = list(input_ids) if not mask_prompt else [IGNORE_INDEX] * n_prompt + input_ids[n_prompt:]
+    if max_length is not None:
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"max_length={max_length!r} is not valid: use an int >= 2 (tokens per "
+                             "example), or None for no truncation.")
+        input_ids, labels = input_ids[:max_length], labels[:max_length]
+    if all(label == IGNORE_INDEX for label in labels[1:]):  # labels[0] is never a target after the shift
+        raise ValueError(f"max_length={max_length} cuts this example inside its prompt ({n_prompt} "
+                         f"prompt tokens of {len(_ids(tokenizer, prompt, response, template))}): no "
+                         "response token would be trained, and an all -100 example gives a NaN loss. "
+                         "Raise max_length, shorten the prompt, or use tokenize_dataset(), which drops "
+                         "and counts such examples.")
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+
+
+class SFTDataset(list):
+    """A list of tokenized examples (see :func:`tokenize_example`) that remembers what it dropped.
+
+    ``dropped``: how many rows truncation would have left with no trained token;
+    ``dropped_rows``: their indices in the input. Pass it to ``ftlab.train.train`` as is.
+    """
+
+    def __init__(self, examples=(), dropped_rows=()):
+        super().__init__(examples)
+        self.dropped_rows = list(dropped_rows)
+
+    @property
+    def dropped(self) -> int:
+        return len(self.dropped_rows)
+
+    @property
+    def trained_tokens(self) -> int:
+        """Target tokens over the whole dataset (labels after the shift that are not -100)."""
+        return sum(sum(label != IGNORE_INDEX for label in ex["labels"][1:]) for ex in self)
+
+    def __repr__(self) -> str:
+        return (f"SFTDataset({len(self)} examples, {self.trained_tokens} trained tokens, "
+                f"{self.dropped} dropped by truncation)")
+
+
+def tokenize_dataset(rows: Iterable[Mapping], tokenizer, max_length: int | None = None,
+                     template: str = "chat", mask_prompt: bool = True, verbose: bool = True) -> SFTDataset:
+    """:func:`tokenize_example` over rows with ``prompt`` and ``response``; drop and count the rest.
+
+    Returns an :class:`SFTDataset` (a list of examples with ``.dropped``). With ``verbose`` it
+    prints how many were dropped when any were. Raises a ValueError if every row was dropped.
+    """
+    kept, dropped, n = [], [], 0
+    for i, row in enumerate(rows):
+        n += 1
+        if "prompt" not in row or "response" not in row:
+            raise ValueError(f"row {i} has keys {sorted(row)}; tokenize_dataset needs 'prompt' and "
+                             "'response' (ftlab.data.load_instructions() rows have both).")
+        try:
+            kept.append(tokenize_example(row["prompt"], row["response"], tokenizer, max_length=max_length,
+                                         template=template, mask_prompt=mask_prompt))
+        except ValueError as err:
+            if "max_length" not in str(err):
+                raise
+            dropped.append(i)
+    if n and not kept:
+        raise ValueError(f"max_length={max_length} drops all {n} examples: every prompt fills it. "
+                         "Raise max_length.")
+    if verbose and dropped:
+        print(f"tokenize_dataset: dropped {len(dropped)} of {n} examples that max_length={max_length} "
+              "would leave with no response token")
+    return SFTDataset(kept, dropped)
+
+
+class SFTCollator:
+    """Right-pad tokenized examples into a batch of (B, L) long tensors.
+
+    ``input_ids`` are padded with ``pad_token_id``, ``attention_mask`` with 0, ``labels`` with
+    -100 (padding is found by position, so a pad token equal to EOS keeps its EOS labels).
+    ``pad_to_multiple_of`` rounds L up (8 suits tensor cores). Extra keys are dropped.
+    """
+
+    def __init__(self, pad_token_id: int | None = None, tokenizer=None, pad_to_multiple_of: int | None = None):
+        if pad_token_id is None and tokenizer is not None:
+            pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad_token_id is None:
+            raise ValueError("SFTCollator needs a pad_token_id (or a tokenizer with a pad or EOS token).")
+        self.pad_token_id = int(pad_token_id)
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, examples: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise ValueError("SFTCollator got an empty list of examples.")
+        rows = [{k: list(torch.as_tensor(ex[k]).tolist()) for k in ("input_ids", "labels")} for ex in examples]
+        width = max(len(r["input_ids"]) for r in rows)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = {"input_ids": torch.full((len(rows), width), self.pad_token_id, dtype=torch.long),
+                 "attention_mask": torch.zeros((len(rows), width), dtype=torch.long),
+                 "labels": torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)}
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            if len(r["labels"]) != n:
+                raise ValueError(f"example {i}: {n} input_ids but {len(r['labels'])} labels.")
+            batch["input_ids"][i, :n] = torch.tensor(r["input_ids"], dtype=torch.long)
+            batch["attention_mask"][i, :n] = 1
+            batch["labels"][i, :n] = torch.tensor(r["labels"], dtype=torch.long)
+        return batch
+
+
+def show_labels(example: Mapping, tokenizer, width: int = 18) -> str:
+    """A token-by-token table of one example: the token, its id, and whether it is trained."""
+    lines = [f"{'pos':>3}  {'token':<{width}} {'id':>5}  trained"]
+    for pos, (tok_id, label) in enumerate(zip(example["input_ids"], example["labels"])):
+        tok_id, label = int(tok_id), int(label)
+        text = repr(tokenizer.decode([tok_id]))[:width]
+        mark = "yes" if label != IGNORE_INDEX else "-  (-100)"
+        lines.append(f"{pos:>3}  {text:<{width}} {tok_id:>5}  {mark}")
+    return "\n".join(lines)
+
+
+def trl_records(rows: Iterable[Mapping], template: str = "chat") -> list[dict]:
+    """Rows as the prompt/completion records TRL's ``SFTTrainer`` reads for the same template.
+
+    chat: conversational (``prompt=[{"role": "user", ...}]``, ``completion=[{"role":
+    "assistant", ...}]``); alpaca: strings (TRL appends the EOS itself).
+    """
+    _check_template(template)
+    if template == "chat":
+        return [{"prompt": _messages(r["prompt"]), "completion": _messages(r["prompt"], r["response"])[1:]}
+                for r in rows]
+    return [{"prompt": ALPACA_TEMPLATE.format(prompt=r["prompt"]), "completion": r["response"]} for r in rows]
+
+
+def default_adapter_dir(profile: str | None = None) -> Path:
+    """Where lesson 05 saves its SFT LoRA adapter and lesson 06 looks for it.
+
+    ``$FTLAB_ADAPTER_DIR/sft_<profile>``, ``FTLAB_ADAPTER_DIR`` defaulting to
+    ``~/.cache/ftlab/adapters`` (next to ``ftlab.probe.feature_cache_dir()``'s features):
+    outside the repository, so it survives a fresh checkout and never gets committed.
+    """
+    from ftlab.runtime import resolve_profile
+
+    root = Path(os.environ.get("FTLAB_ADAPTER_DIR") or Path.home() / ".cache" / "ftlab" / "adapters")
+    return root / f"sft_{resolve_profile(profile)}"
