@@ -384,14 +384,15 @@ _ = headline(f"{profile()}: probe {probe_acc:.1%} vs random backbone {random_acc
 # Four cells each: the question, your answer in place of `...`, a check, and a **Solution** to
 # open after trying. ★☆☆ quick, ★★☆ needs some thought, ★★★ write a function.
 
+# %%
+from ftlab.drills import check  # check(drill_id, answer): a pass, a fail with a hint, or "not attempted"
+
 # %% [markdown]
 # ### Drill 01a ★☆☆ · Probe parameter count
 # ResNet-50's features are 2048 numbers wide. You probe it for CIFAR-10 (10 classes) with
 # `build_linear_probe(10)`. How many parameters train? Answer with a number.
 
 # %% tags=["answer"]
-from ftlab.drills import check
-
 answer_01a = ...  # your answer
 
 # %%
