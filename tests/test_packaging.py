@@ -71,6 +71,10 @@ def test_wheel_ships_the_micro_world_and_the_package(wheel):
     assert "ftlab/__init__.py" in names and "ftlab/runtime.py" in names
     missing = [rel for rel in data_artifacts() if f"ftlab/_data/{rel}" not in names]
     assert missing == [], f"data/ files not in the wheel: {missing}"
+    root = Path(ftlab.__file__).resolve().parent
+    modules = [f"ftlab/{p.relative_to(root).as_posix()}" for p in root.rglob("*.py") if "__pycache__" not in p.parts]
+    left_out = [m for m in modules if m not in names]
+    assert left_out == [], f"package modules not in the wheel (add their package to pyproject.toml): {left_out}"
 
 
 def test_installed_wheel_finds_its_own_data(wheel, tmp_path):
@@ -83,6 +87,7 @@ def test_installed_wheel_finds_its_own_data(wheel, tmp_path):
     # ... and the micro-world loads from the wheel: the tiny LM, its tokenizer and a dataset.
     code = ("import ftlab, ftlab.runtime as rt; from ftlab.models import load_causal_lm; "
             "from ftlab.data import load_instructions; "
+            "from ftlab.drills import check; assert check('d1', (131072, '0.78%')).passed; "
             "m, t = load_causal_lm(profile='tiny'); n = len(load_instructions('test')); "
             "print(type(m).__name__, len(t), n); print(ftlab.__file__); "
             "d = rt.data_dir(); print(d); print((d / 'README.md').is_file())")
