@@ -193,3 +193,45 @@ def memory_explorer(model="Llama-3.2-1B", method="qlora", precision="bf16", opti
                                         description="seq len"),
         grad_checkpointing=widgets.Checkbox(value=grad_checkpointing, description="gradient checkpointing"),
         master_weights=widgets.Checkbox(value=False, description="fp32 master weights (full)"))
+
+
+# -- lesson 06: the beta explorer ------------------------------------------------------------------
+
+# Five answers to "Where does Bo live?" under an SFT reference, and the reward a preference set
+# implies for each (lesson 06's micro-world kinds). The numbers are illustrative, not measured.
+BETA_ANSWERS = ("Bo lives in Rome. (correct)", "Bo lives in Oslo. (wrong fact)", "I cannot answer that. (refusal)",
+                "Where does Bo live? Bo Bo. (rambling)", "Bo lives in Rome, I think. (hedged)")
+BETA_REF_PROBS = (0.40, 0.30, 0.10, 0.05, 0.15)
+BETA_REWARDS = (1.0, -1.0, -0.5, -1.0, 0.5)
+
+
+def beta_explorer_data(beta: float, ref_probs: Sequence[float] = BETA_REF_PROBS,
+                       rewards: Sequence[float] = BETA_REWARDS, answers: Sequence[str] = BETA_ANSWERS) -> dict:
+    """The KL-regularised optimum for one ``beta`` (lesson 06): ``pi*(y) = pi_ref(y) exp(r(y)/beta) / Z``.
+
+    Returns ``policy`` (probabilities), ``kl`` (KL(pi* || pi_ref) in nats), ``expected_reward``
+    and ``text`` (a table). Small beta: pi* piles onto the best answer, far from the reference;
+    large beta: pi* stays close to pi_ref. See :func:`ftlab.dpo.optimal_policy`.
+    """
+    from ftlab.dpo import optimal_policy
+
+    policy, kl = optimal_policy(ref_probs, rewards, beta)
+    expected = sum(p * r for p, r in zip(policy, rewards))
+    lines = [f"beta = {beta:g}: KL(pi* || pi_ref) = {kl:.3f} nats, expected reward {expected:+.2f}",
+             f"  {'answer':40} {'reward':>6} {'pi_ref':>6} {'pi*':>6}"]
+    lines += [f"  {a:40} {r:+6.1f} {q:6.2f} {p:6.2f}" for a, r, q, p in zip(answers, rewards, ref_probs, policy)]
+    return {"beta": beta, "policy": policy, "kl": kl, "expected_reward": expected, "text": "\n".join(lines)}
+
+
+def beta_explorer(beta: float = 0.5, measured: dict | None = None):
+    """A log slider for beta over :func:`beta_explorer_data` (lesson 06). ``measured`` maps a beta
+    to the KL a real DPO run reached, printed under the table. Returns the widget."""
+    import ipywidgets as widgets
+
+    def show(beta):
+        print(beta_explorer_data(beta)["text"])
+        for b, kl in sorted((measured or {}).items()):
+            print(f"measured in this lesson: DPO with beta = {b:g} -> KL to the reference {kl:.4f} nats/token")
+
+    return widgets.interactive(show, beta=widgets.FloatLogSlider(value=beta, base=10, min=-2, max=1, step=0.1,
+                                                                 description="beta"))

@@ -1,0 +1,337 @@
+"""Direct Preference Optimization by hand (lesson 06), checked against TRL's ``DPOTrainer``.
+
+DPO trains a policy pi on pairs (prompt, chosen, rejected) against a frozen reference pi_ref
+(the SFT model). The implicit reward of a response y is ``beta * (log pi(y|x) - log pi_ref(y|x))``
+and the loss is the Bradley-Terry negative log-likelihood that chosen beats rejected::
+
+    loss = -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))      (averaged over pairs)
+
+where ``pi_c`` is the SUMMED log-probability of the chosen response tokens (prompt excluded).
+This is TRL's ``loss_type="sigmoid"`` (trl 1.16: ``DPOTrainer._compute_loss``), and the metrics
+:func:`train_dpo` logs carry TRL's names: ``rewards/chosen``, ``rewards/rejected``,
+``rewards/accuracies``, ``rewards/margins``.
+
+The pieces, in the order lesson 06 uses them:
+
+- :func:`tokenize_pair` / :func:`collate_pairs`: a pair becomes two sequences, prompt + chosen + EOS
+  and prompt + rejected + EOS, with labels -100 on the prompt (and on padding). A batch of B pairs
+  is ONE batch of 2B rows, chosen first (as TRL does: one forward pass for both halves).
+- :func:`sequence_logprobs`: the summed log-probability of the response tokens of each row.
+- :func:`reference_logprobs`: the same under the reference. By default the reference is the
+  policy with its LoRA adapter disabled (``peft``'s ``disable_adapter()``: one model in memory,
+  what TRL does with a peft model); pass ``ref_model=`` for a separate frozen copy.
+- :func:`dpo_loss`: the formula above, with the rewards.
+- :func:`train_dpo`: the loop, a thin layer over :func:`ftlab.train.train`.
+
+Decisions where the issue was silent (tested in ``tests/test_dpo.py``):
+
+- The rewards :func:`dpo_loss` returns are detached (they are metrics, as in TRL).
+- A pair whose chosen equals its rejected warns (its gradient is exactly 0) and is kept; an empty
+  response (nothing but whitespace) is a ValueError, because its log-probability would be the
+  EOS alone and the pair would teach only "stop now" vs "say something".
+- Truncation (``max_length``) cuts the prompt from the left first and then the response from the
+  right; a pair that would keep no response token is a ValueError, never an all -100 row.
+- To train from an SFT adapter, merge it into the base first (``merge_and_unload``) and put a fresh
+  LoRA on top: disabling that LoRA then gives the SFT model, the reference DPO needs.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from ftlab.train import IGNORE_INDEX, TrainConfig, train
+
+METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenization: a pair -> two sequences with the prompt masked
+
+
+def _tokenize_example(prompt_text: str, response: str, tokenizer, max_length: int | None = None) -> dict:
+    """``prompt_text`` (already in the chat template) + ``response`` + EOS, prompt labels -100.
+
+    The prompt and the response are tokenized separately and concatenated, so the boundary is
+    always between the two (the chat template ends the prompt on a newline token).
+    """
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if max_length is not None:
+        if max_length < 2:
+            raise ValueError(f"max_length={max_length} leaves no room for a prompt token and a response token.")
+        keep_prompt = max(1, min(len(prompt_ids), max_length - len(response_ids)))
+        prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt:]  # keep the end of the prompt
+        response_ids = response_ids[:max_length - len(prompt_ids)]
+    input_ids = prompt_ids + response_ids
+    labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
+
+
+def tokenize_pair(prompt: str, chosen: str, rejected: str, tokenizer, max_length: int | None = None,
+                  chat: bool = True) -> dict:
+    """One preference pair -> ``{"chosen": {...}, "rejected": {...}}``, each with ``input_ids``,
+    ``attention_mask`` and ``labels`` (lists; labels -100 on the prompt).
+
+    ``chat``: wrap the prompt in the tokenizer's chat template (``ftlab.evals.chat_prompt``), the
+    way the model is asked at generation time. Raises ValueError on an empty response; warns when
+    chosen equals rejected.
+    """
+    from ftlab.evals import chat_prompt
+
+    for name, text in (("chosen", chosen), ("rejected", rejected)):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"The {name} response of the pair with prompt {prompt[:60]!r} is empty: "
+                             "DPO compares two responses, so both need at least one token "
+                             "(drop the pair from the data).")
+    if chosen.strip() == rejected.strip():
+        warnings.warn(f"chosen and rejected are identical for prompt {prompt[:60]!r}: the pair's DPO "
+                      "gradient is exactly 0 (its margin is 0 whatever the model), so it only dilutes "
+                      "the batch. Drop it from the data.", stacklevel=2)
+    text = chat_prompt(tokenizer, prompt) if chat else prompt
+    return {"chosen": _tokenize_example(text, chosen, tokenizer, max_length),
+            "rejected": _tokenize_example(text, rejected, tokenizer, max_length)}
+
+
+def tokenize_pairs(rows: Sequence[Mapping], tokenizer, max_length: int | None = None, chat: bool = True) -> list[dict]:
+    """:func:`tokenize_pair` over rows with ``prompt``, ``chosen``, ``rejected`` (a list or a Dataset)."""
+    return [tokenize_pair(r["prompt"], r["chosen"], r["rejected"], tokenizer, max_length, chat) for r in rows]
+
+
+def collate_pairs(pairs: Sequence[Mapping], pad_token_id: int = 0) -> dict:
+    """B tokenized pairs -> one right-padded batch of 2B rows: the B chosen, then the B rejected.
+
+    Returns ``input_ids``, ``attention_mask`` and ``labels`` of shape (2B, L); padding has
+    attention 0 and label -100. Split the per-row results with ``.chunk(2)``.
+    """
+    rows = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+    length = max(len(r["input_ids"]) for r in rows)
+    batch = {"input_ids": [], "attention_mask": [], "labels": []}
+    for r in rows:
+        pad = length - len(r["input_ids"])
+        batch["input_ids"].append(list(r["input_ids"]) + [pad_token_id] * pad)
+        batch["attention_mask"].append(list(r["attention_mask"]) + [0] * pad)
+        batch["labels"].append(list(r["labels"]) + [IGNORE_INDEX] * pad)
+    return {k: torch.tensor(v) for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Log-probabilities of the responses
+
+
+def sequence_logprobs(model, batch: Mapping) -> torch.Tensor:
+    """Summed log-probability of each row's response tokens: (B,) float32.
+
+    ``batch``: ``input_ids``, ``attention_mask``, ``labels`` (B, L), labels -100 on the prompt
+    and padding. The logits at position t score ``labels[:, t + 1]`` (the HF shift). A row with no
+    response token is a ValueError (its sum would silently be 0).
+    """
+    labels = batch["labels"]
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX  # (B, L-1)
+    empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"row(s) {empty} of the batch have no response token (every label is -100): "
+                         "check the prompt masking and max_length.")
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logps = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)  # (B, L-1, V)
+    token_logps = logps.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, L-1)
+    return (token_logps * mask).sum(dim=1)
+
+
+def reference_logprobs(model, batch: Mapping, ref_model=None) -> torch.Tensor:
+    """:func:`sequence_logprobs` under the reference, without gradients: (B,).
+
+    ``ref_model=None``: ``model`` must be a peft model; its adapters are disabled for this forward
+    (the reference is the base under the adapter: one model in memory). Otherwise ``ref_model``
+    is a separate frozen model.
+    """
+    if ref_model is not None:
+        context, scorer = nullcontext(), ref_model
+    elif hasattr(model, "disable_adapter"):
+        context, scorer = model.disable_adapter(), model
+    else:
+        raise ValueError("No reference model: pass ref_model=... (a frozen copy of the starting model), "
+                         "or train a peft model (get_peft_model) so that the reference is the same model "
+                         "with its adapter disabled.")
+    with torch.no_grad(), context:
+        return sequence_logprobs(scorer, batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TRL's sigmoid DPO loss. Inputs: (B,) summed response log-probabilities.
+
+    Returns ``(loss, chosen_rewards, rejected_rewards)``: the 0-d mean of
+    ``-log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))`` and the (B,) detached rewards
+    ``beta * (policy - reference)``.
+    """
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0 or not math.isfinite(beta):
+        raise ValueError(f"beta={beta!r} is not valid: it is the strength of the pull towards the reference, "
+                         "a number > 0 (TRL's default 0.1; larger stays closer to the reference).")
+    shapes = {"policy_chosen": policy_chosen.shape, "policy_rejected": policy_rejected.shape,
+              "ref_chosen": ref_chosen.shape, "ref_rejected": ref_rejected.shape}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"dpo_loss needs one log-probability per pair in every input, but the shapes "
+                         f"differ: {', '.join(f'{k} {tuple(v)}' for k, v in shapes.items())}.")
+    if policy_chosen.numel() == 0:
+        raise ValueError("dpo_loss got an empty batch (0 pairs).")
+    chosen_logratios = policy_chosen - ref_chosen
+    rejected_logratios = policy_rejected - ref_rejected
+    loss = -F.logsigmoid(beta * (chosen_logratios - rejected_logratios)).mean()
+    return loss, beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
+
+
+def optimal_policy(ref_probs, rewards, beta: float) -> tuple[list[float], float]:
+    """The closed-form optimum of RLHF's objective ``E[r] - beta * KL(pi || pi_ref)`` over a finite
+    set of answers: ``pi*(y) = pi_ref(y) exp(r(y) / beta) / Z`` (lesson 06, the seed's D3).
+
+    Returns ``(pi*, KL(pi* || pi_ref))`` as a list of probabilities and nats. DPO inverts this:
+    ``r(y) = beta * log(pi*(y) / pi_ref(y)) + beta * log Z``, and Z cancels in a pair.
+    """
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0 or not math.isfinite(beta):
+        raise ValueError(f"beta={beta!r} is not valid: use a number > 0.")
+    ref = torch.tensor(ref_probs, dtype=torch.float64)
+    logits = ref.log() + torch.tensor(rewards, dtype=torch.float64) / beta
+    policy = torch.softmax(logits, dim=0)
+    kl = float((policy * (policy.log() - ref.log())).sum())
+    return policy.tolist(), kl
+
+
+def reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> dict[str, float]:
+    """TRL's four reward metrics of a batch (means over the pairs)."""
+    return {"rewards/chosen": chosen_rewards.mean().item(),
+            "rewards/rejected": rejected_rewards.mean().item(),
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
+            "rewards/margins": (chosen_rewards - rejected_rewards).mean().item()}
+
+
+def dpo_batch(model, batch: Mapping, beta: float = 0.1, ref_model=None):
+    """Loss and rewards of a collated batch (2B rows, chosen first): ``(loss, chosen_rewards, rejected_rewards)``."""
+    n = batch["input_ids"].shape[0]
+    if n % 2:
+        raise ValueError(f"a DPO batch holds chosen rows then rejected rows (2B rows); got {n} rows. "
+                         "Build it with ftlab.dpo.collate_pairs.")
+    policy_chosen, policy_rejected = sequence_logprobs(model, batch).chunk(2)
+    ref_chosen, ref_rejected = reference_logprobs(model, batch, ref_model).chunk(2)
+    return dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
+
+
+def _batches(pairs, batch_size, pad_token_id, device):
+    for start in range(0, len(pairs), batch_size):
+        batch = collate_pairs(pairs[start:start + batch_size], pad_token_id)
+        yield {k: v.to(device) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def preference_accuracy(model, pairs: Sequence[Mapping], ref_model=None, batch_size: int = 32,
+                        pad_token_id: int = 0) -> float:
+    """Held-out reward accuracy: the share of tokenized pairs whose implicit reward margin
+    ``(pi_c - ref_c) - (pi_r - ref_r)`` is positive (a tie counts one half).
+
+    This is TRL's ``rewards/accuracies`` on an eval set. Before DPO the policy IS the reference,
+    every margin is 0 and the accuracy is 50%: the model has no preference of its own yet.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    score = 0.0
+    for batch in _batches(pairs, batch_size, pad_token_id, device):
+        policy_chosen, policy_rejected = sequence_logprobs(model, batch).chunk(2)
+        ref_chosen, ref_rejected = reference_logprobs(model, batch, ref_model).chunk(2)
+        margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+        score += float((margin > 1e-4).sum() + 0.5 * (margin.abs() <= 1e-4).sum())
+    model.train(was_training)
+    return score / len(pairs)
+
+
+@torch.no_grad()
+def kl_to_reference(model, pairs: Sequence[Mapping], ref_model=None, batch_size: int = 32,
+                    pad_token_id: int = 0) -> float:
+    """Mean per-token KL(pi || pi_ref) of the next-token distributions over the response tokens
+    of ``pairs`` (nats per token): how far DPO moved the policy from the reference."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, tokens = 0.0, 0
+    for batch in _batches(pairs, batch_size, pad_token_id, device):
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        logp = torch.log_softmax(model(**inputs).logits[:, :-1].float(), dim=-1)
+        if ref_model is not None:
+            ref_logits = ref_model(**inputs).logits
+        elif hasattr(model, "disable_adapter"):
+            with model.disable_adapter():
+                ref_logits = model(**inputs).logits
+        else:
+            raise ValueError("No reference model: pass ref_model=..., or use a peft model.")
+        ref_logp = torch.log_softmax(ref_logits[:, :-1].float(), dim=-1)
+        mask = batch["labels"][:, 1:] != IGNORE_INDEX
+        kl = (logp.exp() * (logp - ref_logp)).sum(-1)  # (B, L-1)
+        total += float(kl[mask].sum())
+        tokens += int(mask.sum())
+    model.train(was_training)
+    return total / tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def train_dpo(model, pairs: Sequence[Mapping], cfg: TrainConfig | None = None, *, beta: float = 0.1,
+              ref_model=None, pad_token_id: int = 0, eval_fn=None, progress: bool = True, **overrides):
+    """DPO with :func:`ftlab.train.train`: returns ``(history, log)``.
+
+    ``pairs``: tokenized pairs (:func:`tokenize_pairs`). Each micro-batch is one forward of the
+    policy and one of the reference (adapter disabled, or ``ref_model``). ``history`` is train's
+    (``history.losses`` = the DPO loss per step, averaged over the step's pairs); ``log`` holds one
+    dict per optimizer step with ``step``, ``loss`` and TRL's four reward metrics, measured in
+    that step's forward pass (before its update, as TRL logs them).
+    """
+    dpo_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), beta)  # bad beta: fail now
+    records: list[tuple[torch.Tensor, torch.Tensor]] = []  # one per micro-batch, in call order
+
+    def loss_fn(m, batch):
+        loss, chosen_rewards, rejected_rewards = dpo_batch(m, batch, beta, ref_model)
+        records.append((chosen_rewards.float().cpu(), rejected_rewards.float().cpu()))
+        return loss * chosen_rewards.numel()  # train() wants the SUM over the items (pairs)
+
+    def count_fn(batch):
+        return batch["input_ids"].shape[0] // 2
+
+    history = train(model, list(pairs), cfg, loss_fn=loss_fn, count_fn=count_fn,
+                    collate_fn=lambda rows: collate_pairs(rows, pad_token_id), eval_fn=eval_fn,
+                    progress=progress, **overrides)
+    # train() calls loss_fn once per micro-batch; a step's window holds `items` pairs, so the
+    # records split into steps by counting pairs.
+    log, i = [], 0
+    for rec in history.steps[len(history.steps) - _steps_covered(history, records):]:
+        chosen, rejected, n = [], [], 0
+        while n < rec.items:
+            c, r = records[i]
+            chosen.append(c)
+            rejected.append(r)
+            n += c.numel()
+            i += 1
+        log.append({"step": rec.step, "loss": rec.loss, **reward_metrics(torch.cat(chosen), torch.cat(rejected))})
+    return history, log
+
+
+def _steps_covered(history, records) -> int:
+    """How many of the last steps the records cover (all of them, unless the run resumed)."""
+    pairs = sum(c.numel() for c, _ in records)
+    covered, total = 0, 0
+    for rec in reversed(history.steps):
+        if total + rec.items > pairs:
+            break
+        total += rec.items
+        covered += 1
+    return covered

@@ -1,0 +1,241 @@
+"""ftlab.dpo: the DPO loss against its formula and against TRL's DPOTrainer (trl 1.16)."""
+
+from __future__ import annotations
+
+import copy
+import pytest
+import torch
+
+from ftlab import dpo
+from ftlab.data import load_preferences
+from ftlab.evals import chat_prompt
+from ftlab.models import load_causal_lm
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_causal_lm("tiny")
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return list(load_preferences("train").select(range(8)))
+
+
+def _lora(model, init=True, seed=0):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    return get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                           lora_dropout=0.0, init_lora_weights=init))
+
+
+def _logps(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [-20 * torch.rand(n, generator=g, dtype=torch.float64) for _ in range(4)]
+
+
+def test_dpo_loss_equals_the_formula():
+    pc, pr, rc, rr = _logps()
+    beta = 0.3
+    loss, chosen_rewards, rejected_rewards = dpo.dpo_loss(pc, pr, rc, rr, beta)
+    logits = beta * ((pc - rc) - (pr - rr))
+    assert torch.allclose(loss, torch.log(1 + torch.exp(-logits)).mean(), atol=1e-12)
+    assert torch.allclose(chosen_rewards, beta * (pc - rc)) and torch.allclose(rejected_rewards, beta * (pr - rr))
+    assert not chosen_rewards.requires_grad
+
+
+def test_gradient_raises_chosen_and_lowers_rejected_logprobs():
+    pc, pr, rc, rr = [t.requires_grad_() for t in _logps()]
+    dpo.dpo_loss(pc, pr, rc, rr, 0.1)[0].backward()
+    assert (pc.grad < 0).all() and (pr.grad > 0).all()  # gradient descent raises pc, lowers pr
+
+
+def test_a_step_on_the_model_raises_chosen_and_lowers_rejected(lm, rows):
+    model, tokenizer = lm
+    policy = _lora(model)
+    batch = dpo.collate_pairs(dpo.tokenize_pairs(rows, tokenizer), tokenizer.pad_token_id)
+    before_c, before_r = dpo.sequence_logprobs(policy, batch).detach().chunk(2)
+    loss, _, _ = dpo.dpo_batch(policy, batch, beta=0.1)
+    loss.backward()
+    with torch.no_grad():
+        for p in policy.parameters():
+            if p.grad is not None:
+                p -= 1e-3 * p.grad
+        after_c, after_r = dpo.sequence_logprobs(policy, batch).chunk(2)
+    assert (after_c - before_c).mean() > 0 and (after_r - before_r).mean() < 0
+
+
+def test_sequence_logprobs_sums_response_tokens_only(lm, rows):
+    model, tokenizer = lm
+    pair = dpo.tokenize_pair(rows[0]["prompt"], rows[0]["chosen"], rows[0]["rejected"], tokenizer)
+    ex = pair["chosen"]
+    ids = torch.tensor([ex["input_ids"]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1], -1)
+        n_prompt = ex["labels"].count(-100)
+        want = sum(logp[t - 1, ids[0, t]] for t in range(n_prompt, ids.shape[1]))
+        # the same row padded inside a batch with a longer one gives the same value
+        batch = dpo.collate_pairs([pair, dpo.tokenize_pair(rows[1]["prompt"], rows[1]["chosen"] + " and more words",
+                                                           rows[1]["rejected"], tokenizer)])
+        got = dpo.sequence_logprobs(model, batch)[0]
+    assert ex["input_ids"][-1] == tokenizer.eos_token_id and ex["labels"][-1] == tokenizer.eos_token_id
+    assert ex["labels"][:n_prompt] == [-100] * n_prompt and ex["labels"][n_prompt] != -100
+    assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_tokenization_equals_trls(lm, rows):
+    from trl import DPOTrainer
+
+    model, tokenizer = lm
+    trainer = DPOTrainer(model=copy.deepcopy(model), ref_model=copy.deepcopy(model), processing_class=tokenizer,
+                         train_dataset=_trl_dataset(rows, tokenizer),
+                         args=_trl_args("/tmp/ftlab_test_dpo_tok", max_steps=1))
+    for trl_row, pair in zip(trainer.train_dataset, dpo.tokenize_pairs(rows, tokenizer)):
+        n = len(trl_row["prompt_ids"])
+        assert pair["chosen"]["input_ids"] == trl_row["prompt_ids"] + trl_row["chosen_ids"]
+        assert pair["rejected"]["input_ids"] == trl_row["prompt_ids"] + trl_row["rejected_ids"]
+        assert pair["chosen"]["labels"][:n] == [-100] * n and -100 not in pair["chosen"]["labels"][n:]
+
+
+def _trl_dataset(rows, tokenizer):
+    """TRL's plain-text path adds BOS itself: hand it the chat prompt without its BOS."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": chat_prompt(tokenizer, r["prompt"]).removeprefix(tokenizer.bos_token),
+                               "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
+
+
+def _trl_args(out, **kw):
+    from trl import DPOConfig
+
+    # trl 1.16's DPOConfig defaults to bf16=True; ftlab runs fp32 on the CPU, so compare in fp32
+    return DPOConfig(output_dir=out, bf16=False, per_device_train_batch_size=8, learning_rate=1e-3, beta=0.1,
+                     lr_scheduler_type="constant", logging_steps=1, report_to=[], use_cpu=True,
+                     save_strategy="no", disable_tqdm=True, max_length=None,
+                     train_sampling_strategy="sequential", **kw)
+
+
+def test_loss_and_metrics_equal_a_trl_step_with_a_frozen_copy(lm, rows):
+    from trl import DPOTrainer
+
+    model, tokenizer = lm
+    ref = copy.deepcopy(model).eval()
+    policy = copy.deepcopy(model)
+    with torch.no_grad():  # move the policy away from the reference so the rewards are not 0
+        g = torch.Generator().manual_seed(1)
+        for p in policy.parameters():
+            p += 0.01 * torch.randn(p.shape, generator=g)
+    batch = dpo.collate_pairs(dpo.tokenize_pairs(rows, tokenizer), tokenizer.pad_token_id)
+    with torch.no_grad():
+        loss, chosen_rewards, rejected_rewards = dpo.dpo_batch(policy, batch, beta=0.1, ref_model=ref)
+    ours = {"loss": loss.item(), **dpo.reward_metrics(chosen_rewards, rejected_rewards)}
+    trainer = DPOTrainer(model=copy.deepcopy(policy), ref_model=copy.deepcopy(ref), processing_class=tokenizer,
+                         train_dataset=_trl_dataset(rows, tokenizer), args=_trl_args("/tmp/ftlab_test_dpo_ref", max_steps=1))
+    trainer.train()
+    theirs = trainer.state.log_history[0]
+    assert abs(ours["rewards/margins"]) > 0.05, "the test needs non-zero rewards"
+    for key, value in ours.items():
+        assert theirs[key] == pytest.approx(value, abs=2e-4, rel=1e-4), key
+
+
+def test_adapter_disabled_reference_matches_trl_over_two_steps(lm, rows):
+    """TRL 1.16 with a peft model keeps a frozen copy of the starting adapter as "ref"; a freshly
+    initialised LoRA (B = 0) is the base model, which is what disabling the adapter gives."""
+    from trl import DPOTrainer
+
+    model, tokenizer = lm
+    ours_model, trl_model = _lora(model), _lora(model)
+    history, log = dpo.train_dpo(ours_model, dpo.tokenize_pairs(rows, tokenizer), lr=1e-3, num_steps=2,
+                                 batch_size=8, shuffle=False, beta=0.1, pad_token_id=tokenizer.pad_token_id,
+                                 progress=False)
+    trainer = DPOTrainer(model=trl_model, processing_class=tokenizer, train_dataset=_trl_dataset(rows, tokenizer),
+                         args=_trl_args("/tmp/ftlab_test_dpo_peft", max_steps=2))
+    trainer.train()
+    theirs = [h for h in trainer.state.log_history if "rewards/chosen" in h]
+    assert log[0]["rewards/margins"] == 0 and abs(log[1]["rewards/margins"]) > 1e-3
+    for ours_step, their_step in zip(log, theirs):
+        for key in ("loss", *dpo.METRICS):
+            assert their_step[key] == pytest.approx(ours_step[key], abs=1e-4, rel=1e-3), (ours_step["step"], key)
+
+
+def test_train_dpo_logs_each_step_over_its_whole_window(lm, rows):
+    model, tokenizer = lm
+    pairs = dpo.tokenize_pairs(rows[:4], tokenizer)
+    policy = _lora(model, init=False)  # random B: rewards are non-zero from the start
+    with torch.no_grad():
+        loss, c, r = dpo.dpo_batch(policy, dpo.collate_pairs(pairs, tokenizer.pad_token_id), beta=0.2)
+    history, log = dpo.train_dpo(policy, pairs, lr=1e-3, num_steps=1, batch_size=2, grad_accum=2, beta=0.2,
+                                 shuffle=False, pad_token_id=tokenizer.pad_token_id, progress=False)
+    assert [e["step"] for e in log] == [1] and history.steps[0].items == 4
+    assert log[0]["loss"] == pytest.approx(loss.item(), abs=1e-5)
+    for key, value in dpo.reward_metrics(c, r).items():
+        assert log[0][key] == pytest.approx(value, abs=1e-5), key
+
+
+def test_accuracy_is_half_and_kl_zero_before_training(lm, rows):
+    model, tokenizer = lm
+    policy = _lora(model)
+    pairs = dpo.tokenize_pairs(rows, tokenizer)
+    assert dpo.preference_accuracy(policy, pairs) == 0.5
+    assert dpo.kl_to_reference(policy, pairs) == pytest.approx(0.0, abs=1e-6)
+    assert dpo.kl_to_reference(_lora(model, init=False), pairs) > 1e-4
+
+
+@pytest.mark.parametrize("beta", [0, -0.1, float("nan"), True])
+def test_bad_beta_is_a_clear_error(beta):
+    with pytest.raises(ValueError, match="beta"):
+        dpo.dpo_loss(*_logps(), beta=beta)
+
+
+def test_mismatched_batch_sizes_are_a_clear_error():
+    pc, pr, rc, rr = _logps()
+    with pytest.raises(ValueError, match="shapes differ"):
+        dpo.dpo_loss(pc, pr[:3], rc, rr)
+
+
+def test_identical_chosen_and_rejected_warn(lm):
+    _, tokenizer = lm
+    with pytest.warns(UserWarning, match="identical"):
+        dpo.tokenize_pair("Where does Bo live?", "Bo lives in Rome.", "Bo lives in Rome.", tokenizer)
+
+
+@pytest.mark.parametrize("chosen,rejected", [("", "No."), ("Yes.", "   ")])
+def test_empty_responses_are_a_clear_error(lm, chosen, rejected):
+    _, tokenizer = lm
+    with pytest.raises(ValueError, match="empty"):
+        dpo.tokenize_pair("Where does Bo live?", chosen, rejected, tokenizer)
+
+
+def test_a_row_with_no_response_token_is_an_error_not_a_silent_zero(lm):
+    model, _ = lm
+    batch = {"input_ids": torch.ones(2, 5, dtype=torch.long), "attention_mask": torch.ones(2, 5, dtype=torch.long),
+             "labels": torch.tensor([[-100, -100, 5, 6, 7], [-100] * 5])}
+    with pytest.raises(ValueError, match=r"row\(s\) \[1\]"):
+        dpo.sequence_logprobs(model, batch)
+
+
+def test_truncation_keeps_a_response_token(lm):
+    _, tokenizer = lm
+    pair = dpo.tokenize_pair("Where does Bo live? " * 20, "Bo lives in Rome.", "No.", tokenizer, max_length=12)
+    for ex in pair.values():
+        assert len(ex["input_ids"]) <= 12 and any(t != -100 for t in ex["labels"])
+
+
+def test_no_reference_is_a_clear_error(lm, rows):
+    model, tokenizer = lm
+    batch = dpo.collate_pairs(dpo.tokenize_pairs(rows[:2], tokenizer))
+    with pytest.raises(ValueError, match="ref_model"):
+        dpo.reference_logprobs(model, batch)
+
+
+def test_beta_explorer_drifts_less_for_larger_beta():
+    from ftlab.widgets import beta_explorer_data
+
+    small, large = beta_explorer_data(0.05), beta_explorer_data(2.0)
+    assert small["kl"] > large["kl"] > 0
+    assert abs(sum(small["policy"]) - 1) < 1e-9
+    with pytest.raises(ValueError, match="beta"):
+        beta_explorer_data(0.0)
