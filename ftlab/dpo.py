@@ -29,8 +29,9 @@ Decisions where the issue was silent (tested in ``tests/test_dpo.py``):
 - A pair whose chosen equals its rejected warns (its gradient is exactly 0) and is kept; an empty
   response (nothing but whitespace) is a ValueError, because its log-probability would be the
   EOS alone and the pair would teach only "stop now" vs "say something".
-- Truncation (``max_length``) cuts the prompt from the left first and then the response from the
-  right; a pair that would keep no response token is a ValueError, never an all -100 row.
+- Tokenization is lesson 05's (``ftlab.sft.tokenize_example``): truncation keeps the first
+  ``max_length`` tokens (TRL's ``keep_start``), and a pair that would keep no response token is a
+  ValueError, never an all -100 row.
 - To train from an SFT adapter, merge it into the base first (``merge_and_unload``) and put a fresh
   LoRA on top: disabling that LoRA then gives the SFT model, the reference DPO needs.
 """
@@ -54,35 +55,17 @@ METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/
 # Tokenization: a pair -> two sequences with the prompt masked
 
 
-def _tokenize_example(prompt_text: str, response: str, tokenizer, max_length: int | None = None) -> dict:
-    """``prompt_text`` (already in the chat template) + ``response`` + EOS, prompt labels -100.
-
-    The prompt and the response are tokenized separately and concatenated, so the boundary is
-    always between the two (the chat template ends the prompt on a newline token).
-    """
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    if max_length is not None:
-        if max_length < 2:
-            raise ValueError(f"max_length={max_length} leaves no room for a prompt token and a response token.")
-        keep_prompt = max(1, min(len(prompt_ids), max_length - len(response_ids)))
-        prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt:]  # keep the end of the prompt
-        response_ids = response_ids[:max_length - len(prompt_ids)]
-    input_ids = prompt_ids + response_ids
-    labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids
-    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}
-
-
 def tokenize_pair(prompt: str, chosen: str, rejected: str, tokenizer, max_length: int | None = None,
-                  chat: bool = True) -> dict:
+                  template: str = "chat") -> dict:
     """One preference pair -> ``{"chosen": {...}, "rejected": {...}}``, each with ``input_ids``,
     ``attention_mask`` and ``labels`` (lists; labels -100 on the prompt).
 
-    ``chat``: wrap the prompt in the tokenizer's chat template (``ftlab.evals.chat_prompt``), the
-    way the model is asked at generation time. Raises ValueError on an empty response; warns when
-    chosen equals rejected.
+    Each side is :func:`ftlab.sft.tokenize_example` (lesson 05: the chat template, TRL's boundary
+    rule, truncation that never leaves an all -100 example), so the token ids equal those TRL's
+    ``DPOTrainer`` builds from conversational records (:func:`trl_records`). Raises ValueError on
+    an empty response; warns when chosen equals rejected.
     """
-    from ftlab.evals import chat_prompt
+    from ftlab.sft import tokenize_example
 
     for name, text in (("chosen", chosen), ("rejected", rejected)):
         if not isinstance(text, str) or not text.strip():
@@ -93,14 +76,22 @@ def tokenize_pair(prompt: str, chosen: str, rejected: str, tokenizer, max_length
         warnings.warn(f"chosen and rejected are identical for prompt {prompt[:60]!r}: the pair's DPO "
                       "gradient is exactly 0 (its margin is 0 whatever the model), so it only dilutes "
                       "the batch. Drop it from the data.", stacklevel=2)
-    text = chat_prompt(tokenizer, prompt) if chat else prompt
-    return {"chosen": _tokenize_example(text, chosen, tokenizer, max_length),
-            "rejected": _tokenize_example(text, rejected, tokenizer, max_length)}
+    return {"chosen": tokenize_example(prompt, chosen, tokenizer, max_length, template),
+            "rejected": tokenize_example(prompt, rejected, tokenizer, max_length, template)}
 
 
-def tokenize_pairs(rows: Sequence[Mapping], tokenizer, max_length: int | None = None, chat: bool = True) -> list[dict]:
+def tokenize_pairs(rows: Sequence[Mapping], tokenizer, max_length: int | None = None,
+                   template: str = "chat") -> list[dict]:
     """:func:`tokenize_pair` over rows with ``prompt``, ``chosen``, ``rejected`` (a list or a Dataset)."""
-    return [tokenize_pair(r["prompt"], r["chosen"], r["rejected"], tokenizer, max_length, chat) for r in rows]
+    return [tokenize_pair(r["prompt"], r["chosen"], r["rejected"], tokenizer, max_length, template) for r in rows]
+
+
+def trl_records(rows: Sequence[Mapping]) -> list[dict]:
+    """Rows as the conversational records TRL's ``DPOTrainer`` reads: ``prompt`` (the user turn),
+    ``chosen`` and ``rejected`` (an assistant turn each)."""
+    return [{"prompt": [{"role": "user", "content": r["prompt"]}],
+             "chosen": [{"role": "assistant", "content": r["chosen"]}],
+             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows]
 
 
 def collate_pairs(pairs: Sequence[Mapping], pad_token_id: int = 0) -> dict:

@@ -8,7 +8,6 @@ import torch
 
 from ftlab import dpo
 from ftlab.data import load_preferences
-from ftlab.evals import chat_prompt
 from ftlab.models import load_causal_lm
 
 torch.set_num_threads(1)
@@ -81,7 +80,7 @@ def test_sequence_logprobs_sums_response_tokens_only(lm, rows):
         batch = dpo.collate_pairs([pair, dpo.tokenize_pair(rows[1]["prompt"], rows[1]["chosen"] + " and more words",
                                                            rows[1]["rejected"], tokenizer)])
         got = dpo.sequence_logprobs(model, batch)[0]
-    assert ex["input_ids"][-1] == tokenizer.eos_token_id and ex["labels"][-1] == tokenizer.eos_token_id
+    assert tokenizer.eos_token_id in ex["labels"]
     assert ex["labels"][:n_prompt] == [-100] * n_prompt and ex["labels"][n_prompt] != -100
     assert torch.allclose(got, want, atol=1e-4)
 
@@ -101,11 +100,9 @@ def test_tokenization_equals_trls(lm, rows):
 
 
 def _trl_dataset(rows, tokenizer):
-    """TRL's plain-text path adds BOS itself: hand it the chat prompt without its BOS."""
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": chat_prompt(tokenizer, r["prompt"]).removeprefix(tokenizer.bos_token),
-                               "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
+    return Dataset.from_list(dpo.trl_records(rows))
 
 
 def _trl_args(out, **kw):
@@ -217,11 +214,13 @@ def test_a_row_with_no_response_token_is_an_error_not_a_silent_zero(lm):
         dpo.sequence_logprobs(model, batch)
 
 
-def test_truncation_keeps_a_response_token(lm):
+def test_truncation_never_leaves_an_all_masked_row(lm):
     _, tokenizer = lm
-    pair = dpo.tokenize_pair("Where does Bo live? " * 20, "Bo lives in Rome.", "No.", tokenizer, max_length=12)
+    pair = dpo.tokenize_pair("Where does Bo live?", "Bo lives in Rome.", "No.", tokenizer, max_length=14)
     for ex in pair.values():
-        assert len(ex["input_ids"]) <= 12 and any(t != -100 for t in ex["labels"])
+        assert len(ex["input_ids"]) <= 14 and any(t != -100 for t in ex["labels"])
+    with pytest.raises(ValueError, match="max_length"):
+        dpo.tokenize_pair("Where does Bo live? " * 20, "Bo lives in Rome.", "No.", tokenizer, max_length=12)
 
 
 def test_no_reference_is_a_clear_error(lm, rows):
