@@ -1,0 +1,316 @@
+"""The script entry point: ``python -m ftlab.run <task> --config configs/<file>.yaml`` (lesson 10).
+
+It runs a lesson's training outside a notebook, with the code the notebooks use
+(:func:`ftlab.train.train`, :mod:`ftlab.models`, :mod:`ftlab.data`), so it also runs unchanged
+on several processes::
+
+    python -m ftlab.run sft --config configs/sft_tiny.yaml                 # one process
+    accelerate launch --num_processes 2 --cpu -m ftlab.run sft --config configs/sft_tiny.yaml
+    accelerate launch --num_processes 8 -m ftlab.run sft --config configs/sft_full.yaml  # 8 GPUs
+
+Tasks:
+
+- ``sft``: causal-LM instruction tuning of :func:`ftlab.models.load_causal_lm` on prompt/response
+  rows (the prompt masked out of the loss), LoRA or full fine-tuning;
+- ``classifier``: the text micro-world's sentiment classifier (:func:`ftlab.models.load_text_encoder`
+  on text/label rows), LoRA or full.
+
+A config is one flat YAML mapping: the task's keys (:data:`TASK_KEYS`) and any
+:class:`ftlab.train.TrainConfig` field (``lr``, ``num_steps``, ``batch_size``, ``grad_accum``...).
+``--set key=value`` overrides a key from the command line. A bad config fails before any model
+loads, with a message that names the key: an unknown key (the known ones are listed), a data path
+that does not exist, or a batch the data cannot fill.
+
+``batch_size`` is per process: with N processes one optimizer step sees
+``batch_size * grad_accum * N`` examples (2 processes with ``grad_accum: 1`` take the same steps as
+one process with ``grad_accum: 2``; ``tests/test_ddp.py`` proves it). The main process writes
+``history.json`` (the loss of every step) and the trained weights (the adapter for LoRA) to
+``output_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from ftlab.train import TrainConfig
+
+TASKS = ("sft", "classifier")
+METHODS = ("lora", "full")
+
+# The task's own keys and their defaults; every TrainConfig field is allowed too.
+COMMON_KEYS = {
+    "method": "lora",          # "lora" (frozen base + adapters) or "full" (every weight trains)
+    "r": 8,                    # LoRA rank
+    "alpha": 16,               # LoRA scale numerator: the update is scaled by alpha / r
+    "lora_dropout": 0.0,       # dropout on the LoRA input (0 keeps runs on N processes identical)
+    "target_modules": None,    # LoRA targets; None = the task's default
+    "data_path": None,         # a .jsonl file of rows; None = the course's dataset for the profile
+    "train_size": None,        # use the first N rows (None = all)
+    "max_length": 64,          # tokens per example
+    "output_dir": "build/runs/run",  # history.json and the trained weights go here
+    "profile": None,           # "tiny" or "full"; None = FTLAB_PROFILE or the machine's default
+}
+TASK_KEYS = {
+    "sft": {**COMMON_KEYS, "target_modules": ["q_proj", "v_proj"]},
+    "classifier": {**COMMON_KEYS, "target_modules": ["q_lin", "v_lin"], "num_labels": 2},
+}
+TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+DATA_COLUMNS = {"sft": ("prompt", "response"), "classifier": ("text", "label")}
+
+
+class ConfigError(ValueError):
+    """A config the run cannot use; the message names the key and what would be valid."""
+
+
+# -- the config -------------------------------------------------------------------------------
+
+def parse_value(text: str):
+    """``--set`` values are YAML: ``3e-4`` is a float, ``null`` None, ``[q_proj, v_proj]`` a list."""
+    return yaml.safe_load(text)
+
+
+def load_config(task: str, path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """The task's defaults, then the YAML file at ``path``, then ``overrides``; validated.
+
+    Returns a flat dict with every task key and every :class:`TrainConfig` field.
+    Raises :class:`ConfigError` on an unknown task or key, a bad value, or a missing data path.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; use one of {list(TASKS)}.")
+    values: dict = {}
+    where = "the defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist (the course's are in configs/).")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold one mapping of key: value, got {type(loaded).__name__}.")
+        values.update(loaded)
+        where = str(path)
+    values.update(overrides or {})
+    known = {**TASK_KEYS[task], **{k: getattr(TrainConfig(), k) for k in TRAIN_KEYS}}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown} for task {task!r}.\n"
+            f"  task keys: {', '.join(TASK_KEYS[task])}\n"
+            f"  training keys (ftlab.train.TrainConfig): {', '.join(TRAIN_KEYS)}")
+    cfg = {**known, **values}
+    for key, value in cfg.items():  # YAML 1.1 reads 1e-4 (no dot) as a string; we mean the number
+        if isinstance(value, str) and not isinstance(known[key], str):
+            try:
+                cfg[key] = float(value)
+            except ValueError:
+                pass
+    if cfg["method"] not in METHODS:
+        raise ConfigError(f"method={cfg['method']!r}; use one of {list(METHODS)}.")
+    for key in ("r", "max_length"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key}={cfg[key]!r} must be an int >= 1.")
+    if cfg["train_size"] is not None and (not isinstance(cfg["train_size"], int) or cfg["train_size"] < 1):
+        raise ConfigError(f"train_size={cfg['train_size']!r} must be an int >= 1, or null for every row.")
+    if cfg["data_path"] is not None and not Path(cfg["data_path"]).is_file():
+        raise ConfigError(f"data_path {str(cfg['data_path'])!r} does not exist. It should be a .jsonl file "
+                          f"with one row per line and the fields {list(DATA_COLUMNS[task])}; "
+                          "or null for the course's dataset.")
+    try:
+        train_config(cfg)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    return cfg
+
+
+def train_config(cfg: dict) -> TrainConfig:
+    """The :class:`TrainConfig` part of a run's config."""
+    return TrainConfig(**{k: cfg[k] for k in TRAIN_KEYS})
+
+
+def check_batch(cfg: dict, num_examples: int, world_size: int = 1) -> None:
+    """Raise a :class:`ConfigError` when one optimizer step needs more examples than the data has.
+
+    A step takes ``batch_size * grad_accum * world_size`` examples; fewer would give every process
+    partial or repeated micro-batches, not the batch the config asks for.
+    """
+    need = cfg["batch_size"] * cfg["grad_accum"] * world_size
+    if cfg["batch_size"] > num_examples or need > num_examples:
+        raise ConfigError(
+            f"batch_size={cfg['batch_size']} x grad_accum={cfg['grad_accum']} x {world_size} process(es) = "
+            f"{need} examples per optimizer step, but the training data has {num_examples}. "
+            "Lower batch_size or grad_accum, or use more data (train_size).")
+
+
+# -- data -------------------------------------------------------------------------------------
+
+def read_rows(task: str, cfg: dict) -> list[dict]:
+    """The training rows: ``data_path`` (.jsonl) or the course's dataset for the profile."""
+    columns = DATA_COLUMNS[task]
+    if cfg["data_path"] is not None:
+        rows = []
+        with open(cfg["data_path"]) as f:
+            for i, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise ConfigError(f"{cfg['data_path']} line {i} is not JSON ({err}).") from None
+        if rows and not set(columns) <= set(rows[0]):
+            raise ConfigError(f"{cfg['data_path']}: rows need the fields {list(columns)}, "
+                              f"the first has {sorted(rows[0])}.")
+    elif task == "sft":
+        from ftlab.data import load_instructions
+
+        rows = list(load_instructions("train", profile=cfg["profile"]))
+    else:
+        from ftlab.data import load_text_classification
+
+        rows = list(load_text_classification("train", profile=cfg["profile"]))
+    if cfg["train_size"] is not None:
+        rows = rows[:cfg["train_size"]]
+    if not rows:
+        raise ConfigError("the training data has no rows.")
+    return rows
+
+
+def _sft_examples(rows, tokenizer, max_length):
+    """Tokenized prompt/response examples with the prompt masked, and their padding collator.
+
+    ftlab.sft's (lesson 05) when it is installed; otherwise the same recipe in a few lines.
+    """
+    try:
+        from ftlab.sft import SFTCollator, tokenize_dataset
+    except ImportError:
+        SFTCollator = tokenize_dataset = None
+    if tokenize_dataset is not None:
+        return tokenize_dataset(rows, tokenizer, max_length=max_length), SFTCollator(tokenizer=tokenizer)
+
+    import torch
+
+    from ftlab.evals import chat_prompt
+    from ftlab.train import IGNORE_INDEX
+
+    examples = []
+    for row in rows:
+        prompt = tokenizer(chat_prompt(tokenizer, row["prompt"]), add_special_tokens=False)["input_ids"]
+        answer = tokenizer(row["response"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        ids = (prompt + answer)[:max_length]
+        labels = ([IGNORE_INDEX] * len(prompt) + answer)[:max_length]
+        if any(label != IGNORE_INDEX for label in labels[1:]):
+            examples.append({"input_ids": ids, "labels": labels})
+
+    def collate(batch):
+        width = max(len(ex["input_ids"]) for ex in batch)
+        out = {"input_ids": torch.full((len(batch), width), tokenizer.pad_token_id),
+               "attention_mask": torch.zeros((len(batch), width), dtype=torch.long),
+               "labels": torch.full((len(batch), width), IGNORE_INDEX)}
+        for i, ex in enumerate(batch):
+            n = len(ex["input_ids"])
+            out["input_ids"][i, :n] = torch.tensor(ex["input_ids"])
+            out["attention_mask"][i, :n] = 1
+            out["labels"][i, :n] = torch.tensor(ex["labels"])
+        return out
+
+    return examples, collate
+
+
+def build(task: str, cfg: dict, rows: list[dict]):
+    """``(model, train_data, collate_fn)`` for a task's rows, set up for ``cfg['method']``."""
+    from peft import LoraConfig, get_peft_model
+
+    from ftlab.runtime import seed_everything
+
+    seed_everything(cfg["seed"])  # LoRA's A (and a new head) are drawn now: the same on every run
+    lora = dict(r=cfg["r"], lora_alpha=cfg["alpha"], lora_dropout=cfg["lora_dropout"],
+                target_modules=list(cfg["target_modules"]))
+    if task == "sft":
+        from ftlab.models import load_causal_lm
+
+        model, tokenizer = load_causal_lm(profile=cfg["profile"])
+        data, collate = _sft_examples(rows, tokenizer, cfg["max_length"])
+        if cfg["method"] == "lora":
+            model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora))
+        return model, data, collate
+
+    from ftlab.models import load_text_encoder
+
+    model, tokenizer = load_text_encoder(profile=cfg["profile"], num_labels=cfg["num_labels"], seed=cfg["seed"])
+    enc = tokenizer([r["text"] for r in rows], truncation=True, max_length=cfg["max_length"])
+    data = [{"input_ids": ids, "attention_mask": mask, "labels": int(r["label"])}
+            for ids, mask, r in zip(enc["input_ids"], enc["attention_mask"], rows)]
+
+    def collate(batch):
+        return tokenizer.pad(batch, return_tensors="pt")
+
+    if cfg["method"] == "lora":  # the new head trains in full (modules_to_save)
+        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", **lora))
+    return model, data, collate
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+def run(task: str, cfg: dict, progress: bool = True):
+    """Build the task's model and data, train with :func:`ftlab.train.train`, save; return History."""
+    from accelerate import PartialState
+
+    from ftlab.runtime import device
+    from ftlab.train import train
+
+    # The process group under torchrun / accelerate launch (gloo on CPUs, NCCL on GPUs); one
+    # process otherwise. cpu=True as train()'s Accelerator has it: without it, accelerate 1.15
+    # sets up a CPU-only machine's processes as independent single-process runs.
+    state = PartialState(cpu=device().type == "cpu")
+    rows = read_rows(task, cfg)
+    check_batch(cfg, len(rows), state.num_processes)  # before any model loads
+    model, data, collate = build(task, cfg, rows)
+    check_batch(cfg, len(data), state.num_processes)  # truncation may have dropped rows
+    if state.is_main_process:
+        print(f"ftlab.run {task}: {len(data)} examples, method {cfg['method']}, {state.num_processes} "
+              f"process(es) x batch {cfg['batch_size']} x grad_accum {cfg['grad_accum']} = "
+              f"{cfg['batch_size'] * cfg['grad_accum'] * state.num_processes} examples per step")
+    history = train(model, data, train_config(cfg), collate_fn=collate, progress=progress)
+    if state.is_main_process:
+        out = Path(cfg["output_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        record = {"task": task, "config": cfg, "num_processes": state.num_processes,
+                  "losses": history.losses, "history": history.to_dict()}
+        (out / "history.json").write_text(json.dumps(record, indent=1, default=str))
+        model.save_pretrained(out / ("adapter" if cfg["method"] == "lora" else "model"))
+        print(f"ftlab.run: losses {[round(x, 4) for x in history.losses]}")
+        print(f"ftlab.run: wrote {out / 'history.json'}")
+    state.wait_for_everyone()
+    return history
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ftlab.run", description=__doc__.split("\n\n")[0],
+        epilog="Several processes: accelerate launch --num_processes N [--cpu] -m ftlab.run TASK --config FILE")
+    parser.add_argument("task", help=f"one of {', '.join(TASKS)}")
+    parser.add_argument("--config", help="a YAML file of keys (see configs/)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override config keys, e.g. --set lr=3e-4 num_steps=20")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set wants KEY=VALUE, got {item!r}")
+        overrides[key] = parse_value(value)
+    try:
+        cfg = load_config(args.task, args.config, overrides)
+        run(args.task, cfg, progress=not args.no_progress)
+    except ConfigError as err:
+        print(f"ftlab.run: bad config: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
