@@ -34,7 +34,7 @@ from ftlab.quant import bits_per_parameter
 
 __all__ = ["GPUS", "ModelShape", "MemoryEstimate", "estimate", "measure", "lora_params", "nf4_bytes",
            "shape_from_config", "training_model", "side_by_side", "METHODS", "OPTIMIZERS", "PRECISIONS",
-           "KNOWN_MODELS", "known_config"]
+           "KNOWN_MODELS", "known_config", "SHARDINGS", "shard"]
 
 GiB = 1024**3
 # Memory a training process can allocate on each card: the card's total as nvidia-smi reports
@@ -52,6 +52,17 @@ OPTIMIZERS = ("adamw", "adamw8bit", "sgd", "sgd_momentum")
 PRECISIONS = {"fp32": 4, "fp16": 2, "bf16": 2}
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes keeps 32-bit state for tensors smaller than this
+# What each data-parallel GPU keeps a 1/N shard of (lesson 10). ZeRO (Rajbhandari et al., 2020):
+# stage 1 shards the optimizer state (fp32 master weights included), stage 2 also the gradients,
+# stage 3 also the weights; FSDP's FULL_SHARD is stage 3, SHARD_GRAD_OP is stage 2.
+SHARDINGS = {
+    "none": (),                                   # one process, or DDP: every GPU holds everything
+    "ddp": (),
+    "zero1": ("optimizer",),
+    "zero2": ("optimizer", "gradients"),
+    "zero3": ("optimizer", "gradients", "weights"),
+    "fsdp": ("optimizer", "gradients", "weights"),  # FSDP full_shard
+}
 
 
 def nf4_bytes(numel: int, double_quant: bool = True, blocksize: int = 64) -> int:
@@ -181,6 +192,8 @@ class MemoryEstimate:
     details: dict[str, int] = field(default_factory=dict)
     label: str = "estimate"
     transient: int = 0  # short-lived buffers on top of the total at the worst moment (see peak)
+    world_size: int = 1  # data-parallel GPUs; the parts above are PER GPU (lesson 10)
+    sharding: str = "none"  # a key of SHARDINGS: what those GPUs split between them
 
     @property
     def total(self) -> int:
@@ -209,7 +222,8 @@ class MemoryEstimate:
         return _capacity(gpu) - context - self.peak
 
     def table(self) -> str:
-        rows = [f"{self.label}: {self.n_params / 1e9:.3g}B parameters, {self.trainable:,} trainable"]
+        rows = [f"{self.label}: {self.n_params / 1e9:.3g}B parameters, {self.trainable:,} trainable"
+                + (f"; per GPU of {self.world_size}, {self.sharding}" if self.world_size > 1 else "")]
         for name, value in self.parts().items():
             rows.append(f"  {name:12} {value / GiB:8.3f} GiB")
         rows.append(f"  {'total':12} {self.total / GiB:8.3f} GiB")
@@ -265,7 +279,8 @@ def _check_choice(name, value, options):
 def estimate(model, method: str = "full", precision: str = "bf16", optimizer: str = "adamw", r: int = 16,
              target_modules=("q_proj", "v_proj"), batch_size: int = 1, seq_len: int = 512,
              grad_checkpointing: bool = False, master_weights: bool = False, double_quant: bool = True,
-             trainable: int | None = None, adam_state: str = "fp32") -> MemoryEstimate:
+             trainable: int | None = None, adam_state: str = "fp32", world_size: int = 1,
+             sharding: str = "none") -> MemoryEstimate:
     """Predict training memory. ``model`` is an HF config, an HF model, or a bare parameter count.
 
     - ``method``: "full" (every weight trains), "lora" (frozen base + LoRA on ``target_modules``
@@ -286,7 +301,55 @@ def estimate(model, method: str = "full", precision: str = "bf16", optimizer: st
 
     LoRA adapters are kept in fp32 (peft's default, ``autocast_adapter_dtype=True``), so they cost
     16 bytes per parameter with AdamW.
+
+    ``world_size`` and ``sharding`` (lesson 10) make it the memory of ONE of ``world_size``
+    data-parallel GPUs, each with its own micro-batch of ``batch_size``: see :func:`shard`.
     """
+    if not isinstance(world_size, int) or isinstance(world_size, bool) or world_size < 1:
+        raise ValueError(f"world_size must be a positive integer (data-parallel GPUs), got {world_size!r}")
+    _check_choice("sharding", sharding, SHARDINGS)
+    one = _estimate_one(model, method, precision, optimizer, r, target_modules, batch_size, seq_len,
+                        grad_checkpointing, master_weights, double_quant, trainable, adam_state)
+    return shard(one, world_size, sharding, master=4 * one.trainable if master_weights and method == "full" else 0)
+
+
+def shard(est: MemoryEstimate, world_size: int, sharding: str = "zero3", master: int = 0) -> MemoryEstimate:
+    """Per-GPU memory when ``world_size`` data-parallel GPUs shard the parts that ``sharding`` names.
+
+    The ZeRO paper's accounting, for mixed-precision AdamW (K = 12: fp32 master weights + two
+    fp32 moments) and Psi parameters, per GPU::
+
+        DDP      2Psi + 2Psi + K Psi            ZeRO-2   2Psi + (2Psi + K Psi) / N
+        ZeRO-1   2Psi + 2Psi + K Psi / N        ZeRO-3   (2Psi + 2Psi + K Psi) / N   (= FSDP full_shard)
+
+    ``master`` is the bytes of fp32 master weights inside ``est.weights``: ZeRO counts them as
+    optimizer state, so they are sharded from stage 1 on. Each shard is rounded up to a byte.
+    Activations are per GPU already (each GPU runs its own micro-batch) and are not sharded.
+    Not modelled: the buffers stage 3 / FSDP all-gathers one layer at a time into (about one
+    layer's weights, twice with prefetch), and communication buckets (DDP: 25 MiB each).
+    """
+    _check_choice("sharding", sharding, SHARDINGS)
+    parts = SHARDINGS[sharding]
+    split = lambda x: -(-int(x) // world_size)  # noqa: E731  (ceil: a shard is never short)
+    weights, grads, opt = est.weights, est.gradients, est.optimizer
+    if "optimizer" in parts:  # the master copy moves from `weights` into the sharded optimizer state
+        weights, opt = weights - master, split(opt + master)
+    if "gradients" in parts:
+        grads = split(grads)
+    if "weights" in parts:
+        weights = split(weights)
+    result = MemoryEstimate(int(weights), int(grads), int(opt), est.activations, est.trainable, est.n_params,
+                            list(est.assumptions), dict(est.details), est.label, est.transient,
+                            world_size=world_size, sharding=sharding)
+    if world_size > 1 or sharding not in ("none", "ddp"):
+        what = ", ".join(parts) if parts else "nothing (each GPU holds a full replica)"
+        result.assumptions.append(f"per GPU of {world_size} data-parallel GPUs, {sharding}: shards {what}"
+                                  + ("; fp32 master weights counted as optimizer state" if master and parts else ""))
+    return result
+
+
+def _estimate_one(model, method, precision, optimizer, r, target_modules, batch_size, seq_len,
+                  grad_checkpointing, master_weights, double_quant, trainable, adam_state) -> MemoryEstimate:
     _check_choice("method", method, METHODS)
     _check_choice("precision", precision, PRECISIONS)
     _check_choice("optimizer", optimizer, OPTIMIZERS)
