@@ -135,6 +135,17 @@ def sequence_logprobs(model, batch: Mapping) -> torch.Tensor:
     return (token_logps * mask).sum(dim=1)
 
 
+def _reference(model, ref_model=None):
+    """``(context, scorer)``: run ``scorer`` inside ``context`` to get the reference's outputs."""
+    if ref_model is not None:
+        return nullcontext(), ref_model
+    if hasattr(model, "disable_adapter"):
+        return model.disable_adapter(), model
+    raise ValueError("No reference model: pass ref_model=... (a frozen copy of the starting model), "
+                     "or train a peft model (get_peft_model) so that the reference is the same model "
+                     "with its adapter disabled.")
+
+
 def reference_logprobs(model, batch: Mapping, ref_model=None) -> torch.Tensor:
     """:func:`sequence_logprobs` under the reference, without gradients: (B,).
 
@@ -142,14 +153,7 @@ def reference_logprobs(model, batch: Mapping, ref_model=None) -> torch.Tensor:
     (the reference is the base under the adapter: one model in memory). Otherwise ``ref_model``
     is a separate frozen model.
     """
-    if ref_model is not None:
-        context, scorer = nullcontext(), ref_model
-    elif hasattr(model, "disable_adapter"):
-        context, scorer = model.disable_adapter(), model
-    else:
-        raise ValueError("No reference model: pass ref_model=... (a frozen copy of the starting model), "
-                         "or train a peft model (get_peft_model) so that the reference is the same model "
-                         "with its adapter disabled.")
+    context, scorer = _reference(model, ref_model)
     with torch.no_grad(), context:
         return sequence_logprobs(scorer, batch)
 
@@ -257,13 +261,9 @@ def kl_to_reference(model, pairs: Sequence[Mapping], ref_model=None, batch_size:
     for batch in _batches(pairs, batch_size, pad_token_id, device):
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         logp = torch.log_softmax(model(**inputs).logits[:, :-1].float(), dim=-1)
-        if ref_model is not None:
-            ref_logits = ref_model(**inputs).logits
-        elif hasattr(model, "disable_adapter"):
-            with model.disable_adapter():
-                ref_logits = model(**inputs).logits
-        else:
-            raise ValueError("No reference model: pass ref_model=..., or use a peft model.")
+        context, scorer = _reference(model, ref_model)
+        with context:
+            ref_logits = scorer(**inputs).logits
         ref_logp = torch.log_softmax(ref_logits[:, :-1].float(), dim=-1)
         mask = batch["labels"][:, 1:] != IGNORE_INDEX
         kl = (logp.exp() * (logp - ref_logp)).sum(-1)  # (B, L-1)
