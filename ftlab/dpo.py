@@ -30,8 +30,9 @@ Decisions where the issue was silent (tested in ``tests/test_dpo.py``):
   response (nothing but whitespace) is a ValueError, because its log-probability would be the
   EOS alone and the pair would teach only "stop now" vs "say something".
 - Tokenization is lesson 05's (``ftlab.sft.tokenize_example``): truncation keeps the first
-  ``max_length`` tokens (TRL's ``keep_start``), and a pair that would keep no response token is a
-  ValueError, never an all -100 row.
+  ``max_length`` tokens (TRL's ``keep_start``); a pair that would keep no response token is a
+  ValueError in :func:`tokenize_pair` and dropped and counted by :func:`tokenize_pairs` (as TRL
+  drops it), never an all -100 row.
 - To train from an SFT adapter, merge it into the base first (``merge_and_unload``) and put a fresh
   LoRA on top: disabling that LoRA then gives the SFT model, the reference DPO needs.
 """
@@ -81,9 +82,27 @@ def tokenize_pair(prompt: str, chosen: str, rejected: str, tokenizer, max_length
 
 
 def tokenize_pairs(rows: Sequence[Mapping], tokenizer, max_length: int | None = None,
-                   template: str = "chat") -> list[dict]:
-    """:func:`tokenize_pair` over rows with ``prompt``, ``chosen``, ``rejected`` (a list or a Dataset)."""
-    return [tokenize_pair(r["prompt"], r["chosen"], r["rejected"], tokenizer, max_length, template) for r in rows]
+                   template: str = "chat", verbose: bool = True) -> list[dict]:
+    """:func:`tokenize_pair` over rows with ``prompt``, ``chosen``, ``rejected`` (a list or a Dataset).
+
+    A pair whose prompt fills ``max_length`` (no response token would be left) is dropped and
+    counted, as TRL's ``DPOTrainer`` drops it; with ``verbose`` the count is printed. Every pair
+    dropped is a ValueError.
+    """
+    kept, dropped = [], 0
+    for row in rows:
+        try:
+            kept.append(tokenize_pair(row["prompt"], row["chosen"], row["rejected"], tokenizer, max_length, template))
+        except ValueError as err:
+            if "max_length" not in str(err) or "empty" in str(err):
+                raise
+            dropped += 1
+    if dropped and not kept:
+        raise ValueError(f"max_length={max_length} drops all {dropped} pairs: every prompt fills it. Raise max_length.")
+    if verbose and dropped:
+        print(f"tokenize_pairs: dropped {dropped} of {dropped + len(kept)} pairs that max_length={max_length} "
+              "would leave with no response token")
+    return kept
 
 
 def trl_records(rows: Sequence[Mapping]) -> list[dict]:

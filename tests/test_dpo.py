@@ -219,8 +219,14 @@ def test_truncation_never_leaves_an_all_masked_row(lm):
     pair = dpo.tokenize_pair("Where does Bo live?", "Bo lives in Rome.", "No.", tokenizer, max_length=14)
     for ex in pair.values():
         assert len(ex["input_ids"]) <= 14 and any(t != -100 for t in ex["labels"])
+    long_prompt = "Where does Bo live? " * 20
     with pytest.raises(ValueError, match="max_length"):
-        dpo.tokenize_pair("Where does Bo live? " * 20, "Bo lives in Rome.", "No.", tokenizer, max_length=12)
+        dpo.tokenize_pair(long_prompt, "Bo lives in Rome.", "No.", tokenizer, max_length=12)
+    rows = [{"prompt": long_prompt, "chosen": "Bo lives in Rome.", "rejected": "No."},
+            {"prompt": "Where does Bo live?", "chosen": "Bo lives in Rome.", "rejected": "No."}]
+    assert len(dpo.tokenize_pairs(rows, tokenizer, max_length=14, verbose=False)) == 1  # dropped, counted
+    with pytest.raises(ValueError, match="drops all"):
+        dpo.tokenize_pairs(rows[:1], tokenizer, max_length=12)
 
 
 def test_no_reference_is_a_clear_error(lm, rows):
