@@ -214,25 +214,24 @@ assert type(merged) is nn.Linear and merged.weight.shape == pretrained.weight.sh
 assert max_diff < 1e-5
 
 
-def ms_per_call(fn, x, repeats=5, calls=10):
-    """Median over ``repeats`` of the mean time of ``calls`` forward passes, in ms."""
-    times = []
+def ms_per_call(layers: dict, x, repeats=5, calls=10) -> dict:
+    """Median ms per forward pass of each layer; the layers take turns, so a busy CPU slows all alike."""
+    times = {name: [] for name in layers}
     with torch.no_grad():
-        fn(x)  # warm-up
         for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn(x)
-            times.append((time.perf_counter() - start) / calls * 1e3)
-    return sorted(times)[len(times) // 2]
+            for name, layer in layers.items():
+                layer(x)  # warm-up
+                start = time.perf_counter()
+                for _ in range(calls):
+                    layer(x)
+                times[name].append((time.perf_counter() - start) / calls * 1e3)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 big = nn.Linear(1024, 1024)  # a layer big enough to time
 big_lora = LoRALinear(big, r=16, alpha=32)
-x_big = torch.randn(128, 1024)
-t_base, t_lora, t_merged = (ms_per_call(f, x_big) for f in (big, big_lora, big_lora.merge()))
-print(f"1024x1024, batch 128: base {t_base:.3f} ms, LoRA unmerged {t_lora:.3f} ms "
-      f"({t_lora / t_base:.2f}x), merged {t_merged:.3f} ms ({t_merged / t_base:.2f}x)")
+ms = ms_per_call({"base": big, "LoRA unmerged": big_lora, "merged": big_lora.merge()}, torch.randn(128, 1024))
+print("1024x1024, batch 128: " + ", ".join(f"{name} {t:.3f} ms ({t / ms['base']:.2f}x)" for name, t in ms.items()))
 
 # %% [markdown]
 # (Timings on a shared CPU are noisy; the merged layer *is* an `nn.Linear` of the same shape, so
@@ -291,33 +290,28 @@ assert count_parameters(model, trainable_only=True) == trainable and len(lora_la
 # ### Train briefly
 # The same task as lesson 00: answer questions in the chat format. Lesson 00 trained every block
 # of the tiny LM; here only the LoRA factors train, 1.6% of the parameters in the tiny profile.
+# The examples come from `ftlab.sft`: chat prompt + answer + EOS, padded, with the prompt and the
+# padding labelled -100 so that only the answer is trained (lesson 05 shows why that matters).
 
 # %%
 from ftlab.data import load_instructions
-from ftlab.evals import chat_prompt, exact_match
+from ftlab.evals import exact_match
+from ftlab.sft import SFTCollator, tokenize_dataset
 from ftlab.train import TrainConfig, causal_lm_loss, train
 
-
-def collate(rows):
-    """Chat prompt + answer + EOS, padded; padding is -100 in the labels."""
-    texts = [chat_prompt(tokenizer, r["prompt"]) + r["response"] + tokenizer.eos_token for r in rows]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
-                      max_length=cfg.max_length, add_special_tokens=False)
-    batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    return batch
-
-
+train_ds = tokenize_dataset(load_instructions("train"), tokenizer, max_length=cfg.max_length)
+collate = SFTCollator(tokenizer=tokenizer)  # a list of examples -> padded (B, L) tensors
 test_ds = load_instructions("test").filter(lambda row: row["kind"] == cfg.eval_kind)
 test_rows = list(test_ds.select(range(cfg.eval_size)))
 em_before = exact_match(model, tokenizer, test_rows)  # B = 0: still the pretrained model
-history = train(model, load_instructions("train"),
+history = train(model, train_ds,
                 TrainConfig(lr=cfg.lr, num_steps=cfg.num_steps, batch_size=cfg.batch_size,
                             grad_accum=cfg.grad_accum, seed=cfg.seed),
                 loss_fn=causal_lm_loss, collate_fn=collate)
 em_after = exact_match(model, tokenizer, test_rows)
 print(f"exact match on {len(test_rows)} held-out questions: {em_before:.0%} -> {em_after:.0%}")
-if profile() == "tiny":  # measured: 0% -> 50%
-    assert em_after >= em_before + 0.25, "LoRA on q/v should teach the answer format"
+if profile() == "tiny":  # measured: 0% -> 75%
+    assert em_after >= em_before + 0.4, "LoRA on q/v should teach the answer format"
 
 # %%
 from ftlab.plots import plot_history
@@ -343,7 +337,8 @@ with torch.no_grad():
         theirs.lora_B["default"].weight.copy_(ours.B)
 model.eval()
 peft_model.eval()
-batch = {k: v.to(model.device) for k, v in collate(test_rows[:8]).items() if k != "labels"}
+test_batch = collate(tokenize_dataset(test_rows[:8], tokenizer, max_length=cfg.max_length))
+batch = {k: v.to(model.device) for k, v in test_batch.items() if k != "labels"}
 
 
 def max_logit_diff(a, b):
