@@ -77,11 +77,15 @@ def nf4_bytes(numel: int, double_quant: bool = True, blocksize: int = 64) -> int
 
 
 def lora_params(d_out: int, d_in: int, r: int) -> int:
-    """Trainable parameters LoRA adds to one d_out x d_in linear: A (r x d_in) + B (d_out x r)."""
+    """Trainable parameters LoRA adds to one d_out x d_in linear: A (r x d_in) + B (d_out x r).
+
+    ``ftlab.lora.lora_params``, with the arguments checked (the calculator takes user input)."""
+    from ftlab.lora import lora_params as count
+
     for name, v in (("d_out", d_out), ("d_in", d_in), ("r", r)):
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return r * (d_in + d_out)
+    return count(d_out, d_in, r)
 
 
 # -- model shapes -----------------------------------------------------------------------------
