@@ -36,6 +36,8 @@ torch.set_num_threads(1)
 def _env():
     env = dict(os.environ, OMP_NUM_THREADS="1", FTLAB_PROFILE="tiny", HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if sys.platform == "linux":  # both processes on this machine: gloo over loopback
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     return env
 
 
@@ -67,3 +69,13 @@ def test_two_processes_match_one_process_with_grad_accum_2(tmp_path, monkeypatch
     norms = lambda r: [s["grad_norm"] for s in r["history"]["steps"]]  # noqa: E731
     assert norms(one) == pytest.approx(norms(ddp), rel=1e-4)
     print(f"2-process run: {seconds:.1f} s; losses {ddp['losses']}")
+
+
+def test_ddp_all_reduce_makes_every_rank_hold_the_full_batch_gradient():
+    from ftlab.parallel import all_reduce_demo
+
+    r = all_reduce_demo(world_size=2, batch=8)
+    assert not torch.allclose(r["local"][0], r["local"][1]), "the two shares should give different gradients"
+    assert torch.equal(r["synced"][0], r["synced"][1]), "after DDP's backward every rank holds the same gradient"
+    torch.testing.assert_close(r["synced"][0], r["full_batch"], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close((r["local"][0] + r["local"][1]) / 2, r["synced"][0], rtol=1e-6, atol=1e-6)

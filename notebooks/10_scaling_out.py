@@ -1,0 +1,373 @@
+# %% [markdown]
+# # 10 · Scaling out: the same training on several GPUs
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ftlab-course/ftlab/blob/main/notebooks/10_scaling_out.ipynb)
+#
+# **What you will learn**
+# - data parallelism vs model parallelism, and which one a fine-tuning run on a budget wants;
+# - what DDP all-reduces, seen on two real processes: after the backward pass every process
+#   holds the same gradient, the gradient of the whole batch;
+# - why two processes with batch b take exactly the steps of one process with `grad_accum=2`;
+# - what ZeRO-1/2/3 and FSDP shard, and the memory per GPU for a 7B model on 1 to 64 GPUs;
+# - how to launch `python -m ftlab.run` on a multi-GPU machine, and when QLoRA on one GPU beats
+#   sharding over many.
+#
+# Everything here runs on a laptop CPU: the processes talk through **gloo**, the backend PyTorch
+# uses without GPUs (NCCL plays the same part on GPUs). About 30 seconds.
+
+# %% [markdown]
+# ## Set-up
+
+# %%
+import importlib.metadata as md
+import subprocess
+import sys
+import tempfile
+
+if "google.colab" in sys.modules:
+    FTLAB_PIN = "ftlab @ git+https://github.com/ftlab-course/ftlab@v0.1.0"
+    keep = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)  # never touch torch
+    keep.write("".join(f"{p}=={md.version(p)}\n" for p in ("torch", "torchvision")))
+    keep.close()
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep.name, FTLAB_PIN], check=True)
+
+from ftlab.runtime import headline, profile, report, seed_everything
+
+env = report()  # versions, device, GPU, profile: paste this when you ask for help
+
+# %% [markdown]
+# ## Config
+# This lesson trains nothing big: it runs a two-process demo on the CPU and budgets a real 7B
+# model with the memory calculator (`ftlab.memory`, lesson 07), which needs no download.
+
+# %%
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Config:
+    seed: int = 0                  # same demo data on every run
+    world_size: int = 2            # processes in the all-reduce demo (CPU, gloo)
+    demo_batch: int = 8            # examples in the demo batch, split over the processes
+    model: str = "Llama-2-7B"      # a KNOWN_MODELS architecture for the memory budget
+    seq_len: int = 2048            # tokens per example in the budget
+    batch_size: int = 1            # examples per micro-batch, PER GPU
+    gpu: str = "A100-80GB"         # the card the sharded runs use
+    gpus: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])  # x axis of the plot
+
+
+cfg = Config()
+if profile() == "full":  # a GPU machine: the same numbers (the budget is arithmetic, not a run)
+    cfg = Config()
+seed_everything(cfg.seed)
+cfg
+
+# %% [markdown]
+# ## 1. Data parallelism vs model parallelism
+# A run outgrows one GPU in one of two ways, and each has its own cure.
+#
+# | | **data parallelism** (DDP, ZeRO, FSDP) | **model parallelism** (tensor, pipeline) |
+# |---|---|---|
+# | each GPU holds | the whole model (or, sharded, 1/N of its states, gathered layer by layer) | a slice of each matrix, or a block of layers |
+# | each GPU computes | the whole model on **its own micro-batch** | **its part** of the model on the same batch |
+# | what travels | gradients (DDP), plus weight shards (ZeRO-3/FSDP) | activations, every layer or every stage |
+# | wants | any network; scales throughput | fast links (NVLink) inside one machine |
+#
+# Fine-tuning on a budget is almost always data parallel: the code of the single-GPU run
+# stays the same, and the only new thing on the wire is the gradients. Model parallelism is for
+# models whose *single layer* does not fit, which a fine-tuner meets only beyond ~70B.
+#
+# The memory calculator says why one GPU is not enough for full fine-tuning of a 7B model:
+
+# %%
+from ftlab.memory import GiB, estimate, known_config
+
+config = known_config(cfg.model)
+budget = dict(method="full", precision="bf16", master_weights=True, batch_size=cfg.batch_size,
+              seq_len=cfg.seq_len, grad_checkpointing=True)
+one_gpu = estimate(config, **budget)
+print(one_gpu.table())
+
+# %% [markdown]
+# About 102 GiB for one GPU: 16 bytes per parameter of weights, gradients and AdamW state
+# (bf16 weights 2 + gradients 2 + fp32 master 4 + two fp32 moments 8) before a single activation.
+# No card in the table fits it.
+
+# %% [markdown]
+# ## 2. What DDP all-reduces
+# DDP (`torch.nn.parallel.DistributedDataParallel`, what `accelerate` wraps your model in)
+# starts one process per GPU. Each holds a full copy of the model and runs forward and backward
+# on **its own share of the batch**. During the backward pass it all-reduces the gradients:
+# sums them over the processes and divides by their number. Every process then holds the
+# gradient of the whole batch, takes the same optimizer step, and the weights stay identical
+# without ever being sent.
+#
+# `ftlab.parallel.all_reduce_demo` shows it on two real CPU processes joined by gloo: a small
+# linear model, a batch of 8 split 4 + 4. It records each process's gradient of its own share,
+# then the gradient after DDP's backward.
+
+# %%
+import torch
+
+from ftlab.parallel import all_reduce_demo
+
+demo = all_reduce_demo(world_size=cfg.world_size, seed=cfg.seed, batch=cfg.demo_batch)
+print(f"{'':28}" + "".join(f"{'rank ' + str(r):>12}" for r in range(cfg.world_size)))
+print(f"{'|grad| of its own share':28}" + "".join(f"{g.norm():12.4f}" for g in demo["local"]))
+print(f"{'|grad| after DDP backward':28}" + "".join(f"{g.norm():12.4f}" for g in demo["synced"]))
+print(f"{'|grad| of the whole batch':28}{demo['full_batch'].norm():12.4f}  (one process)")
+gap = (demo["synced"][0] - demo["full_batch"]).abs().max().item()
+same = all(torch.equal(demo["synced"][0], g) for g in demo["synced"])
+print(f"ranks hold the same gradient: {same}; largest difference from the whole-batch gradient: {gap:.1e}")
+if profile() == "tiny":
+    assert not torch.allclose(demo["local"][0], demo["local"][1]), "the two shares should differ"
+    assert same and gap < 1e-5, "after the all-reduce every rank should hold the whole-batch gradient"
+
+# %% [markdown]
+# Before the all-reduce the two processes disagree (their shares differ); after it they agree to
+# the bit, and with the whole-batch gradient to float32 rounding.
+
+# %% [markdown]
+# ## 3. Two processes = one process with `grad_accum=2`
+# `ftlab.train` plans each optimizer step as a *window* of `grad_accum x processes`
+# micro-batches, and process r takes `window[r::processes]`. With `grad_accum=1`, DDP's single
+# all-reduce per step then sums exactly what one process accumulates over two micro-batches.
+# The plan of the first two steps (example indices), both ways:
+
+# %%
+from ftlab.train import epoch_windows
+
+two = epoch_windows(16, batch_size=2, grad_accum=1, world_size=2, seed=cfg.seed)[:2]
+one = epoch_windows(16, batch_size=2, grad_accum=2, world_size=1, seed=cfg.seed)[:2]
+for step, (w2, w1) in enumerate(zip(two, one), 1):
+    print(f"step {step}: 2 processes: rank 0 {w2[0::2]}, rank 1 {w2[1::2]} | 1 process, grad_accum 2: {w1}")
+if profile() == "tiny":
+    assert two == one, "the two plans should hold the same micro-batches"
+
+# %% [markdown]
+# The same examples, so the same loss. `tests/test_ddp.py` proves it on the real thing: the
+# tiny LM with LoRA trained by `python -m ftlab.run sft` for 4 steps, once with 2 processes
+# (`torchrun --standalone --nproc_per_node 2`, gloo) and once with one process and
+# `grad_accum=2`, `batch_size=4`. The losses agree bit for bit on this machine (the test allows
+# a relative 1e-5): `[4.3726, 3.9338, 3.1560, 3.7553]` both ways.
+#
+# One thing to carry to a real cluster: **`batch_size` is per process**. Moving a 1-GPU recipe
+# with `grad_accum=8` to 8 GPUs without changing it multiplies the effective batch by 8; divide
+# `grad_accum` by the number of GPUs to keep the learning rate's batch.
+
+# %% [markdown]
+# ## 4. Launching the script on several GPUs
+# `python -m ftlab.run <task> --config configs/<file>.yaml` runs a lesson's training (tasks
+# `sft` and `classifier`) outside a notebook, with the same `ftlab.train` loop. One config file
+# holds every knob; `--set key=value` overrides one. The tiny SFT config:
+
+# %%
+from pathlib import Path
+
+import ftlab
+
+configs = Path(ftlab.__file__).resolve().parent.parent / "configs"
+print((configs / "sft_tiny.yaml").read_text() if configs.is_dir() else "(configs/ is in the repository)")
+
+# %% [markdown]
+# The commands, each tested on this machine with 2 CPU processes (`tests/test_ddp.py`,
+# `tests/test_run.py`):
+#
+# ```bash
+# # one process (CPU or one GPU)
+# python -m ftlab.run sft --config configs/sft_tiny.yaml
+# # 2 processes on a CPU, gloo (what the test runs; --standalone picks a free port)
+# torchrun --standalone --nproc_per_node 2 -m ftlab.run sft --config configs/sft_tiny.yaml
+# # the same through accelerate (it calls torchrun)
+# accelerate launch --multi_gpu --num_processes 2 -m ftlab.run sft --config configs/sft_tiny.yaml
+# # a machine with 8 GPUs: DDP over NCCL, batch_size per GPU
+# accelerate launch --num_processes 8 -m ftlab.run sft --config configs/sft_full.yaml --set grad_accum=1
+# ```
+#
+# A pitfall we met: `accelerate launch --cpu --num_processes 2` (accelerate 1.15) starts **one**
+# process, not two. On a CPU use `torchrun` or `--multi_gpu`. Each run prints
+# `2 process(es) x batch 8 x grad_accum 1 = 16 examples per step`: check that line first.
+
+# %% [markdown]
+# ## 5. What ZeRO and FSDP shard
+# DDP copies everything to every GPU, so adding GPUs adds speed but never memory. ZeRO (and
+# PyTorch's FSDP, which implements its stage 3) splits the model states over the N GPUs
+# instead; each GPU gathers what it needs just in time.
+#
+# | | weights | gradients | optimizer state (with fp32 master) | per GPU, mixed-precision AdamW |
+# |---|---|---|---|---|
+# | DDP | full | full | full | 2Ψ + 2Ψ + 12Ψ |
+# | ZeRO-1 | full | full | 1/N | 2Ψ + 2Ψ + 12Ψ/N |
+# | ZeRO-2 (FSDP `SHARD_GRAD_OP`) | full | 1/N | 1/N | 2Ψ + 14Ψ/N |
+# | ZeRO-3 = FSDP `FULL_SHARD` | 1/N | 1/N | 1/N | 16Ψ/N |
+#
+# `estimate(..., world_size=N, sharding=...)` gives the memory of one of the N GPUs. Activations
+# are not sharded: each GPU runs its own micro-batch.
+
+# %%
+SHARDINGS = ("ddp", "zero1", "zero2", "zero3")
+per_gpu = {s: [estimate(config, **budget, world_size=n, sharding=s) for n in cfg.gpus] for s in SHARDINGS}
+print(f"{cfg.model}, full fine-tuning, bf16 + fp32 master, AdamW, batch {cfg.batch_size} x {cfg.seq_len} "
+      "tokens, gradient checkpointing: peak GiB per GPU")
+print(f"{'GPUs':>6}" + "".join(f"{s:>9}" for s in SHARDINGS))
+for i, n in enumerate(cfg.gpus):
+    print(f"{n:>6}" + "".join(f"{per_gpu[s][i].peak / GiB:9.1f}" for s in SHARDINGS))
+
+# %%
+from matplotlib.figure import Figure
+
+from ftlab.memory import GPUS
+
+fig = Figure(figsize=(7, 4))
+ax = fig.subplots()
+for s in SHARDINGS:
+    ax.plot(cfg.gpus, [e.peak / GiB for e in per_gpu[s]], marker="o", label=s)
+for name in ("T4", "L4", "A100-80GB"):
+    ax.axhline(GPUS[name] / GiB - 0.5, ls="--", lw=0.8, color="grey")
+    ax.text(cfg.gpus[-1], GPUS[name] / GiB - 0.5, f" {name}", va="center", fontsize=8)
+ax.set_xscale("log", base=2)
+ax.set_xticks(cfg.gpus, [str(n) for n in cfg.gpus])
+ax.set_xlabel("data-parallel GPUs")
+ax.set_ylabel("peak memory per GPU (GiB)")
+ax.set_title(f"{cfg.model} full fine-tuning: memory per GPU")
+ax.legend()
+fig
+
+# %% [markdown]
+# DDP stays flat at ~102 GiB however many GPUs you add. ZeRO-1 drops fast, then flattens at the
+# 4Ψ of bf16 weights and gradients it still copies; ZeRO-2 flattens at 2Ψ; ZeRO-3 / FSDP keeps
+# dividing until the activations (and, not modelled here, one gathered layer) are what is left.
+
+# %%
+def gpus_needed(sharding, gpu=cfg.gpu, most=1024):
+    """The fewest data-parallel GPUs of this card that fit the run (None: not even `most`)."""
+    n = 1
+    while n <= most:
+        if estimate(config, **budget, world_size=n, sharding=sharding).fits(gpu):
+            return n
+        n *= 2
+    return None
+
+
+needed = {s: gpus_needed(s) for s in SHARDINGS}
+print(f"fewest {cfg.gpu} for full fine-tuning of {cfg.model}: " +
+      ", ".join(f"{s} {n if n else 'never'}" for s, n in needed.items()))
+if profile() == "tiny":
+    assert needed["ddp"] is None and needed["zero3"] == 2, needed
+
+# %% [markdown]
+# ## 6. When QLoRA on one GPU beats sharding
+# The alternative to more GPUs is fewer trainable bytes: QLoRA (lesson 04) freezes the base in
+# 4 bits and trains LoRA adapters, so there are almost no gradients or optimizer state to shard.
+
+# %%
+qlora = estimate(config, method="qlora", precision="bf16", target_modules="all-linear", r=16,
+                 batch_size=cfg.batch_size, seq_len=cfg.seq_len, grad_checkpointing=True)
+fsdp = estimate(config, **budget, world_size=needed["zero3"], sharding="fsdp")
+print(f"QLoRA r=16, all linears, on ONE GPU: {qlora.peak / GiB:5.1f} GiB  "
+      f"(T4: {'fits' if qlora.fits('T4') else 'no'}, L4: {'fits' if qlora.fits('L4') else 'no'})")
+print(f"full FT, FSDP over {needed['zero3']} x {cfg.gpu}: {fsdp.peak / GiB:5.1f} GiB per GPU")
+if profile() == "tiny":
+    assert qlora.fits("L4") and not one_gpu.fits(cfg.gpu)
+
+# %% [markdown]
+# QLoRA on one GPU wins when:
+# - **the model fits in 4 bits on your card** (7B in ~7 GiB: a T4 or L4) and an adapter is
+#   enough for the task (instruction following, format, a domain), which lessons 03-05 measured;
+# - **you pay per GPU-hour**: one L4 costs a fraction of two A100s, and it has no all-reduce or
+#   all-gather traffic to wait on;
+# - you want to keep the base untouched (lesson 09: adapters forget less).
+#
+# Sharding wins when you need **full fine-tuning** (continued pretraining, a new language, large
+# distribution shifts), when the **data is large** and throughput matters more than cost (N GPUs
+# run ~N times the examples per second), or when the model is too big for one GPU even in 4 bits
+# (70B is ~35 GiB in NF4). And they combine: QLoRA + FSDP trains a 70B adapter on two 24 GiB cards.
+
+# %%
+_ = headline(f"{profile()}: DDP gradients equal on {cfg.world_size} gloo ranks (gap {gap:.0e}); "
+             f"{cfg.model} full FT per GPU: DDP {per_gpu['ddp'][-1].peak / GiB:.0f} GiB, "
+             f"FSDP x{cfg.gpus[-1]} {per_gpu['zero3'][-1].peak / GiB:.1f} GiB; "
+             f"QLoRA on one GPU {qlora.peak / GiB:.1f} GiB")
+
+# %% [markdown]
+# ## Drills
+# ★☆☆ quick, ★★☆ needs a calculation.
+
+# %% [markdown]
+# ### Drill 10a ★☆☆ · Effective batch on several GPUs
+# You launch `accelerate launch --num_processes 4 -m ftlab.run sft ...` with `batch_size: 8` and
+# `grad_accum: 4` in the config. How many examples does one optimizer step average over?
+# Answer with a number.
+
+# %% tags=["answer"]
+from ftlab.drills import check
+
+answer_10a = ...  # your answer
+
+# %%
+check("10a", answer_10a)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# batch_size is per process: each of the 4 processes accumulates grad_accum=4 micro-batches of 8,
+# and DDP's all-reduce averages over the processes.
+solution_10a = 8 * 4 * 4
+check("10a", solution_10a)
+
+# %% [markdown]
+# ### Drill 10b ★☆☆ · What DDP all-reduces
+# Which tensors does DDP sum over the processes in every training step? Answer with one letter.
+#
+# - (a) the weights, after every optimizer step
+# - (b) the gradients, during backward
+# - (c) the activations, after the forward
+# - (d) the AdamW moments, before the step
+
+# %% tags=["answer"]
+answer_10b = ...  # "a", "b", "c" or "d"
+
+# %%
+check("10b", answer_10b)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# Section 2: the gradients differ per rank before the backward's all-reduce and are equal after
+# it. The weights start equal and stay equal because every rank applies the same update.
+solution_10b = "b"
+check("10b", solution_10b)
+
+# %% [markdown]
+# ### Drill 10c ★★☆ · ZeRO-2 per GPU
+# The ZeRO paper's example: 7.5B parameters, mixed-precision AdamW (K = 12 bytes of optimizer
+# state per parameter, fp32 master weights included), 64 GPUs. With ZeRO-2, how many GB
+# (10^9 bytes) of model states does each GPU hold? Answer with a number.
+
+# %% tags=["answer"]
+answer_10c = ...  # GB per GPU
+
+# %%
+check("10c", answer_10c)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# ZeRO-2 keeps the fp16 weights whole (2 Psi) and shards gradients and optimizer state:
+# 2 Psi + (2 + 12) Psi / 64. The calculator agrees:
+solution_10c = 2 * 7.5 + (2 + 12) * 7.5 / 64
+print(estimate(7.5e9, method="full", precision="fp16", master_weights=True, world_size=64,
+               sharding="zero2").total / 1e9)
+check("10c", solution_10c)
+
+# %% [markdown]
+# ## Summary
+# - Data parallelism copies the model to every GPU and splits the batch; DDP all-reduces the
+#   **gradients** in the backward pass, so every rank holds the whole-batch gradient (section 2).
+# - `batch_size` is per process: 2 processes x batch b take exactly the steps of 1 process with
+#   `grad_accum=2` (bit-identical losses in `tests/test_ddp.py`).
+# - DDP never saves memory: a 7B full fine-tune needs ~102 GiB on every GPU. ZeRO-1/2/3 and FSDP
+#   shard optimizer state, gradients and weights; FSDP over 2 A100-80GB fits it.
+# - QLoRA fits the same 7B on one L4 (~7 GiB): cheaper whenever an adapter is enough.
+#
+# **Try next:** set `cfg.model = "Llama-3-8B"` and `cfg.seq_len = 4096`: at what point do the
+# activations, which no sharding divides, dominate ZeRO-3's curve? Run
+# `torchrun --standalone --nproc_per_node 2 -m ftlab.run classifier --config configs/classifier_tiny.yaml`
+# and compare it with `--set grad_accum=2` on one process. Drills 10a-10c above.
