@@ -13,7 +13,7 @@
 #   sharding over many.
 #
 # Everything here runs on a laptop CPU: the processes talk through **gloo**, the backend PyTorch
-# uses without GPUs (NCCL plays the same part on GPUs). About 30 seconds.
+# uses without GPUs (NCCL plays the same part on GPUs). About 15 seconds.
 
 # %% [markdown]
 # ## Set-up
