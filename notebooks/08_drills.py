@@ -38,7 +38,7 @@ import sys
 import tempfile
 
 if "google.colab" in sys.modules:
-    FTLAB_PIN = "ftlab @ git+https://github.com/ftlab-course/ftlab@v0.1.0"
+    FTLAB_PIN = "ftlab @ git+https://github.com/ftlab-course/ftlab@v0.2.0"
     keep = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)  # never touch torch
     keep.write("".join(f"{p}=={md.version(p)}\n" for p in ("torch", "torchvision")))
     keep.close()

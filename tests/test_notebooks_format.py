@@ -174,6 +174,21 @@ def check_drill_cells(ipynb: Path) -> list[str]:
     return problems
 
 
+PIN_RE = re.compile(r"ftlab\s*@\s*git\+https://github\.com/[^@\s\"']+@(?P<ref>[^\s\"']+)")
+
+
+def check_install_pin(ipynb: Path, version: str) -> list[str]:
+    """The set-up cell installs the release tag of this package version, ``v<version>``, so a
+    lesson on Colab runs the ftlab it was written for."""
+    nb = nbformat.read(ipynb, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    refs = PIN_RE.findall(code[0].source) if code else []
+    if refs != [f"v{version}"]:
+        return [f"{ipynb.name}: the set-up cell pins ftlab at {refs}, expected ['v{version}'] "
+                "(bump every notebook's pin with the version, then tag the release)"]
+    return []
+
+
 def all_problems(folder: Path, stem: str, repo_url: str) -> list[str]:
     problems = check_twins(folder, stem)
     if problems:
@@ -221,6 +236,21 @@ def test_lesson_follows_skeleton(stem):
     if not ipynb.exists():
         pytest.skip("no .ipynb (reported by test_lesson_has_both_twins)")
     assert check_skeleton(ipynb) == []
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_lesson_installs_the_release_of_this_version(stem):
+    assert check_install_pin(NOTEBOOKS / f"{stem}.ipynb", ftlab.__version__) == []
+
+
+def test_install_pin_check_catches_a_stale_pin(tmp_path):
+    nb = _good_notebook("01_demo")
+    nb.cells[1].source = '%pip install "ftlab @ git+https://github.com/o/ftlab@v0.0.9"\n' + nb.cells[1].source
+    ipynb, _ = _write_pair(tmp_path, "01_demo", nb)
+    assert "expected ['v1.2.3']" in check_install_pin(ipynb, "1.2.3")[0]
+    nb.cells[1].source = nb.cells[1].source.replace("v0.0.9", "v1.2.3")
+    ipynb, _ = _write_pair(tmp_path, "01_demo", nb)
+    assert check_install_pin(ipynb, "1.2.3") == []
 
 
 @pytest.mark.parametrize("stem", STEMS)
