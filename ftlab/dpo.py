@@ -158,8 +158,11 @@ def _reference(model, ref_model=None):
     """``(context, scorer)``: run ``scorer`` inside ``context`` to get the reference's outputs."""
     if ref_model is not None:
         return nullcontext(), ref_model
-    if hasattr(model, "disable_adapter"):
-        return model.disable_adapter(), model
+    # Under DDP (several processes) the model arrives wrapped; the adapter switch is on the module
+    # inside. The reference forward runs without gradients, so it needs no DDP synchronisation.
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    if hasattr(inner, "disable_adapter"):
+        return inner.disable_adapter(), inner
     raise ValueError("No reference model: pass ref_model=... (a frozen copy of the starting model), "
                      "or train a peft model (get_peft_model) so that the reference is the same model "
                      "with its adapter disabled.")
@@ -320,12 +323,16 @@ def train_dpo(model, pairs: Sequence[Mapping], cfg: TrainConfig | None = None, *
     history = train(model, list(pairs), cfg, loss_fn=loss_fn, count_fn=count_fn,
                     collate_fn=lambda rows: collate_pairs(rows, pad_token_id), eval_fn=eval_fn,
                     progress=progress, **overrides)
-    # train() calls loss_fn once per micro-batch; a step's window holds `items` pairs, so the
-    # records split into steps by counting pairs.
+    # train() calls loss_fn once per micro-batch; a step's window holds `items` pairs over all
+    # processes, each process an equal share (train() pads the data to a multiple of the world
+    # size), so this process's records split into steps by counting its pairs.
+    from accelerate import PartialState
+
+    world = PartialState().num_processes
     log, i = [], 0
-    for rec in history.steps[len(history.steps) - _steps_covered(history, records):]:
+    for rec in history.steps[len(history.steps) - _steps_covered(history, records, world):]:
         chosen, rejected, n = [], [], 0
-        while n < rec.items:
+        while n < rec.items // world:
             c, r = records[i]
             chosen.append(c)
             rejected.append(r)
@@ -335,13 +342,13 @@ def train_dpo(model, pairs: Sequence[Mapping], cfg: TrainConfig | None = None, *
     return history, log
 
 
-def _steps_covered(history, records) -> int:
+def _steps_covered(history, records, world: int = 1) -> int:
     """How many of the last steps the records cover (all of them, unless the run resumed)."""
     pairs = sum(c.numel() for c, _ in records)
     covered, total = 0, 0
     for rec in reversed(history.steps):
-        if total + rec.items > pairs:
+        if total + rec.items // world > pairs:
             break
-        total += rec.items
+        total += rec.items // world
         covered += 1
     return covered

@@ -4,8 +4,8 @@ It runs a lesson's training outside a notebook, with the code the notebooks use
 (:func:`ftlab.train.train`, :mod:`ftlab.models`, :mod:`ftlab.data`), so it also runs unchanged
 on several processes::
 
-    python -m ftlab.run sft --config configs/sft_tiny.yaml                 # one process
-    accelerate launch --num_processes 2 --cpu -m ftlab.run sft --config configs/sft_tiny.yaml
+    python -m ftlab.run sft --config configs/sft_tiny.yaml                       # one process
+    torchrun --standalone --nproc_per_node 2 -m ftlab.run sft --config configs/sft_tiny.yaml  # 2 CPU processes
     accelerate launch --num_processes 8 -m ftlab.run sft --config configs/sft_full.yaml  # 8 GPUs
 
 Tasks:
@@ -13,7 +13,11 @@ Tasks:
 - ``sft``: causal-LM instruction tuning of :func:`ftlab.models.load_causal_lm` on prompt/response
   rows (the prompt masked out of the loss), LoRA or full fine-tuning;
 - ``classifier``: the text micro-world's sentiment classifier (:func:`ftlab.models.load_text_encoder`
-  on text/label rows), LoRA or full.
+  on text/label rows), LoRA or full;
+- ``dpo``: preference tuning (lesson 06) on prompt/chosen/rejected rows with :func:`ftlab.dpo.train_dpo`:
+  the SFT adapter (``sft_adapter``: a folder, ``auto`` for lesson 05's if it is on disk, or null)
+  is merged into the base, a fresh LoRA trains on top, and the reference is the same model with
+  that LoRA disabled; with ``method: full`` the reference is a frozen copy.
 
 A config is one flat YAML mapping: the task's keys (:data:`TASK_KEYS`) and any
 :class:`ftlab.train.TrainConfig` field (``lr``, ``num_steps``, ``batch_size``, ``grad_accum``...).
@@ -40,7 +44,7 @@ import yaml
 
 from ftlab.train import TrainConfig
 
-TASKS = ("sft", "classifier")
+TASKS = ("sft", "classifier", "dpo")
 METHODS = ("lora", "full")
 
 # The task's own keys and their defaults; every TrainConfig field is allowed too.
@@ -59,9 +63,12 @@ COMMON_KEYS = {
 TASK_KEYS = {
     "sft": {**COMMON_KEYS, "target_modules": ["q_proj", "v_proj"]},
     "classifier": {**COMMON_KEYS, "target_modules": ["q_lin", "v_lin"], "num_labels": 2},
+    "dpo": {**COMMON_KEYS, "target_modules": "all-linear", "max_length": None, "beta": 0.1,
+            "sft_adapter": "auto"},
 }
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
-DATA_COLUMNS = {"sft": ("prompt", "response"), "classifier": ("text", "label")}
+DATA_COLUMNS = {"sft": ("prompt", "response"), "classifier": ("text", "label"),
+                "dpo": ("prompt", "chosen", "rejected")}
 
 
 class ConfigError(ValueError):
@@ -112,8 +119,18 @@ def load_config(task: str, path: str | Path | None = None, overrides: dict | Non
     if cfg["method"] not in METHODS:
         raise ConfigError(f"method={cfg['method']!r}; use one of {list(METHODS)}.")
     for key in ("r", "max_length"):
+        if key == "max_length" and cfg[key] is None and task == "dpo":
+            continue  # DPO's default: no truncation
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{key}={cfg[key]!r} must be an int >= 1.")
+    if task == "dpo":
+        beta = cfg["beta"]
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0:
+            raise ConfigError(f"beta={beta!r} must be a number > 0 (0.1 is TRL's default).")
+        adapter = cfg["sft_adapter"]
+        if adapter not in (None, "auto") and not (Path(adapter) / "adapter_config.json").is_file():
+            raise ConfigError(f"sft_adapter {str(adapter)!r} is not a peft adapter folder (no adapter_config.json); "
+                              "use 'auto' for lesson 05's adapter if it is on disk, or null to start from the base.")
     if cfg["train_size"] is not None and (not isinstance(cfg["train_size"], int) or cfg["train_size"] < 1):
         raise ConfigError(f"train_size={cfg['train_size']!r} must be an int >= 1, or null for every row.")
     if cfg["data_path"] is not None and not Path(cfg["data_path"]).is_file():
@@ -167,6 +184,10 @@ def read_rows(task: str, cfg: dict) -> list[dict]:
         from ftlab.data import load_instructions
 
         rows = list(load_instructions("train", profile=cfg["profile"]))
+    elif task == "dpo":
+        from ftlab.data import load_preferences
+
+        rows = list(load_preferences("train", profile=cfg["profile"]))
     else:
         from ftlab.data import load_text_classification
 
@@ -179,44 +200,47 @@ def read_rows(task: str, cfg: dict) -> list[dict]:
 
 
 def _sft_examples(rows, tokenizer, max_length):
-    """Tokenized prompt/response examples with the prompt masked, and their padding collator.
+    """Tokenized prompt/response examples with the prompt masked (ftlab.sft, lesson 05), and their collator."""
+    from ftlab.sft import SFTCollator, tokenize_dataset
 
-    ftlab.sft's (lesson 05) when it is installed; otherwise the same recipe in a few lines.
-    """
-    try:
-        from ftlab.sft import SFTCollator, tokenize_dataset
-    except ImportError:
-        SFTCollator = tokenize_dataset = None
-    if tokenize_dataset is not None:
-        return tokenize_dataset(rows, tokenizer, max_length=max_length), SFTCollator(tokenizer=tokenizer)
+    return tokenize_dataset(rows, tokenizer, max_length=max_length), SFTCollator(tokenizer=tokenizer)
 
-    import torch
 
-    from ftlab.evals import chat_prompt
-    from ftlab.train import IGNORE_INDEX
+def _sft_adapter(cfg: dict):
+    """The SFT adapter folder a DPO run starts from, or None."""
+    if cfg["sft_adapter"] != "auto":
+        return cfg["sft_adapter"]
+    from ftlab.runtime import resolve_profile
+    from ftlab.sft import default_adapter_dir
 
-    examples = []
-    for row in rows:
-        prompt = tokenizer(chat_prompt(tokenizer, row["prompt"]), add_special_tokens=False)["input_ids"]
-        answer = tokenizer(row["response"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-        ids = (prompt + answer)[:max_length]
-        labels = ([IGNORE_INDEX] * len(prompt) + answer)[:max_length]
-        if any(label != IGNORE_INDEX for label in labels[1:]):
-            examples.append({"input_ids": ids, "labels": labels})
+    path = default_adapter_dir(resolve_profile(cfg["profile"]))
+    return path if (Path(path) / "adapter_config.json").is_file() else None
 
-    def collate(batch):
-        width = max(len(ex["input_ids"]) for ex in batch)
-        out = {"input_ids": torch.full((len(batch), width), tokenizer.pad_token_id),
-               "attention_mask": torch.zeros((len(batch), width), dtype=torch.long),
-               "labels": torch.full((len(batch), width), IGNORE_INDEX)}
-        for i, ex in enumerate(batch):
-            n = len(ex["input_ids"])
-            out["input_ids"][i, :n] = torch.tensor(ex["input_ids"])
-            out["attention_mask"][i, :n] = 1
-            out["labels"][i, :n] = torch.tensor(ex["labels"])
-        return out
 
-    return examples, collate
+def build_dpo(cfg: dict, rows: list[dict]):
+    """``(model, pairs, ref_model, pad_token_id)`` for a DPO run (lesson 06's recipe)."""
+    import copy
+
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from ftlab.dpo import tokenize_pairs
+    from ftlab.models import load_causal_lm
+    from ftlab.runtime import seed_everything
+
+    seed_everything(cfg["seed"])
+    model, tokenizer = load_causal_lm(profile=cfg["profile"])
+    adapter = _sft_adapter(cfg)
+    if adapter is not None:  # start from the SFT model: its adapter merged into the base
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    pairs = tokenize_pairs(rows, tokenizer, max_length=cfg["max_length"])
+    if cfg["method"] == "lora":  # the reference is this model with the new LoRA disabled
+        targets = cfg["target_modules"]
+        model = get_peft_model(model, LoraConfig(r=cfg["r"], lora_alpha=cfg["alpha"], lora_dropout=cfg["lora_dropout"],
+                                                 target_modules=targets if isinstance(targets, str) else list(targets),
+                                                 task_type="CAUSAL_LM"))
+        return model, pairs, None, tokenizer.pad_token_id
+    reference = copy.deepcopy(model).eval().requires_grad_(False)  # full fine-tuning: a frozen copy
+    return model, pairs, reference, tokenizer.pad_token_id
 
 
 def build(task: str, cfg: dict, rows: list[dict]):
@@ -267,18 +291,30 @@ def run(task: str, cfg: dict, progress: bool = True):
     state = PartialState(cpu=device().type == "cpu")
     rows = read_rows(task, cfg)
     check_batch(cfg, len(rows), state.num_processes)  # before any model loads
-    model, data, collate = build(task, cfg, rows)
+    if task == "dpo":
+        from ftlab.dpo import train_dpo
+
+        model, data, reference, pad_id = build_dpo(cfg, rows)
+    else:
+        model, data, collate = build(task, cfg, rows)
     check_batch(cfg, len(data), state.num_processes)  # truncation may have dropped rows
     if state.is_main_process:
         print(f"ftlab.run {task}: {len(data)} examples, method {cfg['method']}, {state.num_processes} "
               f"process(es) x batch {cfg['batch_size']} x grad_accum {cfg['grad_accum']} = "
               f"{cfg['batch_size'] * cfg['grad_accum'] * state.num_processes} examples per step")
-    history = train(model, data, train_config(cfg), collate_fn=collate, progress=progress)
+    log = None
+    if task == "dpo":
+        history, log = train_dpo(model, data, train_config(cfg), beta=cfg["beta"], ref_model=reference,
+                                 pad_token_id=pad_id, progress=progress)
+    else:
+        history = train(model, data, train_config(cfg), collate_fn=collate, progress=progress)
     if state.is_main_process:
         out = Path(cfg["output_dir"])
         out.mkdir(parents=True, exist_ok=True)
         record = {"task": task, "config": cfg, "num_processes": state.num_processes,
                   "losses": history.losses, "history": history.to_dict()}
+        if log is not None:
+            record["dpo_metrics"] = log  # TRL's rewards/* per step, on the main process's pairs
         (out / "history.json").write_text(json.dumps(record, indent=1, default=str))
         model.save_pretrained(out / ("adapter" if cfg["method"] == "lora" else "model"))
         print(f"ftlab.run: losses {[round(x, 4) for x in history.losses]}")
@@ -290,7 +326,8 @@ def run(task: str, cfg: dict, progress: bool = True):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ftlab.run", description=__doc__.split("\n\n")[0],
-        epilog="Several processes: accelerate launch --num_processes N [--cpu] -m ftlab.run TASK --config FILE")
+        epilog="Several processes: torchrun --standalone --nproc_per_node N -m ftlab.run TASK --config FILE "
+               "(CPU or GPUs), or accelerate launch --num_processes N -m ftlab.run ... (GPUs)")
     parser.add_argument("task", help=f"one of {', '.join(TASKS)}")
     parser.add_argument("--config", help="a YAML file of keys (see configs/)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",

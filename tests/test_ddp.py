@@ -79,3 +79,26 @@ def test_ddp_all_reduce_makes_every_rank_hold_the_full_batch_gradient():
     assert torch.equal(r["synced"][0], r["synced"][1]), "after DDP's backward every rank holds the same gradient"
     torch.testing.assert_close(r["synced"][0], r["full_batch"], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close((r["local"][0] + r["local"][1]) / 2, r["synced"][0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="this torch build has no gloo backend")
+def test_dpo_on_two_processes_matches_one_process_with_grad_accum_2(tmp_path, monkeypatch):
+    """The DPO reference is the DDP-wrapped peft model with its adapter disabled; the step log
+    splits each process's own pairs into steps."""
+    config = ROOT / "configs" / "dpo_tiny.yaml"
+    sets = ["num_steps=3", "batch_size=4", "sft_adapter=null"]
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "ftlab.run", "dpo", "--config", str(config), "--no-progress",
+         "--set", *sets, "grad_accum=1", f"output_dir={tmp_path / 'ddp'}"],
+        cwd=ROOT, env={**_env(), "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=240)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    monkeypatch.setenv("FTLAB_PROFILE", "tiny")
+    assert main(["dpo", "--config", str(config), "--no-progress", "--set", *sets, "grad_accum=2",
+                 f"output_dir={tmp_path / 'one'}"]) == 0
+    ddp, one = (json.loads((tmp_path / d / "history.json").read_text()) for d in ("ddp", "one"))
+    assert ddp["num_processes"] == 2 and len(ddp["dpo_metrics"]) == 3
+    for a, b in zip(one["losses"], ddp["losses"]):
+        assert abs(a - b) <= REL_TOL * abs(a)
+    assert ddp["losses"][-1] < ddp["losses"][0]

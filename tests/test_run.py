@@ -99,3 +99,31 @@ def test_bad_config_exits_2_before_loading_a_model(tmp_path, capsys):
 def test_every_train_config_field_is_a_config_key():
     cfg = load_config("classifier")
     assert set(TRAIN_KEYS) <= set(cfg)
+
+
+def test_dpo_lora_from_the_base_logs_trl_metrics_and_raises_chosen_over_rejected(tmp_path):
+    rc, out = _run(tmp_path, "dpo", "dpo_tiny.yaml", "sft_adapter=null", "num_steps=6", "batch_size=8")
+    assert rc == 0
+    record = json.loads((out / "history.json").read_text())
+    metrics = record["dpo_metrics"]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    assert {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins"} <= set(metrics[0])
+    assert metrics[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)  # step 1: policy == reference
+    assert metrics[-1]["rewards/margins"] > 0 and record["losses"][-1] < math.log(2)
+    assert (out / "adapter" / "adapter_config.json").is_file()
+
+
+def test_dpo_full_uses_a_frozen_copy_as_the_reference(tmp_path):
+    rc, out = _run(tmp_path, "dpo", "dpo_tiny.yaml", "sft_adapter=null", "method=full", "lr=1e-4",
+                   "batch_size=4")
+    assert rc == 0
+    record = json.loads((out / "history.json").read_text())
+    assert record["dpo_metrics"][0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    assert (out / "model" / "config.json").is_file()
+
+
+def test_dpo_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="beta"):
+        load_config("dpo", CONFIGS / "dpo_tiny.yaml", {"beta": 0})
+    with pytest.raises(ConfigError, match="sft_adapter"):
+        load_config("dpo", CONFIGS / "dpo_tiny.yaml", {"sft_adapter": str(tmp_path)})
