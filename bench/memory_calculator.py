@@ -27,28 +27,6 @@ from ftlab import memory
 
 SMALL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              intermediate_size=320, vocab_size=500, tie_word_embeddings=True, head_dim=32)
-ALL = memory.LINEAR_NAMES
-CONFIGS = [  # method, precision, checkpointing, batch, seq, targets, optimizer
-    ("full", "fp32", False, 2, 64, (), "adamw"),
-    ("full", "fp32", True, 2, 96, (), "adamw"),
-    ("full", "bf16", False, 4, 32, (), "sgd"),
-    ("lora", "fp32", False, 2, 128, ("q_proj", "v_proj"), "adamw"),
-    ("lora", "bf16", False, 2, 64, ALL, "adamw"),
-    ("lora", "fp32", True, 4, 64, ("q_proj", "v_proj"), "adamw8bit"),
-    ("qlora", "bf16", False, 2, 64, ("q_proj", "v_proj"), "adamw"),
-    ("qlora", "bf16", True, 2, 128, ALL, "adamw8bit"),
-    ("qlora", "fp32", False, 4, 32, ("q_proj", "o_proj", "down_proj"), "adamw"),
-]
-
-
-def optimizer_for(name, model):
-    import bitsandbytes as bnb
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    return {"adamw8bit": lambda: bnb.optim.AdamW8bit(params, lr=1e-4), "sgd": lambda: torch.optim.SGD(params, lr=1e-3),
-            "adamw": lambda: torch.optim.AdamW(params, lr=1e-4)}[name]()
-
-
 def part1():
     config = LlamaConfig(**SMALL)
     folder = tempfile.mkdtemp()
@@ -58,14 +36,8 @@ def part1():
     print(f"{'method':6} {'prec':5} {'ckpt':5} {'b x s':>7} {'optimizer':10} {'weights':>8} {'grads':>7} "
           f"{'optim':>7} {'activ.':>7} {'measured activations':>21}")
     worst = 0.0
-    for method, precision, ckpt, b, s, targets, opt in CONFIGS:
-        model = memory.training_model(folder, method, precision, 16, targets or "q_proj", ckpt)
-        ids = torch.randint(3, config.vocab_size, (b, s))
-        measured = memory.measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
-                                  optimizer_for(opt, model))
-        predicted = memory.estimate(config, method=method, precision=precision, optimizer=opt, r=16,
-                                    target_modules=targets or "q_proj", batch_size=b, seq_len=s,
-                                    grad_checkpointing=ckpt, adam_state="param")
+    for method, precision, ckpt, b, s, targets, opt in memory.VALIDATION_SETUPS:
+        predicted, measured = memory.measure_setup(folder, method, precision, ckpt, b, s, targets, opt)
         ratios = [getattr(predicted, p) / getattr(measured, p) if getattr(measured, p) else 1.0
                   for p in ("weights", "gradients", "optimizer", "activations")]
         worst = max(worst, *(abs(r - 1) for r in ratios))
@@ -78,7 +50,7 @@ def part2():
     config = LlamaConfig(**memory.LLAMA_32_1B)
     t0 = time.time()
     model = memory.random_qlora_model(config, r=16)
-    counted = memory._param_bytes(model)
+    counted = memory.param_bytes(model)
     predicted = memory.estimate(config, method="qlora", precision="bf16", r=16, target_modules="all-linear")
     print(f"Part 2: Llama-3.2-1B architecture, random weights, NF4 by bitsandbytes on CPU ({time.time() - t0:.0f} s)")
     print(f"  parameters {predicted.n_params:,}; LoRA r=16 on all linears: {predicted.trainable:,} trainable")

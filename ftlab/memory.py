@@ -33,7 +33,8 @@ import torch.nn as nn
 from ftlab.quant import bits_per_parameter
 
 __all__ = ["GPUS", "ModelShape", "MemoryEstimate", "estimate", "measure", "lora_params", "nf4_bytes",
-           "shape_from_config", "training_model", "side_by_side", "METHODS", "OPTIMIZERS", "PRECISIONS",
+           "shape_from_config", "training_model", "side_by_side", "param_bytes", "make_optimizer",
+           "measure_setup", "VALIDATION_SETUPS", "METHODS", "OPTIMIZERS", "PRECISIONS",
            "KNOWN_MODELS", "known_config", "SHARDINGS", "shard"]
 
 GiB = 1024**3
@@ -505,7 +506,8 @@ def _tensor_bytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def _param_bytes(model: nn.Module) -> int:
+def param_bytes(model: nn.Module) -> int:
+    """Bytes the model's parameters (and float matrix buffers) hold, bitsandbytes' 4-bit scales included."""
     total = 0
     for p in model.parameters():
         total += _tensor_bytes(p)
@@ -607,7 +609,7 @@ def measure(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer, los
         details["max_memory_allocated"] = torch.cuda.max_memory_allocated()
         details["allocated before the step"] = before
     optimizer.zero_grad(set_to_none=True)
-    return MemoryEstimate(_param_bytes(model), grads, opt, activations, n_train, n,
+    return MemoryEstimate(param_bytes(model), grads, opt, activations, n_train, n,
                           ["measured on one training step"], details, label="measured")
 
 
@@ -704,3 +706,54 @@ def random_qlora_model(config=None, device: str = "cpu", r: int = 16, compute_dt
     keep_bnb_cpu_training_layout(model)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear"))
+
+
+def make_optimizer(name: str, params, lr: float = 1e-4) -> torch.optim.Optimizer:
+    """The optimizer the calculator's ``optimizer`` names, over the trainable ``params``:
+    "adamw", "adamw8bit" / "paged_adamw_8bit" (bitsandbytes), "sgd", "sgd_momentum"."""
+    params = [p for p in params if p.requires_grad]
+    if name in ("adamw8bit", "paged_adamw_8bit"):
+        import bitsandbytes as bnb
+
+        return (bnb.optim.PagedAdamW8bit if name.startswith("paged") else bnb.optim.AdamW8bit)(params, lr=lr)
+    if name in ("sgd", "sgd_momentum"):
+        return torch.optim.SGD(params, lr=lr, momentum=0.9 if name == "sgd_momentum" else 0.0)
+    _check_choice("optimizer", name, OPTIMIZERS + ("paged_adamw_8bit",))
+    return torch.optim.AdamW(params, lr=lr)
+
+
+# The set-ups bench/memory_calculator.py and tests/test_memory.py hold the calculator to:
+# method, precision, gradient checkpointing, batch, sequence length, LoRA targets, optimizer.
+VALIDATION_SETUPS = (
+    ("full", "fp32", False, 2, 64, (), "adamw"),
+    ("full", "fp32", True, 2, 96, (), "adamw"),
+    ("full", "bf16", False, 4, 32, (), "sgd"),
+    ("lora", "fp32", False, 2, 128, ("q_proj", "v_proj"), "adamw"),
+    ("lora", "bf16", False, 2, 64, LINEAR_NAMES, "adamw"),
+    ("lora", "fp32", True, 4, 64, ("q_proj", "v_proj"), "adamw8bit"),
+    ("qlora", "bf16", False, 2, 64, ("q_proj", "v_proj"), "adamw"),
+    ("qlora", "bf16", True, 2, 128, LINEAR_NAMES, "adamw8bit"),
+    ("qlora", "fp32", False, 4, 32, ("q_proj", "o_proj", "down_proj"), "adamw"),
+)
+
+
+def measure_setup(path, method: str, precision: str, grad_checkpointing: bool, batch_size: int, seq_len: int,
+                  target_modules=(), optimizer: str = "adamw", r: int = 16, seed: int = 1, device=None):
+    """``(predicted, measured)`` for one set-up: the model at ``path`` loaded with
+    :func:`training_model`, one step on an unpadded batch of random tokens, and :func:`estimate`
+    for the same set-up (optimizer state in the parameters' dtype, as torch keeps it)."""
+    targets = target_modules or "q_proj"
+    model = training_model(path, method, precision, r, targets, grad_checkpointing)
+    if device is not None:
+        model = model.to(device)
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, model.config.vocab_size, (batch_size, seq_len), generator=gen)
+    ids = ids.to(next(model.parameters()).device)
+    measured = measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
+                       make_optimizer(optimizer, model.parameters()))
+    predicted = estimate(model.config, method=method, precision=precision, optimizer=optimizer, r=r,
+                         target_modules=targets, batch_size=batch_size, seq_len=seq_len,
+                         grad_checkpointing=grad_checkpointing, adam_state="param")
+    predicted.label = "predicted"
+    del model
+    return predicted, measured

@@ -269,38 +269,20 @@ assert real_full.static == 12 * real_full.n_params and real_qlora.fits("T4")
 # memory depends on the shapes, not on the text.
 
 # %%
-import bitsandbytes as bnb
-
-
-def make_optimizer(name, model):
-    params = [p for p in model.parameters() if p.requires_grad]
-    if name == "adamw8bit":
-        return bnb.optim.AdamW8bit(params, lr=1e-4)  # QLoRA's paged 8-bit AdamW holds the same state
-    return torch.optim.AdamW(params, lr=1e-4)
-
-
-vocab_size = lm.config.vocab_size
 del lm  # only the models built below are measured (on a GPU, this frees its memory)
 if torch.cuda.is_available():
     torch.cuda.empty_cache()
-gen = torch.Generator().manual_seed(cfg.seed)
-ids = torch.randint(3, vocab_size, (cfg.batch_size, cfg.seq_len), generator=gen).to(device())
-batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
 checks = {}
 for method, precision, ckpt, optimizer, targets in cfg.measured:
     label = f"{method} {precision}{' ckpt' if ckpt else ''}"
-    model = memory.training_model(cfg.lm_path, method, precision, cfg.r, targets or "q_proj", ckpt).to(device())
-    measured = memory.measure(model, batch, make_optimizer(optimizer, model))
-    predicted = memory.estimate(model, method=method, precision=precision, optimizer=optimizer, r=cfg.r,
-                                target_modules=targets or "q_proj", batch_size=cfg.batch_size,
-                                seq_len=cfg.seq_len, grad_checkpointing=ckpt)
-    predicted.label = "predicted"
+    # load as the lessons train it, one step on an unpadded batch, and the estimate for the same set-up
+    predicted, measured = memory.measure_setup(cfg.lm_path, method, precision, ckpt, cfg.batch_size, cfg.seq_len,
+                                               targets, optimizer, r=cfg.r, seed=cfg.seed, device=device())
     checks[label] = (predicted, measured)
     print(f"--- {label}, {optimizer}, LoRA targets {targets or '-'}: {measured.trainable:,} trainable")
     print(memory.side_by_side(predicted, measured))
     if "max_memory_allocated" in measured.details:
         print(f"max_memory_allocated during the step: {measured.details['max_memory_allocated'] / GiB:.2f} GiB")
-    del model
 
 # %%
 static_err = max(abs(p.static / m.static - 1) for p, m in checks.values())

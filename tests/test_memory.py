@@ -73,41 +73,14 @@ def _build(path, method, precision, checkpointing, targets, r):
     return memory.training_model(path, method, precision, r, targets or "q_proj", checkpointing)
 
 
-ALL = memory.LINEAR_NAMES
-CONFIGS = [  # method, precision, checkpointing, batch, seq, targets, optimizer
-    ("full", "fp32", False, 2, 64, (), "adamw"),
-    ("full", "fp32", True, 2, 96, (), "adamw"),
-    ("full", "bf16", False, 4, 32, (), "sgd"),
-    ("lora", "fp32", False, 2, 128, ("q_proj", "v_proj"), "adamw"),
-    ("lora", "bf16", False, 2, 64, ALL, "adamw"),
-    ("lora", "fp32", True, 4, 64, ("q_proj", "v_proj"), "adamw8bit"),
-    ("qlora", "bf16", False, 2, 64, ("q_proj", "v_proj"), "adamw"),
-    ("qlora", "bf16", True, 2, 128, ALL, "adamw8bit"),
-    ("qlora", "fp32", False, 4, 32, ("q_proj", "o_proj", "down_proj"), "adamw"),
-]
-
-
-def _optimizer(name, params):
-    params = [p for p in params if p.requires_grad]
-    if name == "adamw8bit":
-        return bnb.optim.AdamW8bit(params, lr=1e-4)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=1e-3)
-    return torch.optim.AdamW(params, lr=1e-4)
+CONFIGS = memory.VALIDATION_SETUPS
 
 
 @pytest.mark.parametrize("method,precision,checkpointing,batch,seq,targets,optimizer", CONFIGS)
 def test_estimate_matches_a_measured_training_step(small_dir, method, precision, checkpointing, batch, seq,
                                                    targets, optimizer):
-    torch.manual_seed(1)
-    r = 16
-    model = _build(small_dir, method, precision, checkpointing, targets, r)
-    ids = torch.randint(3, SMALL.vocab_size, (batch, seq))
-    measured = memory.measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
-                              _optimizer(optimizer, model.parameters()))
-    predicted = memory.estimate(SMALL, method=method, precision=precision, optimizer=optimizer, r=r,
-                                target_modules=targets or "q_proj", batch_size=batch, seq_len=seq,
-                                grad_checkpointing=checkpointing, adam_state="param")
+    predicted, measured = memory.measure_setup(small_dir, method, precision, checkpointing, batch, seq, targets,
+                                               optimizer)
     assert measured.activations > 0 and measured.static > 0
     for part in ("weights", "gradients", "optimizer"):
         want, got = getattr(measured, part), getattr(predicted, part)
@@ -146,7 +119,7 @@ def test_the_llama_3_2_1b_architecture_quantized_on_cpu_matches_the_static_estim
     bitsandbytes exactly as transformers does, then peft's k-bit preparation and LoRA."""
     model = memory.random_qlora_model(r=16)
     config = LlamaConfig(**memory.LLAMA_32_1B)
-    counted = memory._param_bytes(model)
+    counted = memory.param_bytes(model)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     predicted = memory.estimate(config, method="qlora", precision="bf16", r=16, target_modules="all-linear")
     assert predicted.trainable == n_train
