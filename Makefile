@@ -4,6 +4,7 @@
 #
 #   make test      unit tests, then every notebook executed as a test (tiny profile, offline)
 #   make lessons   run every lesson headless -> build/lessons/ (HTML, executed notebooks, summary)
+#   make rehearse  every lesson in the full profile on a simulated T4 and L4, offline -> build/rehearsal/
 #   make lab       JupyterLab on notebooks/ (installs jupyterlab into .venv on first use)
 #   make sync      pair NN_topic.ipynb <-> NN_topic.py (jupytext), strip outputs, then badges
 #   make badges    rewrite Colab badges and the README lesson table from ftlab.REPO_URL
@@ -29,7 +30,7 @@ PROFILE ?= tiny
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 TEST_ENV := FTLAB_PROFILE=tiny MPLBACKEND=Agg $(OFFLINE) PIP_NO_INPUT=1
 
-.PHONY: help venv test test-unit test-notebooks lessons lab sync badges clean distclean
+.PHONY: help venv test test-unit test-notebooks lessons rehearse lab sync badges clean distclean
 
 help:
 	@sed -n 's/^#   \(make .*\)/\1/p' Makefile
@@ -73,6 +74,11 @@ test-notebooks: $(STAMP)
 lessons: $(STAMP)
 	FTLAB_PROFILE=$(PROFILE) $(if $(filter tiny,$(PROFILE)),$(OFFLINE)) \
 	  $(PY) scripts/run_lessons.py
+
+# The Colab path offline: stand-ins of the hub models and datasets (built on first use into
+# build/standins/), FTLAB_PROFILE=full, FTLAB_SIMULATE_GPU=t4 then l4, short runs.
+rehearse: $(STAMP)
+	MPLBACKEND=Agg PIP_NO_INPUT=1 $(PY) scripts/rehearse.py
 
 lab: $(STAMP)
 	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install --progress-bar off "$(JUPYTERLAB)"

@@ -47,6 +47,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
+from ftlab.runtime import capped_rows
 from ftlab.train import IGNORE_INDEX, TrainConfig, train
 
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
@@ -258,6 +259,7 @@ def preference_accuracy(model, pairs: Sequence[Mapping], ref_model=None, batch_s
     This is TRL's ``rewards/accuracies`` on an eval set. Before DPO the policy IS the reference,
     every margin is 0 and the accuracy is 50%: the model has no preference of its own yet.
     """
+    pairs = capped_rows(list(pairs), batch_size)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -276,6 +278,7 @@ def kl_to_reference(model, pairs: Sequence[Mapping], ref_model=None, batch_size:
                     pad_token_id: int = 0) -> float:
     """Mean per-token KL(pi || pi_ref) of the next-token distributions over the response tokens
     of ``pairs`` (nats per token): how far DPO moved the policy from the reference."""
+    pairs = capped_rows(list(pairs), batch_size)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ftlab.runtime import capped_rows
+
 
 def _model_device(model) -> torch.device:
     return next(model.parameters()).device
@@ -29,6 +31,8 @@ def cloze_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[s
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers; they pair up one to one.")
     if not prompts:
         raise ValueError("cloze_accuracy needs at least one prompt.")
+    prompts = capped_rows(list(prompts), batch_size)
+    answers = list(answers)[:len(prompts)]
     was_training = model.training
     model.eval()
     device = _model_device(model)
@@ -86,7 +90,7 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, max_new_tokens: int
             enc = {k: v.to(device) for k, v in enc.items()}
             new = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id)
+                                 eos_token_id=turn_end_ids(tokenizer) if chat else tokenizer.eos_token_id)
             for row in new[:, enc["input_ids"].shape[1]:]:
                 outs.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     finally:
@@ -99,5 +103,105 @@ def exact_match(model, tokenizer, rows: Sequence[dict], max_new_tokens: int = 24
     """Fraction of ``{"prompt", "response"}`` rows whose greedy chat answer equals the response."""
     if not rows:
         raise ValueError("exact_match needs at least one row.")
+    rows = capped_rows(list(rows), 32)
     outs = generate(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens)
     return sum(o == r["response"].strip() for o, r in zip(outs, rows)) / len(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measures that move for a ~1B base model in a short run (the full profile's headlines)
+
+
+def turn_end_ids(tokenizer) -> list[int]:
+    """Token ids that end an assistant's answer: the EOS, and the chat template's end-of-turn token
+    when it is another one (Llama-3's template closes a turn with ``<|eot_id|>`` while its EOS is
+    ``<|end_of_text|>``: generation that stops only at the EOS never stops after an answer)."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if getattr(tokenizer, "chat_template", None):
+        marker = "\x00ANSWER\x00"
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "q"},
+                                              {"role": "assistant", "content": marker}], tokenize=False)
+        after = text.split(marker, 1)[1] if marker in text else ""
+        for token in tokenizer.all_special_tokens:
+            if token and after.startswith(token):
+                tid = tokenizer.convert_tokens_to_ids(token)
+                if tid not in ids:
+                    ids.append(tid)
+                break
+    return ids
+
+
+@torch.no_grad()
+def response_loss(model, tokenizer, rows: Sequence[dict], max_length: int = 256, batch_size: int = 8,
+                  template: str = "chat") -> float:
+    """Held-out loss on the answers alone: mean nats per response token, prompt masked.
+
+    The number that moves first when a base model learns an instruction format: lower is better,
+    and ``exp`` of it is the perplexity of the wanted answers. Rows are ``{"prompt", "response"}``;
+    they are tokenized as for training (``ftlab.sft.tokenize_dataset``), so rows that
+    ``max_length`` would leave without an answer token are skipped, as training drops them.
+    """
+    from ftlab.sft import SFTCollator, tokenize_dataset
+
+    if not rows:
+        raise ValueError("response_loss needs at least one row.")
+    examples = tokenize_dataset(list(rows), tokenizer, max_length=max_length, template=template)
+    if not len(examples):
+        raise ValueError(f"max_length={max_length} leaves no answer token in any of the {len(rows)} rows; raise it.")
+    examples = capped_rows(list(examples), batch_size)
+    collate = SFTCollator(tokenizer=tokenizer)
+    was_training = model.training
+    model.eval()
+    device = _model_device(model)
+    total, tokens = 0.0, 0
+    try:
+        for start in range(0, len(examples), batch_size):
+            batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size]).items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            targets = batch["labels"][:, 1:]
+            mask = targets != -100
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            total -= float((picked * mask).sum())
+            tokens += int(mask.sum())
+    finally:
+        model.train(was_training)
+    return total / tokens
+
+
+def chat_format_report(model, tokenizer, rows: Sequence[dict], max_new_tokens: int = 64) -> dict:
+    """How well answers keep the chat format: ``{"ends": share, "repeats": share, "n": rows}``.
+
+    ``ends``: the share of greedy answers that stop by themselves (an EOS or end-of-turn token)
+    within ``max_new_tokens``; a base model rambles on. ``repeats``: the share that start by
+    repeating the question. Exact match is near 0 for open-ended answers at any scale; these two
+    move within a short SFT run of a 1B model.
+    """
+    if not rows:
+        raise ValueError("chat_format_report needs at least one row.")
+    rows = capped_rows(list(rows), 32)
+    stops = turn_end_ids(tokenizer)
+    was_training = model.training
+    model.eval()
+    device = _model_device(model)
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    ends = repeats = 0
+    try:
+        with torch.no_grad():
+            for start in range(0, len(rows), 16):
+                chunk = rows[start:start + 16]
+                texts = [chat_prompt(tokenizer, r["prompt"]) for r in chunk]
+                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+                enc = {k: v.to(device) for k, v in enc.items()}
+                new = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
+                for r, row in zip(chunk, new[:, enc["input_ids"].shape[1]:].tolist()):
+                    ends += any(t in stops for t in row)
+                    answer = tokenizer.decode(row, skip_special_tokens=True).strip().lower()
+                    question = r["prompt"].strip().lower()
+                    repeats += bool(question) and answer.startswith(question[:40])
+    finally:
+        tokenizer.padding_side = old_side
+        model.train(was_training)
+    return {"ends": ends / len(rows), "repeats": repeats / len(rows), "n": len(rows)}

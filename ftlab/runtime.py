@@ -13,6 +13,7 @@ import os
 import platform
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +42,12 @@ PROFILES = ("tiny", "full")
 def profile() -> str:
     """The course scale: ``"tiny"`` (micro-world, CPU, offline) or ``"full"`` (hub models, GPU).
 
-    Read from ``FTLAB_PROFILE``. Unset means ``full`` when a CUDA GPU is present, else ``tiny``.
+    Read from ``FTLAB_PROFILE``. Unset means ``full`` when a CUDA GPU is present (or simulated with ``FTLAB_SIMULATE_GPU``),
+    else ``tiny``.
     """
     value = os.environ.get("FTLAB_PROFILE", "").strip().lower()
     if not value:
-        return "full" if torch.cuda.is_available() else "tiny"
+        return "full" if torch.cuda.is_available() or simulated_gpu() is not None else "tiny"
     if value not in PROFILES:
         raise ValueError(
             f"FTLAB_PROFILE={os.environ['FTLAB_PROFILE']!r} is not a profile. Use one of "
@@ -65,8 +67,80 @@ def resolve_profile(value: str | None = None) -> str:
 
 
 def device() -> torch.device:
-    """The device lessons put models on: the first CUDA GPU if there is one, else the CPU."""
+    """The device lessons put models on: the first CUDA GPU if there is one, else the CPU.
+
+    A simulated card (``FTLAB_SIMULATE_GPU``) still computes on the CPU: it changes decisions
+    (precision, memory budget), not where tensors live.
+    """
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+GiB = 1024**3
+
+
+@dataclass(frozen=True)
+class Card:
+    """A GPU as the course budgets for it: what a Colab runtime with that card gives you."""
+
+    key: str              # "t4", "l4": FTLAB_SIMULATE_GPU's value; upper-cased, a key of memory.GPUS
+    name: str             # what torch.cuda.get_device_name() reports on it
+    capability: tuple     # CUDA compute capability: bf16 from 8.0 on, else fp16 + GradScaler
+    memory_bytes: int     # GPU memory torch sees as total_memory
+    host_ram_bytes: int   # system RAM of the runtime that comes with the card
+    simulated: bool = False
+
+    @property
+    def memory_key(self) -> str:
+        return self.key.upper()
+
+
+# Colab's runtimes: the free T4 one has 12.7 GB of system RAM, the L4 one 53 GB. GPU memory is
+# torch's total_memory (nvidia-smi: 15360 MiB on a T4, 23034 MiB on an L4), as memory.GPUS has it.
+CARDS = {
+    "t4": Card("t4", "Tesla T4", (7, 5), 15360 * 1024**2, int(12.7e9), simulated=True),
+    "l4": Card("l4", "NVIDIA L4", (8, 9), 23034 * 1024**2, int(53.0e9), simulated=True),
+}
+
+
+def simulated_gpu() -> Card | None:
+    """The card ``FTLAB_SIMULATE_GPU`` (``t4`` or ``l4``) asks the runtime to decide as on, or None.
+
+    The rehearsal (``make rehearse``) runs every lesson as on a Colab T4 and L4 without one: the
+    precision (fp16 autocast with a GradScaler on a T4, bf16 on an L4) and the memory budget are
+    the card's, while the arithmetic runs on the CPU (torch runs both autocasts there).
+    """
+    value = os.environ.get("FTLAB_SIMULATE_GPU", "").strip().lower()
+    if not value:
+        return None
+    if value not in CARDS:
+        raise ValueError(f"FTLAB_SIMULATE_GPU={os.environ['FTLAB_SIMULATE_GPU']!r} is not a card we simulate; "
+                         f"use one of {sorted(CARDS)}, or unset it to use the real hardware.")
+    return CARDS[value]
+
+
+def _host_ram_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def card() -> Card | None:
+    """The GPU this run budgets for: the real CUDA device, else the simulated one, else None (CPU)."""
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        known = next((c for c in CARDS.values() if c.name == props.name), None)
+        return Card(known.key if known else props.name, props.name, tuple(torch.cuda.get_device_capability(0)),
+                    props.total_memory, _host_ram_bytes())
+    return simulated_gpu()
+
+
+def gpu_capability() -> tuple[int, int] | None:
+    """The capability precision is decided from: the real GPU's, else the simulated card's, else None."""
+    if torch.cuda.is_available():
+        return tuple(torch.cuda.get_device_capability())
+    sim = simulated_gpu()
+    return sim.capability if sim is not None else None
 
 
 def dtype_for_capability(capability: tuple[int, int] | None) -> torch.dtype:
@@ -83,10 +157,45 @@ def dtype_for_capability(capability: tuple[int, int] | None) -> torch.dtype:
 
 
 def amp_dtype() -> torch.dtype:
-    """bf16 on capability >= 8, fp16 on a T4/V100, float32 on the CPU."""
-    if not torch.cuda.is_available():
-        return torch.float32
-    return dtype_for_capability(torch.cuda.get_device_capability())
+    """bf16 on capability >= 8, fp16 on a T4/V100, float32 on the CPU (a simulated card counts)."""
+    return dtype_for_capability(gpu_capability())
+
+
+def trainer_precision() -> dict:
+    """``fp16=`` and ``bf16=`` for Hugging Face ``TrainingArguments`` (TRL's SFTConfig, DPOConfig).
+
+    Left unset, transformers turns bf16 on whenever torch calls it supported, which a T4 answers
+    yes to while emulating it slowly. This decides from the capability, as :func:`amp_dtype`
+    does. (On a CPU with a simulated card, accelerate runs the Trainer in fp32 whatever these say.)
+    """
+    dtype = amp_dtype()
+    return {"fp16": dtype == torch.float16, "bf16": dtype == torch.bfloat16}
+
+
+def max_steps() -> int | None:
+    """The cap ``FTLAB_MAX_STEPS`` puts on every training run and evaluation, or None.
+
+    ``ftlab.train`` stops after this many optimizer steps and the evaluations score at most this
+    many batches: ``make rehearse`` uses it to run each lesson's full configuration briefly.
+    Lessons never read it; a capped run says so when it starts.
+    """
+    value = os.environ.get("FTLAB_MAX_STEPS", "").strip()
+    if not value:
+        return None
+    cap = int(value) if value.isdigit() else 0
+    if cap < 1:
+        raise ValueError(f"FTLAB_MAX_STEPS={value!r} must be a positive integer (the most optimizer steps or "
+                         "evaluation batches a run takes), or unset for no cap.")
+    return cap
+
+
+def capped(n: int, what: str = "steps") -> int:
+    """``min(n, FTLAB_MAX_STEPS)``, printing a note when the cap shortens the run."""
+    cap = max_steps()
+    if cap is None or n <= cap:
+        return n
+    print(f"FTLAB_MAX_STEPS={cap}: {what} capped at {cap} of {n}.")
+    return cap
 
 
 def seed_everything(seed: int = 0) -> int:
@@ -126,6 +235,26 @@ def data_dir() -> Path:
     )
 
 
+def capped_rows(rows, batch_size: int):
+    """The first ``FTLAB_MAX_STEPS`` batches' worth of ``rows`` (all of them without the cap).
+
+    Evaluations score what this returns and average over its length, so a capped evaluation is a
+    smaller sample, never a wrong average.
+    """
+    cap = max_steps()
+    if cap is None or len(rows) <= cap * batch_size:
+        return rows
+    print(f"FTLAB_MAX_STEPS={cap}: evaluation capped at {cap} batch(es), {cap * batch_size} of {len(rows)} rows.")
+    return rows[:cap * batch_size]
+
+
+def cache_dir() -> Path:
+    """Where full-profile datasets that are not on the Hugging Face hub are downloaded once
+    (EuroSAT): ``FTLAB_CACHE`` if set, else ``~/.cache/ftlab``."""
+    override = os.environ.get("FTLAB_CACHE", "").strip()
+    return Path(override).expanduser() if override else Path.home() / ".cache" / "ftlab"
+
+
 _LIBRARIES = ("torch", "torchvision", "transformers", "peft", "trl", "bitsandbytes",
               "datasets", "accelerate")
 
@@ -149,13 +278,18 @@ def environment() -> dict:
         "colab": in_colab(),
         "cpu_threads": torch.get_num_threads(),
     }
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info["gpu"] = props.name
-        info["gpu_memory_gb"] = round(props.total_memory / 2**30, 1)
-        info["gpu_capability"] = "%d.%d" % torch.cuda.get_device_capability()
-    else:
+    gpu = card()
+    if gpu is None:
         info["gpu"] = "none"
+    else:
+        info["gpu"] = gpu.name + (" (simulated on the CPU: FTLAB_SIMULATE_GPU)" if gpu.simulated else "")
+        info["gpu_memory_gb"] = round(gpu.memory_bytes / GiB, 1)
+        info["gpu_capability"] = "%d.%d" % gpu.capability
+        if gpu.host_ram_bytes:
+            info["host_ram_gb"] = round(gpu.host_ram_bytes / 1e9, 1)
+    cap = max_steps()
+    if cap is not None:
+        info["max_steps"] = f"{cap} (FTLAB_MAX_STEPS: every run and evaluation is capped)"
     return info
 
 

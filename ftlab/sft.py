@@ -41,6 +41,8 @@ from pathlib import Path
 
 import torch
 
+from ftlab.evals import turn_end_ids
+
 IGNORE_INDEX = -100  # the label the loss skips; the same value as ftlab.train.IGNORE_INDEX
 
 TEMPLATES = ("chat", "alpaca")
@@ -115,7 +117,9 @@ def tokenize_example(prompt: str, response: str, tokenizer, max_length: int | No
     prompt_ids = _ids(tokenizer, prompt, None, template)
     input_ids = _ids(tokenizer, prompt, response, template)
     n_prompt = common_prefix_length(prompt_ids, input_ids)  # a merge across the boundary moves it left
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in input_ids[n_prompt:]:
+    answer_ids = set(input_ids[n_prompt:])
+    if (tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in answer_ids
+            and not set(turn_end_ids(tokenizer)) & answer_ids):  # Llama-3 ends a turn with <|eot_id|>
         warnings.warn("the response has no EOS token after it: the model will not learn to stop. "
                       "Check the chat template writes the EOS after the assistant turn.", stacklevel=2)
     labels = list(input_ids) if not mask_prompt else [IGNORE_INDEX] * n_prompt + input_ids[n_prompt:]

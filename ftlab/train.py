@@ -27,7 +27,14 @@ Decisions worth knowing (each is tested in ``tests/test_train.py``):
 - An epoch is cut into windows of ``grad_accum * processes`` micro-batches; its last window
   may be shorter (it still averages over its own items). Windows never span two epochs.
 - ``precision="fp16"`` on the CPU warns and runs fp32 (CPUs have no fp16 autocast/GradScaler
-  in accelerate); ``"bf16"`` runs on the CPU.
+  in accelerate); ``"bf16"`` runs on the CPU. With a simulated T4 (``FTLAB_SIMULATE_GPU=t4``)
+  the CPU runs fp16 autocast and a GradScaler for real, as the T4 would.
+- fp16 needs fp32 master weights: a GradScaler cannot unscale fp16 gradients. Trainable fp16
+  parameters are upcast to fp32 for the run (the optimizer updates those) and cast back to fp16
+  when it ends, so the model leaves in the dtype it came in.
+- Before step 1 on a GPU (real or simulated), the memory calculator predicts the run at the
+  model's real size and a run that cannot fit the card stops with the numbers and what to try.
+- ``FTLAB_MAX_STEPS`` (``ftlab.runtime.max_steps``) caps the steps of every run: the rehearsal.
 - A checkpoint holds the trainable parameters and buffers (not frozen weights: rebuild the
   model the same way before resuming), optimizer, scheduler, GradScaler, RNGs of every process
   and the history. ``checkpoint_dir`` that already holds checkpoints needs ``resume=True``.
@@ -62,7 +69,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
-from ftlab.runtime import amp_dtype, device, seed_everything
+from ftlab.runtime import amp_dtype, capped, device, seed_everything, simulated_gpu
 
 IGNORE_INDEX = -100  # label value that the loss skips (prompt tokens, padding): the HF convention
 
@@ -514,7 +521,7 @@ def _mixed_precision(precision: str, dev: torch.device) -> str:
     """accelerate's name ("no", "bf16", "fp16") for our precision setting on this device."""
     if precision == "auto":
         return {torch.float32: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype()]
-    if precision == "fp16" and dev.type != "cuda":
+    if precision == "fp16" and dev.type != "cuda" and simulated_gpu() is None:
         # accelerate would silently run fp32 here (no fp16 autocast or GradScaler on the CPU);
         # we say so instead. bf16 is the reduced precision that works on a CPU.
         warnings.warn("precision='fp16' needs a CUDA GPU (autocast + GradScaler); on the CPU this run "
@@ -532,7 +539,35 @@ def _make_accelerator(mixed_precision: str) -> Accelerator:
         # `accelerate launch`, the state belongs to the launcher and we leave it alone.)
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, cpu=device().type == "cpu")
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=device().type == "cpu")
+    if mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        # Only a simulated T4 gets here (see _mixed_precision). accelerate leaves fp16 off on a
+        # CPU, but torch runs fp16 autocast and a GradScaler there: switch both on, so the run
+        # takes the T4's code path (and fails where a T4 would).
+        accelerator.native_amp = True
+        accelerator.scaler = torch.amp.GradScaler("cpu")
+    return accelerator
+
+
+def _fp32_master_weights(params: list[torch.nn.Parameter]) -> list[torch.nn.Parameter]:
+    """Upcast trainable fp16 parameters to fp32 in place; return those that were upcast.
+
+    Under fp16 autocast the GradScaler multiplies the loss so small gradients survive fp16, then
+    unscales them before the step, which torch refuses to do on fp16 gradients ("Attempting to
+    unscale FP16 gradients"): the weights the optimizer updates must be fp32 ("master weights").
+    Autocast still runs the matmuls in fp16. :func:`_restore_dtype` casts them back afterwards.
+    """
+    upcast = [p for p in params if p.dtype == torch.float16]
+    for p in upcast:
+        p.data = p.data.float()
+    return upcast
+
+
+def _restore_dtype(upcast: list[torch.nn.Parameter]) -> None:
+    for p in upcast:
+        p.data = p.data.half()
+        if p.grad is not None:
+            p.grad = None
 
 
 def _build_optimizer(optimizer, params: list[torch.nn.Parameter], cfg: TrainConfig):
@@ -722,13 +757,25 @@ def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
         torch.cuda.reset_peak_memory_stats(dev)
     start_time = time.perf_counter()
 
+    upcast = _fp32_master_weights(params) if mixed_precision == "fp16" else []
+    if upcast and accelerator.is_main_process:
+        print(f"train: {len(upcast)} trainable fp16 tensors kept in fp32 for the run (master weights: "
+              "the GradScaler needs fp32 gradients); cast back to fp16 at the end.")
     optimizer = _build_optimizer(optimizer, params, cfg)
     world, rank = accelerator.num_processes, accelerator.process_index
     plan_args = dict(batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, world_size=world,
                      shuffle=cfg.shuffle, seed=cfg.seed)
     steps_per_epoch = len(epoch_windows(num_examples, **plan_args))
     total_steps = cfg.num_steps or cfg.num_epochs * steps_per_epoch
-    scheduler = _make_scheduler(optimizer, cfg, total_steps)
+    scheduler_steps = total_steps  # the schedule keeps its shape when the rehearsal cap cuts the run
+    total_steps = capped(total_steps, "train steps")
+    try:
+        _check_memory(model, train_data, num_examples, collate_fn, plan_args, optimizer, mixed_precision,
+                      announce=accelerator.is_main_process)
+    except MemoryError:
+        _restore_dtype(upcast)
+        raise
+    scheduler = _make_scheduler(optimizer, cfg, scheduler_steps)
     was_training = model.training
     model.train()
     raw_model, own_forward = model, model.__dict__.get("forward")
@@ -804,6 +851,7 @@ def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
     finally:
         bar.close()
         _unprepare(raw_model, own_forward)
+        _restore_dtype(upcast)
         raw_model.train(was_training)
 
     history.seconds = time.perf_counter() - start_time
@@ -827,3 +875,27 @@ def _unprepare(raw_model: torch.nn.Module, own_forward) -> None:
         raw_model.__dict__.pop("forward", None)  # the class's forward again
     else:
         raw_model.__dict__["forward"] = own_forward
+
+
+def _check_memory(model, train_data, num_examples, collate_fn, plan_args, optimizer, mixed_precision,
+                  announce=True):
+    """Predict the run's GPU memory at the model's real size before step 1; stop if it cannot fit.
+
+    Only on a GPU (real, or simulated with ``FTLAB_SIMULATE_GPU``): the CPU has no card to fit.
+    The first micro-batch gives the batch shape; ``ftlab.budget.plan_run`` does the arithmetic.
+    """
+    from ftlab.runtime import card
+
+    gpu = card()
+    if gpu is None:
+        return None
+    from ftlab.budget import plan_run
+
+    first = epoch_windows(num_examples, **plan_args)[0][0]
+    batch = collate_fn([train_data[i] for i in first])
+    plan = plan_run(model, batch, optimizer=optimizer, mixed_precision=mixed_precision, gpu=gpu)
+    if plan is not None and announce:
+        print(plan.line())
+    if plan is not None and not plan.fits:
+        raise MemoryError(plan.advice())
+    return plan

@@ -71,8 +71,11 @@ def load_instructions(split: str = "train", profile: str | None = None):
     from datasets import load_dataset
 
     ds = load_dataset(FULL_INSTRUCTIONS, split="train").shuffle(seed=0)
-    start = 0 if split == "train" else FULL_SIZES["train"]
-    ds = ds.select(range(start, start + FULL_SIZES[split]))
+    # 1,000 train then 200 test rows, disjoint; a smaller copy keeps a fifth for the test rows
+    n_test = min(FULL_SIZES["test"], len(ds) // 5)
+    n_train = min(FULL_SIZES["train"], len(ds) - n_test)
+    start, size = (0, n_train) if split == "train" else (n_train, n_test)
+    ds = ds.select(range(start, start + size))
 
     def to_pair(ex):
         prompt = ex["instruction"] + (f"\n\n{ex['input']}" if ex["input"] else "")

@@ -375,7 +375,9 @@ def _load_full(split: str):
     if split == "test":  # SST-2's own test split has no labels (all -1): its validation is our test
         ds = sst2["validation"]
     else:
-        parts = sst2["train"].train_test_split(test_size=FULL_VALIDATION_SIZE, seed=0)
+        # 872 sentences, as many as the test split; at most a fifth of a smaller train split
+        size = min(FULL_VALIDATION_SIZE, len(sst2["train"]) // 5)
+        parts = sst2["train"].train_test_split(test_size=size, seed=0)
         ds = parts["train"] if split == "train" else parts["test"]
     ds = ds.rename_column("sentence", "text").remove_columns(["idx"])
     return ds.cast_column("label", _label_feature())

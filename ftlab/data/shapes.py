@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ftlab.runtime import data_dir, resolve_profile
+from ftlab.runtime import cache_dir, data_dir, resolve_profile
 
 IMAGE_SIZE = 32
 SOURCE_SHAPES = ("circle", "square", "triangle", "plus", "ring", "star", "semicircle", "diamond")
@@ -353,26 +353,47 @@ def _full_transform():
 def _eurosat(split: str):
     """EuroSAT RGB (Sentinel-2 satellite tiles, 64x64, 10 land-use classes), a classic few-shot
     test for CLIP. It has no official split: per class, a seeded shuffle gives 100 train images
-    (the pool k-shot sets are drawn from) and the next 100 test images."""
+    (the pool k-shot sets are drawn from) and the next 100 test images (half each if a class
+    has fewer than 200). Downloaded once into ``ftlab.runtime.cache_dir()``."""
     from torchvision import datasets
 
-    full = datasets.EuroSAT(root=str(Path.home() / ".cache" / "ftlab"), download=True, transform=_full_transform())
+    full = datasets.EuroSAT(root=str(cache_dir()), download=True, transform=_full_transform())
     targets = torch.as_tensor(full.targets)
     gen = torch.Generator().manual_seed(0)
-    start = 0 if split == "train" else EUROSAT_PER_CLASS["train"]
     picked = []
     for c in range(len(full.classes)):
         rows = torch.nonzero(targets == c).flatten()
         rows = rows[torch.randperm(len(rows), generator=gen)]
-        picked += rows[start:start + EUROSAT_PER_CLASS[split]].tolist()
+        n_train = min(EUROSAT_PER_CLASS["train"], len(rows) // 2)
+        n_test = min(EUROSAT_PER_CLASS["test"], len(rows) - n_train)
+        picked += (rows[:n_train] if split == "train" else rows[n_train:n_train + n_test]).tolist()
     return LabeledSubset(full, sorted(picked), classes=[EUROSAT_CLASSES[c] for c in full.classes])
 
 
-def _cifar10(split: str):
-    from torchvision import datasets
+FULL_CIFAR10 = "uoft-cs/cifar10"  # the hub's CIFAR-10: parquet files, no pickles to unpickle
 
-    root = Path.home() / ".cache" / "ftlab"
-    return datasets.CIFAR10(root=str(root), train=(split == "train"), download=True, transform=_full_transform())
+
+class HubImageDataset(torch.utils.data.Dataset):
+    """A Hugging Face image dataset as ``(image tensor, label)`` pairs, with ``classes`` and ``targets``."""
+
+    def __init__(self, ds, image_column: str, label_column: str, transform):
+        self.ds, self.image_column, self.transform = ds, image_column, transform
+        self.classes = list(ds.features[label_column].names)
+        self.targets = [int(t) for t in ds[label_column]]
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        image = self.ds[int(i)][self.image_column].convert("RGB")
+        return self.transform(image), self.targets[i]
+
+
+def _cifar10(split: str):
+    from datasets import load_dataset
+
+    ds = load_dataset(FULL_CIFAR10, split=split)
+    return HubImageDataset(ds, "img", "label", _full_transform())
 
 
 def shapes_dataset(task: str = "target", split: str = "train", profile: str | None = None):
@@ -384,8 +405,8 @@ def shapes_dataset(task: str = "target", split: str = "train", profile: str | No
     tiny: the micro-world's drawn shapes, 32x32, from ``data/vision``.
       - ``task="source"``: 8 shapes, the CNN's pretraining task (500 train / 1000 test shipped).
       - ``task="target"``: 6 shapes the CNN never saw, half drawn hollow (1000 train / 500 test).
-    full: ``task="target"`` is CIFAR-10 (50,000 / 10,000), resized to 224x224 and downloaded
-    once to ``~/.cache/ftlab``. The full-scale source task is ImageNet, which ResNet-50's
+    full: ``task="target"`` is CIFAR-10 (50,000 / 10,000; ``uoft-cs/cifar10`` from the hub),
+    resized to 224x224. The full-scale source task is ImageNet, which ResNet-50's
     weights already learned, so it is not a dataset here. ``task="eurosat"`` (full only) is
     EuroSAT satellite tiles, 100 train / 100 test per class: lesson 01's few-shot dataset.
 
