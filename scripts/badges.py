@@ -1,5 +1,7 @@
 """Rewrite everything that is built from ``ftlab.REPO_URL``: the README's lesson table, each
-notebook's Open-in-Colab badge, and the repository in each notebook's Colab install line.
+notebook's Open-in-Colab badge, and each notebook's Colab install line, whose repository is
+``REPO_URL`` and whose tag is ``v`` + ``ftlab.__version__`` (so a release is: bump the version,
+run this script, commit, tag).
 
     python scripts/badges.py          # rewrite what is out of date
     python scripts/badges.py --check  # exit 1 and say what would change (tests run this)
@@ -30,10 +32,11 @@ BADGE_SVG = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_RE = re.compile(
     r"\[!\[Open In Colab\]\(" + re.escape(BADGE_SVG) + r"\)\]\((?P<url>[^)\s]+)\)"
 )
-# The repository part of ftlab's pip spec in a set-up cell: ``ftlab @ git+https://github.com/o/r``
-# (the ``@ref`` after it, a tag or commit, is kept as it is).
+# ftlab's pip spec in a set-up cell, ``ftlab[quant] @ git+https://github.com/o/r@v0.3.0``: its
+# repository and its ``@ref`` are rewritten (to REPO_URL and ``v<version>``), its extras kept.
 INSTALL_RE = re.compile(
-    r"(?P<head>ftlab\s*@\s*git\+)https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_-]+(?:\.git)?"
+    r"(?P<head>ftlab(?:\[[\w,\s-]*\])?\s*@\s*git\+)"
+    r"https://github\.com/[A-Za-z0-9_.-]+/[A-Za-z0-9_-]+(?:\.git)?(?:@[\w.+-]+)?"
 )
 
 
@@ -77,14 +80,24 @@ LESSONS = (
 )
 
 
-def repo_url() -> str:
-    """``ftlab.REPO_URL`` from this checkout (not from whatever ftlab is installed)."""
+def _checkout_ftlab():
+    """The ``ftlab`` package of this checkout (not whatever ftlab is installed)."""
     sys.path.insert(0, str(ROOT))
     try:
         import ftlab
     finally:
         sys.path.pop(0)
-    return ftlab.REPO_URL
+    return ftlab
+
+
+def repo_url() -> str:
+    """``ftlab.REPO_URL`` from this checkout."""
+    return _checkout_ftlab().REPO_URL
+
+
+def version() -> str:
+    """``ftlab.__version__`` from this checkout: the release tag the install lines pin."""
+    return _checkout_ftlab().__version__
 
 
 def repo_slug(url: str) -> str:
@@ -130,12 +143,14 @@ def fix_title_cell(source: str, badge_md: str) -> str:
     return badge_md + "\n\n" + source
 
 
-def fix_install_line(source: str, url: str) -> str:
-    return INSTALL_RE.sub(lambda m: m.group("head") + git_url(url), source)
+def fix_install_line(source: str, url: str, release: str) -> str:
+    """Every ftlab git pin in ``source`` installs tag ``v<release>`` of ``url``."""
+    return INSTALL_RE.sub(lambda m: f"{m.group('head')}{git_url(url)}@v{release}", source)
 
 
-def fix_cells(cells, url: str, filename: str) -> bool:
+def fix_cells(cells, url: str, filename: str, release: str | None = None) -> bool:
     """Edit nbformat cells in place; True if anything changed."""
+    release = release or version()
     changed = False
     first_md = next((c for c in cells if c.cell_type == "markdown"), None)
     if first_md is not None:
@@ -144,14 +159,16 @@ def fix_cells(cells, url: str, filename: str) -> bool:
         first_md.source = new
     for cell in cells:
         if cell.cell_type == "code":
-            new = fix_install_line(cell.source, url)
+            new = fix_install_line(cell.source, url, release)
             changed |= new != cell.source
             cell.source = new
     return changed
 
 
-def notebook_edits(stem: str, url: str, folder: Path = NOTEBOOKS) -> dict[Path, str]:
-    """New text for each file of the pair ``stem`` that is out of date (empty if none)."""
+def notebook_edits(stem: str, url: str, folder: Path = NOTEBOOKS,
+                   release: str | None = None) -> dict[Path, str]:
+    """New text for each file of the pair ``stem`` that is out of date (empty if none); the
+    install line pins ``v<release>`` (default: this checkout's ``ftlab.__version__``)."""
     import jupytext
     import nbformat
 
@@ -161,12 +178,12 @@ def notebook_edits(stem: str, url: str, folder: Path = NOTEBOOKS) -> dict[Path, 
     if ipynb.exists():
         text = ipynb.read_text(encoding="utf-8")
         nb = nbformat.reads(text, as_version=4)
-        if fix_cells(nb.cells, url, filename):
+        if fix_cells(nb.cells, url, filename, release):
             edits[ipynb] = nbformat.writes(nb) + "\n"
     if py.exists():
         text = py.read_text(encoding="utf-8")
         nb = jupytext.reads(text, fmt="py:percent")
-        if fix_cells(nb.cells, url, filename):
+        if fix_cells(nb.cells, url, filename, release):
             sys.path.insert(0, str(Path(__file__).resolve().parent))
             try:
                 from sync_notebooks import drop_version_lines

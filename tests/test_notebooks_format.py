@@ -174,18 +174,19 @@ def check_drill_cells(ipynb: Path) -> list[str]:
     return problems
 
 
-PIN_RE = re.compile(r"ftlab\s*@\s*git\+https://github\.com/[^@\s\"']+@(?P<ref>[^\s\"']+)")
+PIN_RE = re.compile(r"(?P<req>ftlab(?:\[[^\]]*\])?)\s*@\s*git\+https://github\.com/[^@\s\"']+"
+                    r"@(?P<ref>[^\s\"']+)")
 
 
 def check_install_pin(ipynb: Path, version: str) -> list[str]:
-    """The set-up cell installs the release tag of this package version, ``v<version>``, so a
-    lesson on Colab runs the ftlab it was written for."""
+    """The set-up cell installs ``ftlab[quant]`` (bitsandbytes too) at the release tag of this
+    package version, ``v<version>``, so a lesson on Colab runs the ftlab it was written for."""
     nb = nbformat.read(ipynb, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    refs = PIN_RE.findall(code[0].source) if code else []
-    if refs != [f"v{version}"]:
-        return [f"{ipynb.name}: the set-up cell pins ftlab at {refs}, expected ['v{version}'] "
-                "(bump every notebook's pin with the version, then tag the release)"]
+    pins = PIN_RE.findall(code[0].source) if code else []
+    if pins != [("ftlab[quant]", f"v{version}")]:
+        return [f"{ipynb.name}: the set-up cell pins {pins}, expected [('ftlab[quant]', 'v{version}')] "
+                "(bump the version, then `make badges` rewrites every notebook's pin; tag the release)"]
     return []
 
 
@@ -245,10 +246,14 @@ def test_lesson_installs_the_release_of_this_version(stem):
 
 def test_install_pin_check_catches_a_stale_pin(tmp_path):
     nb = _good_notebook("01_demo")
-    nb.cells[1].source = '%pip install "ftlab @ git+https://github.com/o/ftlab@v0.0.9"\n' + nb.cells[1].source
+    nb.cells[1].source = '%pip install "ftlab[quant] @ git+https://github.com/o/ftlab@v0.0.9"\n' + nb.cells[1].source
     ipynb, _ = _write_pair(tmp_path, "01_demo", nb)
-    assert "expected ['v1.2.3']" in check_install_pin(ipynb, "1.2.3")[0]
-    nb.cells[1].source = nb.cells[1].source.replace("v0.0.9", "v1.2.3")
+    assert ("pins [('ftlab[quant]', 'v0.0.9')], expected [('ftlab[quant]', 'v1.2.3')]"
+            in check_install_pin(ipynb, "1.2.3")[0])
+    nb.cells[1].source = nb.cells[1].source.replace("ftlab[quant] @", "ftlab @").replace("v0.0.9", "v1.2.3")
+    ipynb, _ = _write_pair(tmp_path, "01_demo", nb)
+    assert "pins [('ftlab', 'v1.2.3')]" in check_install_pin(ipynb, "1.2.3")[0]  # no bitsandbytes
+    nb.cells[1].source = nb.cells[1].source.replace("ftlab @", "ftlab[quant] @")
     ipynb, _ = _write_pair(tmp_path, "01_demo", nb)
     assert check_install_pin(ipynb, "1.2.3") == []
 
@@ -406,9 +411,9 @@ def test_badges_script_rewrites_badge_and_install_line_in_both_twins(tmp_path):
     _write_pair(tmp_path, "01_demo", nb)
     edits = badges.notebook_edits("01_demo", REPO, tmp_path)
     assert set(edits) == {tmp_path / "01_demo.ipynb", tmp_path / "01_demo.py"}
-    for path, text in edits.items():
+    for path, text in edits.items():  # the repository is REPO_URL's, the tag this version's
         path.write_text(text)
-        assert "git+https://github.com/someone/ftlab@v0.1.0" in text
+        assert f"git+https://github.com/someone/ftlab@v{ftlab.__version__}" in text
         assert "github.com/old" not in text
     assert all_problems(tmp_path, "01_demo", REPO) == []
     assert badges.notebook_edits("01_demo", REPO, tmp_path) == {}
