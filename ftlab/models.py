@@ -117,6 +117,13 @@ def load_causal_lm(profile: str | None = None, quantization: str | None = None,
         tokenizer.pad_token = tokenizer.eos_token
     if tokenizer.chat_template is None:  # base models: use the micro-world's, so lessons format alike
         tokenizer.chat_template = AutoTokenizer.from_pretrained(tiny_lm_path()).chat_template
+    # Llama-3's template ends a turn with <|eot_id|> while its EOS is <|end_of_text|>: make every
+    # generate() stop at either, or a chat answer never ends.
+    from ftlab.evals import turn_end_ids
+
+    stops = turn_end_ids(tokenizer)
+    if getattr(model, "generation_config", None) is not None and len(stops) > 1:
+        model.generation_config.eos_token_id = stops
     if prof == "tiny" and qconfig is None:
         model.to(torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
     if quantization == "nf4":
