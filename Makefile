@@ -3,8 +3,10 @@
 # pyproject.toml is newer than .venv/.stamp.
 #
 #   make test      unit tests, then every notebook executed as a test (tiny profile, offline)
+#   make test-floors  unit tests against the oldest versions pyproject.toml allows (.venv-floors/)
 #   make lessons   run every lesson headless -> build/lessons/ (HTML, executed notebooks, summary)
 #   make rehearse  every lesson in the full profile on a simulated T4 and L4, offline -> build/rehearsal/
+#   make rehearse-colab  Colab's set-up cell from scratch, then lessons 00 and 04 -> build/colab-rehearsal/
 #   make lab       JupyterLab on notebooks/ (installs jupyterlab into .venv on first use)
 #   make sync      pair NN_topic.ipynb <-> NN_topic.py (jupytext), strip outputs, then badges
 #   make badges    rewrite Colab badges and the README lesson table from ftlab.REPO_URL
@@ -30,7 +32,7 @@ PROFILE ?= tiny
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 TEST_ENV := FTLAB_PROFILE=tiny MPLBACKEND=Agg $(OFFLINE) PIP_NO_INPUT=1
 
-.PHONY: help venv test test-unit test-notebooks lessons rehearse lab sync badges clean distclean
+.PHONY: help venv test test-unit test-notebooks test-floors lessons rehearse rehearse-colab lab sync badges clean distclean
 
 help:
 	@sed -n 's/^#   \(make .*\)/\1/p' Makefile
@@ -59,7 +61,7 @@ test: $(STAMP)
 	exit $$rc
 
 test-unit: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest tests -q --continue-on-collection-errors
+	$(TEST_ENV) $(PY) -m pytest tests -q --continue-on-collection-errors -m "not standins"
 
 # pytest exits 5 when it collects nothing; with no notebooks yet that is not a failure.
 test-notebooks: $(STAMP)
@@ -71,6 +73,35 @@ test-notebooks: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "no notebook collected"; rc=0; fi; \
 	exit $$rc
 
+# The same code against the floors: .venv-floors/ holds the lower bound of every range in
+# pyproject.toml (its dependencies and the quant extra), as scripts/floors.py reads them, except
+# FLOORS_PINNED, kept at requirements.txt's pins (torch and torchvision: the only builds pip can
+# install here; pytest and setuptools: the runner and ftlab's editable install). It is rebuilt
+# from scratch whenever pyproject.toml, requirements.txt or scripts/floors.py is newer than its
+# stamp. `make test-floors FLOORS_TESTS=tests` runs every unit test there.
+FLOORS_VENV := .venv-floors
+FLOORS_PY := $(FLOORS_VENV)/bin/python
+FLOORS_STAMP := $(FLOORS_VENV)/.stamp
+FLOORS_PINNED := torch torchvision pytest setuptools
+FLOORS_TESTS ?= tests/test_floors.py tests/test_lora.py tests/test_quant.py tests/test_sft.py tests/test_dpo.py \
+  tests/test_drills.py tests/test_train.py tests/test_run.py tests/test_qlora_cpu.py tests/test_adapters.py \
+  tests/test_forgetting.py tests/test_widgets.py tests/test_runtime.py tests/test_memory_models.py \
+  tests/test_memory_sharding.py tests/test_simulated_gpu.py tests/test_language_world.py tests/test_probe.py \
+  tests/test_vision_world.py tests/test_text_world.py tests/test_ddp.py
+
+$(FLOORS_STAMP): requirements.txt pyproject.toml scripts/floors.py
+	@rm -rf $(FLOORS_VENV) && $(PYTHON) -m venv $(FLOORS_VENV)
+	@$(PYTHON) scripts/floors.py --extra quant --pinned $(FLOORS_PINNED) > $(FLOORS_VENV)/floors.txt
+	@echo "installing the floors into $(FLOORS_VENV): $$(tr '\n' ' ' < $(FLOORS_VENV)/floors.txt)"
+	@{ $(FLOORS_PY) -m pip install --progress-bar off --upgrade "pip>=24" \
+	   && $(FLOORS_PY) -m pip install --progress-bar off -r $(FLOORS_VENV)/floors.txt \
+	   && $(FLOORS_PY) -m pip install --no-deps --no-build-isolation -e . ; } > $(FLOORS_VENV)/install.log 2>&1 \
+	  || { tail -n 60 $(FLOORS_VENV)/install.log; echo "pip install failed: see $(FLOORS_VENV)/install.log"; exit 1; }
+	@touch $(FLOORS_STAMP)
+
+test-floors: $(FLOORS_STAMP)
+	$(TEST_ENV) FTLAB_TEST_FLOORS="$(FLOORS_PINNED)" $(FLOORS_PY) -m pytest $(FLOORS_TESTS) -q -p no:cacheprovider
+
 lessons: $(STAMP)
 	FTLAB_PROFILE=$(PROFILE) $(if $(filter tiny,$(PROFILE)),$(OFFLINE)) \
 	  $(PY) scripts/run_lessons.py
@@ -78,7 +109,16 @@ lessons: $(STAMP)
 # The Colab path offline: stand-ins of the hub models and datasets (built on first use into
 # build/standins/), FTLAB_PROFILE=full, FTLAB_SIMULATE_GPU=t4 then l4, short runs.
 rehearse: $(STAMP)
+	$(TEST_ENV) $(PY) -m pytest tests -q -m standins -p no:cacheprovider
 	MPLBACKEND=Agg PIP_NO_INPUT=1 $(PY) scripts/rehearse.py
+
+# The set-up cell as on a fresh Colab runtime: a new build/colab-venv/ holding Colab's preinstalled
+# set (scripts/colab_preinstalled.txt) and a stand-in google.colab; FTLAB_INSTALL points the cell's
+# install line at a wheel of this checkout; lessons 00 and 04 run in the full profile on a
+# simulated T4 (stand-ins, 2 steps). COLAB_LESSONS / COLAB_ARGS change what runs.
+COLAB_LESSONS ?= 00 04
+rehearse-colab: $(STAMP)
+	PIP_NO_INPUT=1 $(PY) scripts/colab_rehearsal.py $(COLAB_LESSONS) $(COLAB_ARGS)
 
 lab: $(STAMP)
 	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install --progress-bar off "$(JUPYTERLAB)"

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pytest
 
+# Built and loaded by `make rehearse` (CI runs it), not `make test`: see tests/conftest.py.
+pytestmark = pytest.mark.standins
+
 ROOT = Path(__file__).resolve().parent.parent
 TINYLLAMA, LLAMA32 = "TinyLlama/TinyLlama_v1.1", "meta-llama/Llama-3.2-1B"
 ALPACA, ULTRAFEEDBACK = "yahma/alpaca-cleaned", "trl-lib/ultrafeedback_binarized"

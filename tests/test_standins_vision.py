@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+# Built and loaded by `make rehearse` (CI runs it), not `make test`: see tests/conftest.py.
+pytestmark = pytest.mark.standins
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

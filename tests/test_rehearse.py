@@ -1,0 +1,65 @@
+"""scripts/rehearse.py: it reads what the lessons print (memory plans) and writes the summary table."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from ftlab.budget import plan_run
+from ftlab.runtime import CARDS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def rehearse():
+    spec = importlib.util.spec_from_file_location("rehearse", ROOT / "scripts" / "rehearse.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _plan_line(card):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=16,
+                                         num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                                         vocab_size=128256, tie_word_embeddings=True))
+    model.config._name_or_path = "meta-llama/Llama-3.2-1B"
+    ids = torch.zeros(2, 128, dtype=torch.long)
+    plan = plan_run(model, {"input_ids": ids}, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                    mixed_precision="bf16", gpu=card)
+    return plan, plan.line()
+
+
+def test_the_summary_parses_every_memory_plan_line(rehearse):
+    plan, line = _plan_line(CARDS["l4"])
+    m = rehearse.PLAN.match(line)
+    assert m, line
+    assert m["model"] == "meta-llama/Llama-3.2-1B"
+    assert float(m["gpu"]) == pytest.approx(plan.gpu_peak / 2**30, abs=0.006)
+    assert float(m["usable"]) == pytest.approx(22.0, abs=0.05)  # 23034 MiB - 0.5 GiB of CUDA context
+    # priced at the real size: 1,235,814,400 parameters in fp32, trained in full with SGD
+    assert plan.estimate.n_params == 1_235_814_400
+
+
+def test_summary_rows_show_the_worst_plan_and_the_error(rehearse):
+    _, line = _plan_line(CARDS["t4"])
+    plans = [{**rehearse.PLAN.match(line).groupdict(), "line": line}]
+    results = [{"lesson": "05_sft", "card": "t4", "amp": "fp16", "seconds": 12.3, "ok": True, "error": "",
+                "headline": "", "plans": plans},
+               {"lesson": "06_dpo", "card": "t4", "amp": "fp16", "seconds": 4.0, "ok": False,
+                "error": "cell 7: MemoryError: does not fit", "headline": "", "plans": []}]
+    text = rehearse.summary(results)
+    rows = [r for r in text.splitlines() if r.startswith("| 0")]
+    assert rows[0].split(" | ")[3].startswith(plans[0]["gpu"] + " / 14.5")
+    assert rows[0].endswith("| 12.3 | ok |")
+    assert "no training run" in rows[1] and "MemoryError: does not fit" in rows[1]
+    assert "1/2 lesson runs ok" in text
+
+
+def test_unknown_card_is_refused(rehearse, capsys):
+    with pytest.raises(SystemExit):
+        rehearse.main(["--cards", "a100"])
+    assert "use one or more of t4, l4" in capsys.readouterr().err
