@@ -151,11 +151,14 @@ def main() -> None:
     model.save_pretrained(out_lm, safe_serialization=True)
     tokenizer.save_pretrained(out_lm)
     # Name the class every transformers release knows (5.x writes its new "TokenizersBackend"),
-    # so a Colab runtime with an older transformers loads the same tokenizer.
+    # and store the chat markers as "additional_special_tokens" (5.x writes a list under
+    # "extra_special_tokens", which 4.x cannot read; 5.x reads both): one file for 4.x and 5.x.
     cfg_path = out_lm / "tokenizer_config.json"
     tok_cfg = json.loads(cfg_path.read_text())
     tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-    cfg_path.write_text(json.dumps(tok_cfg, indent=2) + "\n")
+    if isinstance(tok_cfg.get("extra_special_tokens"), list):
+        tok_cfg["additional_special_tokens"] = tok_cfg.pop("extra_special_tokens")
+    cfg_path.write_text(json.dumps(dict(sorted(tok_cfg.items())), indent=2) + "\n")
     (out_lm / "quality.json").write_text(json.dumps(quality, indent=2) + "\n")
     print(json.dumps(quality, indent=2))
 

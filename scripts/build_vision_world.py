@@ -230,6 +230,12 @@ def save_clip(model: CLIPModel, tokenizer, out: Path) -> CLIPProcessor:
     processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
+    # Name the class every transformers release knows (5.x writes its new "TokenizersBackend",
+    # which 4.x cannot load); the vocabulary and ids live in tokenizer.json either way.
+    cfg_path = out / "tokenizer_config.json"
+    tok_cfg = json.loads(cfg_path.read_text())
+    tok_cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_path.write_text(json.dumps(dict(sorted(tok_cfg.items())), indent=2) + "\n")
     return processor
 
 
