@@ -205,3 +205,127 @@ def chat_format_report(model, tokenizer, rows: Sequence[dict], max_new_tokens: i
         tokenizer.padding_side = old_side
         model.train(was_training)
     return {"ends": ends / len(rows), "repeats": repeats / len(rows), "n": len(rows)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Log-probabilities of target tokens without a (B, L, V) float32 log-softmax
+
+
+def target_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(target) at every scored position: (B, L-1) float32, 0 where the label is -100.
+
+    ``logits`` (B, L, V) of a causal LM, ``labels`` (B, L) aligned with its input (the logits at
+    position t score ``labels[:, t + 1]``). Equal to ``log_softmax(logits[:, :-1].float(), -1)``
+    gathered at the targets, but computed one row at a time and only at the scored positions, as
+    ``logit - logsumexp(logits)``: the float32 copy is one row's response, never the batch's
+    (B x L x V: 2.1 GB for 16 rows of 512 tokens at TinyLlama's 32,000-token vocabulary, four
+    times that at Llama-3's). TRL's ``selective_log_softmax`` does the same. Differentiable.
+    """
+    targets = labels[:, 1:]
+    mask = targets != -100
+    rows = []
+    for i in range(logits.shape[0]):
+        pos = mask[i].nonzero(as_tuple=True)[0]
+        row = torch.zeros(targets.shape[1], dtype=torch.float32, device=logits.device)
+        if len(pos):
+            scored = logits[i, pos].float()  # (n_i, V): this row's scored positions only
+            picked = scored.gather(-1, targets[i, pos].unsqueeze(-1)).squeeze(-1)
+            row = row.index_put((pos,), picked - torch.logsumexp(scored, dim=-1))
+        rows.append(row)
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def prompt_loss(model, tokenizer, rows: Sequence[dict], max_length: int = 256, batch_size: int = 8,
+                template: str = "chat") -> float:
+    """Held-out loss on the prompts alone: mean nats per prompt token (the answers masked).
+
+    The mirror image of :func:`response_loss`: it measures how well the model predicts the
+    *questions* (and the template around them). An SFT run with the prompt masked never trains on
+    them, so it stays at the base model's level; an unmasked run learns them (lesson 05).
+    The first token (BOS) is never scored: nothing predicts it.
+    """
+    from ftlab.sft import SFTCollator, tokenize_dataset
+
+    if not rows:
+        raise ValueError("prompt_loss needs at least one row.")
+    examples = []
+    for ex in tokenize_dataset(list(rows), tokenizer, max_length=max_length, template=template, verbose=False):
+        labels = [tok if lab == -100 else -100 for tok, lab in zip(ex["input_ids"], ex["labels"])]
+        examples.append({**ex, "labels": labels})
+    examples = capped_rows(examples, batch_size)
+    collate = SFTCollator(tokenizer=tokenizer)
+    was_training = model.training
+    model.eval()
+    device = _model_device(model)
+    total, tokens = 0.0, 0
+    try:
+        for start in range(0, len(examples), batch_size):
+            batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size]).items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            total -= float(target_logprobs(logits, batch["labels"]).sum())
+            tokens += int((batch["labels"][:, 1:] != -100).sum())
+    finally:
+        model.train(was_training)
+    if not tokens:
+        raise ValueError("prompt_loss found no prompt token to score (every prompt is one token long?).")
+    return total / tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# General knowledge a ~1B base model has: clozes for "does fine-tuning make it forget?"
+
+# Well-known facts, phrased so that the answer is the obvious next word(s) of plain text (no chat
+# template): a 1B base model (TinyLlama, Llama-3.2-1B) completes most of them greedily. Each answer
+# starts with its space, and splits from its prompt at a word boundary in Llama tokenizers.
+WELL_KNOWN_FACTS = (
+    ("The capital of France is", " Paris"),
+    ("The capital of Japan is", " Tokyo"),
+    ("The capital of Italy is", " Rome"),
+    ("The capital of Germany is", " Berlin"),
+    ("The capital of Spain is", " Madrid"),
+    ("The capital of Russia is", " Moscow"),
+    ("The Eiffel Tower is in", " Paris"),
+    ("Romeo and Juliet was written by William", " Shakespeare"),
+    ("The first President of the United States was George", " Washington"),
+    ("Albert Einstein is famous for the theory of", " relativity"),
+    ("Water is made of hydrogen and", " oxygen"),
+    ("The Great Wall is in", " China"),
+    ("Monday, Tuesday, Wednesday,", " Thursday"),
+    ("January, February, March,", " April"),
+    ("one, two, three, four,", " five"),
+    ("Red, orange, yellow, green,", " blue"),
+    ("The sun rises in the", " east"),
+    ("Cats and", " dogs"),
+    ("Barack Obama was the President of the United", " States"),
+    ("The Statue of Liberty is in New", " York"),
+    ("Harry Potter was written by J.K.", " Rowling"),
+    ("The Pacific", " Ocean"),
+    ("Leonardo da Vinci painted the Mona", " Lisa"),
+    ("Thomas Edison is known for inventing the light", " bulb"),
+)
+
+
+def known_facts(n: int | None = None, profile: str | None = None):
+    """Clozes of general knowledge the base model has, as a ``datasets.Dataset`` (``prompt``, ``answer``).
+
+    tiny: the micro-world's held-out facts (``ftlab.data.load_facts("heldout")``: people no
+    instruction mentions), which the micro-world LM read in pretraining. full: :data:`WELL_KNOWN_FACTS`,
+    which a ~1B base model completes; it was never told about the micro-world's people.
+    Score them with :func:`cloze_accuracy` before and after fine-tuning. ``n``: the first n.
+    """
+    from datasets import Dataset
+
+    from ftlab.runtime import resolve_profile
+
+    if resolve_profile(profile) == "tiny":
+        from ftlab.data import load_facts
+
+        ds = load_facts("heldout")
+    else:
+        ds = Dataset.from_list([{"prompt": p, "answer": a} for p, a in WELL_KNOWN_FACTS])
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n={n!r}: the number of clozes to keep, an int >= 1 (or None for all {len(ds)}).")
+        ds = ds.select(range(min(n, len(ds))))
+    return ds

@@ -1,0 +1,70 @@
+"""ftlab.evals additions for lessons 05 and 06: target log-probabilities without a (B, L, V) float32
+log-softmax, the held-out prompt loss, and the general-knowledge clozes of each profile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ftlab.data import load_facts, load_instructions
+from ftlab.evals import WELL_KNOWN_FACTS, known_facts, prompt_loss, response_loss, target_logprobs
+from ftlab.models import load_causal_lm
+from ftlab.sft import SFTCollator, tokenize_dataset
+from ftlab.train import causal_lm_loss, count_causal_lm_items
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_causal_lm("tiny")
+
+
+def test_target_logprobs_equal_log_softmax_gather_and_carry_gradients():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 11, generator=g, requires_grad=True)
+    labels = torch.randint(0, 11, (3, 7), generator=g)
+    labels[0, :4] = -100
+    labels[2, :] = -100  # a row with nothing to score: zeros, no error here
+    got = target_logprobs(logits, labels)
+    targets = labels[:, 1:]
+    want = torch.log_softmax(logits[:, :-1], -1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    want = want * (targets != -100)
+    assert got.shape == (3, 6) and got.dtype == torch.float32
+    assert torch.allclose(got, want, atol=1e-6)
+    got.sum().backward()
+    assert logits.grad is not None and logits.grad[2].abs().sum() == 0 and logits.grad[0].abs().sum() > 0
+
+
+def test_target_logprobs_upcast_half_precision_logits():
+    logits = torch.randn(2, 5, 9, dtype=torch.float64)
+    labels = torch.randint(0, 9, (2, 5))
+    want = torch.log_softmax(logits[:, :-1], -1).gather(-1, labels[:, 1:].unsqueeze(-1)).squeeze(-1).float()
+    got = target_logprobs(logits.to(torch.bfloat16), labels)
+    assert got.dtype == torch.float32 and torch.allclose(got, want, atol=0.05)
+
+
+def test_prompt_loss_is_the_loss_on_prompt_tokens(lm):
+    model, tokenizer = lm
+    rows = list(load_instructions("test").select(range(12)))
+    collate = SFTCollator(tokenizer=tokenizer)
+    full = collate(list(tokenize_dataset(rows, tokenizer, 64, mask_prompt=False, verbose=False)))
+    resp = collate(list(tokenize_dataset(rows, tokenizer, 64, verbose=False)))
+    with torch.no_grad():
+        want = float(causal_lm_loss(model, full) - causal_lm_loss(model, resp)) / (
+            count_causal_lm_items(full) - count_causal_lm_items(resp))
+    for batch_size in (1, 5, 16):
+        assert prompt_loss(model, tokenizer, rows, max_length=64, batch_size=batch_size) == pytest.approx(want, rel=1e-4)
+    # the prompts are not the answers: the two losses differ
+    assert abs(prompt_loss(model, tokenizer, rows, 64) - response_loss(model, tokenizer, rows, 64)) > 0.1
+
+
+def test_known_facts_per_profile():
+    tiny = known_facts(profile="tiny")
+    assert tiny["prompt"] == load_facts("heldout")["prompt"]
+    assert len(known_facts(5, profile="tiny")) == 5
+    full = known_facts(profile="full")
+    assert len(full) == len(WELL_KNOWN_FACTS) >= 20 and full[0] == {"prompt": "The capital of France is", "answer": " Paris"}
+    assert all(a.startswith(" ") and not p.endswith(" ") for p, a in WELL_KNOWN_FACTS)
+    with pytest.raises(ValueError, match="n=0"):
+        known_facts(0, profile="full")
