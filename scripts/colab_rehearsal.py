@@ -325,12 +325,12 @@ def report(results: list[dict], rows: list, before: dict, after: dict, timings: 
     tested = tested_versions()
     versions = ["| library | Colab (assumed) | after the set-up cell | tests run on |", "|---|---|---|---|"]
     versions += [md_row([n, before.get(n) or "—", after.get(n) or "—",
-                         (tested.get(n) or "—") + (" (**newer than Colab gets**)" if older(after.get(n), tested.get(n))
+                         (tested.get(n) or "—") + (" (Colab's is older)" if older(after.get(n), tested.get(n))
                                                    else "")]) for n in KEY_LIBS]
     behind = [n for n in KEY_LIBS if n not in KEPT and older(after.get(n), tested.get(n))]
     if behind:
-        versions += ["", f"After the set-up cell, {', '.join(behind)} stay older than the versions the tests run on: "
-                         "pyproject.toml's floors let pip keep Colab's. A lesson that needs the newer API fails on Colab."]
+        versions += ["", f"pip kept Colab's older {', '.join(behind)} (pyproject.toml's floors allow them): on Colab "
+                         "the lessons run on versions `make test` does not, which is what this rehearsal is for."]
     check_rows = ["| check | | detail |", "|---|---|---|"]
     check_rows += [md_row([what, "ok" if ok else "**FAILED**", detail]) for what, ok, detail in rows]
     steps = ["| step | seconds |", "|---|---:|"] + [md_row([k, f"{v:.0f}"]) for k, v in timings.items()]
