@@ -193,3 +193,85 @@ def test_an_all_zero_block_dequantizes_to_zero_not_nan():
     w[64:] = torch.randn(64)
     out = quant.dequantize_nf4(quant.quantize_nf4(w))
     assert torch.isfinite(out).all() and torch.equal(out[:64], torch.zeros(64))
+
+
+# -- streamed errors (lesson 04, section 1) -------------------------------------------------------
+
+def test_codebook_errors_streamed_equals_the_concatenated_measure():
+    """What lesson 04 used to compute on one concatenated tensor, now streamed tensor by tensor."""
+    gen = torch.Generator().manual_seed(1)
+    weights = [torch.randn(*s, generator=gen).half() * 0.02 for s in ((64, 128), (192, 64), (5, 640))]
+    grids = {"int4": quant.int4_codebook(), "NF4": quant.NF4_CODEBOOK}
+    streamed = quant.codebook_errors(iter(weights), grids, chunk=192)  # slices smaller than the tensors
+    real = torch.cat([w.flatten() for w in weights]).float()
+    for name, cb in grids.items():
+        idx, absmax = quant.quantize_with_codebook(real, cb, 64)
+        back = quant.dequantize_with_codebook(idx, absmax, cb, 64)
+        expected = ((back - real) ** 2).mean().item() / real.var().item()
+        assert streamed[name] == pytest.approx(expected, rel=1e-5)
+    assert (streamed.numel, streamed.tensors, streamed.largest) == (real.numel(), 3, 192 * 64)
+    with pytest.raises(ValueError, match="codebooks is empty"):
+        quant.codebook_errors(weights, {})
+    with pytest.raises(ValueError, match="at least 2 weights"):
+        quant.codebook_errors([torch.ones(1)], grids)
+
+
+@pytest.mark.parametrize("chunk", [64, 100, 256, 1 << 20])
+def test_slicing_changes_no_code_and_no_scale(chunk):
+    """Chunked quantization (whole blocks per slice) is the same arithmetic as one pass."""
+    w = torch.randn(333, 77).to(torch.bfloat16)  # a last partial block, odd sizes
+    ref_idx, ref_absmax = quant.quantize_with_codebook(w, quant.NF4_CODEBOOK, 64, chunk=1 << 30)
+    idx, absmax = quant.quantize_with_codebook(w, quant.NF4_CODEBOOK, 64, chunk=chunk)
+    assert torch.equal(idx, ref_idx) and torch.equal(absmax, ref_absmax)
+    back = quant.dequantize_with_codebook(idx, absmax, quant.NF4_CODEBOOK, 64, dtype=torch.bfloat16, chunk=chunk)
+    ref = quant.dequantize_with_codebook(ref_idx, ref_absmax, quant.NF4_CODEBOOK, 64, chunk=1 << 30)
+    assert back.dtype == torch.bfloat16 and torch.equal(back, ref.to(torch.bfloat16))
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        quant.quantize_with_codebook(w, quant.NF4_CODEBOOK, 64, chunk=0)
+
+
+# -- QLoRA by hand vs bitsandbytes + peft, on one device (lesson 04) ----------------------------------
+
+def _devices(module) -> set:
+    found = {t.device for t in list(module.parameters()) + list(module.buffers())}
+    for p in module.parameters():
+        state = getattr(p, "quant_state", None)
+        if state is not None:
+            found |= {state.absmax.device, state.code.device}
+    return found
+
+
+def test_qlora_layer_pair_is_equal_and_on_the_one_device_asked_for():
+    """Lesson 04 compared a layer built from the model (on the GPU at full scale) with one moved
+    to the CPU, on a CPU input: a device mismatch only a GPU shows. The pair now starts from a
+    float32 copy on the device it is given; here the source is a half-precision layer, as the
+    full profile loads it, and everything must come out float32 on that one device."""
+    torch.manual_seed(0)
+    source = torch.nn.Linear(128, 64, bias=True).half()
+    mine, theirs = quant.qlora_layer_pair(source, r=8, alpha=16, blocksize=64, device="cpu")
+    assert _devices(mine) == _devices(theirs) == {torch.device("cpu")}
+    assert mine.A.dtype == theirs.lora_A["default"].weight.dtype == torch.float32
+    assert torch.equal(mine.B, theirs.lora_B["default"].weight) and mine.B.abs().sum() > 0
+    x = torch.randn(3, 5, 128)
+    assert (mine(x) - theirs(x)).abs().max() <= 1e-5
+    assert [n for n, p in mine.named_parameters() if p.requires_grad] == ["A", "B"]
+    assert source.weight.dtype == torch.float16  # the model's layer is left as it was
+    with pytest.raises(TypeError, match="nn.Linear"):
+        quant.qlora_layer_pair(torch.nn.Conv1d(3, 3, 1))
+
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the full profile's model lives there)")
+def test_on_a_gpu_the_pair_comes_to_the_cpu_and_streaming_stays_on_the_gpu():
+    """Lesson 04 at full scale: the model sits on the GPU in fp16. The QLoRA pair is built on the
+    CPU from it, and the streamed errors are computed on the GPU, equal to the CPU's."""
+    torch.manual_seed(0)
+    source = torch.nn.Linear(128, 64, bias=False).half().cuda()
+    mine, theirs = quant.qlora_layer_pair(source, r=8, alpha=16, device="cpu")
+    assert _devices(mine) == _devices(theirs) == {torch.device("cpu")}
+    x = torch.randn(3, 128)
+    assert (mine(x) - theirs(x)).abs().max() <= 1e-5
+    weights = [torch.randn(256, 128).half().cuda() * 0.02 for _ in range(3)]
+    on_gpu = quant.codebook_errors(iter(weights), {"NF4": quant.NF4_CODEBOOK})
+    on_cpu = quant.codebook_errors([w.cpu() for w in weights], {"NF4": quant.NF4_CODEBOOK})
+    assert on_gpu["NF4"] == pytest.approx(on_cpu["NF4"], rel=1e-5)
