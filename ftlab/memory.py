@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from ftlab.quant import bits_per_parameter
+from ftlab.quant import bits_per_parameter, require_bitsandbytes
 
 __all__ = ["GPUS", "ModelShape", "MemoryEstimate", "estimate", "measure", "lora_params", "nf4_bytes",
            "shape_from_config", "training_model", "side_by_side", "param_bytes", "make_optimizer",
@@ -635,6 +635,7 @@ def training_model(path, method: str = "full", precision: str = "fp32", r: int =
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     kwargs = {}
     if method == "qlora":
+        require_bitsandbytes("method='qlora' (the 4-bit NF4 base)")
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa", **kwargs)
@@ -672,7 +673,7 @@ def random_qlora_model(config=None, device: str = "cpu", r: int = 16, compute_dt
     decoder linear quantized to NF4 (double quantization) by bitsandbytes, exactly as
     transformers does when it loads a checkpoint; then prepare_model_for_kbit_training and peft
     LoRA on all linears. Nothing is downloaded, so memory figures can be checked offline."""
-    import bitsandbytes as bnb
+    bnb = require_bitsandbytes("memory.random_qlora_model (bitsandbytes NF4 layers)")
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -710,15 +711,15 @@ def random_qlora_model(config=None, device: str = "cpu", r: int = 16, compute_dt
 
 def make_optimizer(name: str, params, lr: float = 1e-4) -> torch.optim.Optimizer:
     """The optimizer the calculator's ``optimizer`` names, over the trainable ``params``:
-    "adamw", "adamw8bit" / "paged_adamw_8bit" (bitsandbytes), "sgd", "sgd_momentum"."""
+    "adamw", "adamw8bit" / "paged_adamw_8bit" (bitsandbytes: ``pip install 'ftlab[quant]'``),
+    "sgd", "sgd_momentum"."""
+    _check_choice("optimizer", name, OPTIMIZERS + ("paged_adamw_8bit",))
     params = [p for p in params if p.requires_grad]
     if name in ("adamw8bit", "paged_adamw_8bit"):
-        import bitsandbytes as bnb
-
+        bnb = require_bitsandbytes(f"optimizer={name!r} (bitsandbytes' 8-bit AdamW)")
         return (bnb.optim.PagedAdamW8bit if name.startswith("paged") else bnb.optim.AdamW8bit)(params, lr=lr)
     if name in ("sgd", "sgd_momentum"):
         return torch.optim.SGD(params, lr=lr, momentum=0.9 if name == "sgd_momentum" else 0.0)
-    _check_choice("optimizer", name, OPTIMIZERS + ("paged_adamw_8bit",))
     return torch.optim.AdamW(params, lr=lr)
 
 
@@ -749,11 +750,37 @@ def measure_setup(path, method: str, precision: str, grad_checkpointing: bool, b
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, model.config.vocab_size, (batch_size, seq_len), generator=gen)
     ids = ids.to(next(model.parameters()).device)
-    measured = measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
-                       make_optimizer(optimizer, model.parameters()))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    opt = make_optimizer(optimizer, model.parameters())
+    _plan_step(model, batch, opt, precision)
+    measured = measure(model, batch, opt)
     predicted = estimate(model.config, method=method, precision=precision, optimizer=optimizer, r=r,
                          target_modules=targets, batch_size=batch_size, seq_len=seq_len,
                          grad_checkpointing=grad_checkpointing, adam_state="param")
     predicted.label = "predicted"
-    del model
+    del model, opt, batch, ids
+    if torch.cuda.is_available():  # hand the step's memory back before the next set-up is measured
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
     return predicted, measured
+
+
+def _plan_step(model, batch, optimizer, precision: str):
+    """On a GPU (real, or simulated with ``FTLAB_SIMULATE_GPU``), the memory plan of the step about
+    to be measured, at the model's real size, as ``ftlab.train`` prints it before a run; stop with
+    the calculator's advice if it cannot fit the card. On a CPU, nothing. Returns the plan or None."""
+    from ftlab.runtime import card
+
+    gpu = card()
+    if gpu is None:
+        return None
+    from ftlab.budget import plan_run
+
+    plan = plan_run(model, batch, optimizer=optimizer, mixed_precision="no" if precision == "fp32" else precision,
+                    gpu=gpu)
+    print(plan.line())
+    if not plan.fits:
+        raise MemoryError(plan.advice())
+    return plan

@@ -71,6 +71,9 @@ def quantization_config(quantization: str | None, compute_dtype: torch.dtype | N
         raise ValueError(f"quantization={quantization!r}; use one of {QUANTIZATIONS}.")
     if quantization is None:
         return None
+    from ftlab.quant import require_bitsandbytes
+
+    require_bitsandbytes(f"quantization={quantization!r}")
     from transformers import BitsAndBytesConfig
 
     if quantization == "int8":

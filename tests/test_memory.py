@@ -182,3 +182,65 @@ def test_table_and_fits():
     assert est.fits(10 * est.total, context=0) and not est.fits(est.total // 2, context=0)
     assert est.headroom(est.peak, context=0) == 0 and est.peak == est.total + est.transient > est.total
     assert est.total == sum(est.parts().values())
+
+
+# -- bitsandbytes missing: a clear error naming the install ------------------------------------------
+
+@pytest.fixture
+def no_bitsandbytes(monkeypatch):
+    """As on a runtime where only `pip install ftlab` ran: importing bitsandbytes fails."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # `import bitsandbytes` raises ImportError
+
+
+@pytest.mark.parametrize("name", ["adamw8bit", "paged_adamw_8bit"])
+def test_8bit_optimizer_without_bitsandbytes_names_the_install(no_bitsandbytes, name):
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    with pytest.raises(ImportError, match=r"pip install 'ftlab\[quant\]'.*bitsandbytes") as info:
+        memory.make_optimizer(name, params)
+    assert name in str(info.value) and "optimizer='adamw'" in str(info.value)
+    assert isinstance(memory.make_optimizer("adamw", params), torch.optim.AdamW)  # the rest still works
+
+
+def test_qlora_set_ups_without_bitsandbytes_name_the_install(no_bitsandbytes, tmp_path):
+    from ftlab.models import quantization_config
+
+    with pytest.raises(ImportError, match=r"method='qlora'.*ftlab\[quant\]"):
+        memory.training_model(tmp_path, method="qlora")
+    with pytest.raises(ImportError, match=r"quantization='nf4'.*ftlab\[quant\]"):
+        quantization_config("nf4")
+    assert quantization_config(None) is None
+
+
+def test_unknown_optimizer_is_refused_before_anything_is_imported():
+    with pytest.raises(ValueError, match="optimizer='adam8'"):
+        memory.make_optimizer("adam8", [torch.nn.Parameter(torch.zeros(1))])
+
+
+# -- lesson 07's measured set-ups on a card: the memory plan first --------------------------------------
+
+def test_measured_set_up_prints_its_memory_plan_on_a_card(small_dir, monkeypatch, capsys):
+    monkeypatch.setenv("FTLAB_SIMULATE_GPU", "t4")
+    predicted, measured = memory.measure_setup(small_dir, "lora", "fp16", True, 2, 32, ("q_proj",), "adamw")
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("Memory plan:")]
+    assert len(line) == 1 and "Tesla T4" in line[0] and "fp16" in line[0] and "batch 2 x 32" in line[0]
+    assert measured.static == pytest.approx(predicted.static, rel=0.01)
+    monkeypatch.delenv("FTLAB_SIMULATE_GPU")
+    memory.measure_setup(small_dir, "lora", "fp32", False, 2, 32, ("q_proj",), "adamw")
+    assert "Memory plan:" not in capsys.readouterr().out  # no card, no plan
+
+
+def test_a_measured_set_up_that_cannot_fit_the_card_stops_with_the_calculators_advice(monkeypatch, tmp_path):
+    monkeypatch.setenv("FTLAB_SIMULATE_GPU", "t4")
+    # Llama-3.2-1B's depth at a tiny width, named as the hub repo: the plan prices it at its real
+    # 1.24B parameters, parameter by parameter (as the rehearsal's stand-ins are priced)
+    narrow = LlamaConfig(hidden_size=64, num_hidden_layers=16, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=128, vocab_size=500, tie_word_embeddings=True, head_dim=16)
+    LlamaForCausalLM(narrow).save_pretrained(tmp_path)
+    model = memory.training_model(tmp_path, "full", "fp32")
+    model.config._name_or_path = "meta-llama/Llama-3.2-1B"
+    ids = torch.randint(3, narrow.vocab_size, (4, 64))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    with pytest.raises(MemoryError, match="does not fit the Tesla T4.*8-bit AdamW"):
+        memory._plan_step(model, batch, memory.make_optimizer("adamw", model.parameters()), "fp32")
