@@ -563,6 +563,33 @@ def _fp32_master_weights(params: list[torch.nn.Parameter]) -> list[torch.nn.Para
     return upcast
 
 
+def _convolutions_in_fp32(model: torch.nn.Module, mixed_precision: str, dev: torch.device) -> list:
+    """fp16 autocast on the CPU (a simulated T4 only): convolutions run in fp32. Returns hook handles.
+
+    torch's CPU fp16 convolution backward is a slow reference kernel (a ResNet-50 step at 224x224
+    takes minutes per image), so there each convolution runs with autocast off, in fp32, and
+    passes fp16 on, as a T4's fp16 convolution would; every other op keeps fp16 autocast. A real
+    GPU (or bf16, or fp32) registers nothing.
+    """
+    if mixed_precision != "fp16" or dev.type != "cpu":
+        return []
+
+    def before(module, args):
+        module._ftlab_autocast = torch.is_autocast_enabled("cpu")
+        if module._ftlab_autocast:
+            torch.set_autocast_enabled("cpu", False)
+            return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    def after(module, args, output):
+        if module.__dict__.pop("_ftlab_autocast", False):
+            torch.set_autocast_enabled("cpu", True)
+            return output.half()
+
+    convs = [m for m in model.modules()  # fp32 weights only: a frozen fp16 conv stays as it is
+             if isinstance(m, torch.nn.modules.conv._ConvNd) and m.weight.dtype == torch.float32]
+    return [h for m in convs for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
+
+
 def _restore_dtype(upcast: list[torch.nn.Parameter]) -> None:
     for p in upcast:
         p.data = p.data.half()
@@ -780,6 +807,7 @@ def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
     model.train()
     raw_model, own_forward = model, model.__dict__.get("forward")
     model, optimizer = accelerator.prepare(model, optimizer)  # device, DDP, autocast on forward
+    conv_hooks = _convolutions_in_fp32(raw_model, mixed_precision, dev)
     model.zero_grad(set_to_none=True)  # stale gradients from a cell run earlier would be added
     data_plan = {"num_examples": num_examples, **plan_args}
 
@@ -850,6 +878,8 @@ def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
         raise
     finally:
         bar.close()
+        for hook in conv_hooks:
+            hook.remove()
         _unprepare(raw_model, own_forward)
         _restore_dtype(upcast)
         raw_model.train(was_training)
