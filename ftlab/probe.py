@@ -35,8 +35,9 @@ Decisions worth knowing (each is tested in ``tests/test_probe.py``):
   BatchNorm layers in eval mode; :func:`unfreeze` lets them train again.
 - The cache key is the model class, the kind of feature, ``CACHE_FORMAT``, a sha256 of the
   weights that make the features (BatchNorm statistics included; a ResNet's ``fc`` and CLIP's
-  text tower excluded) and a sha256 of the data: raw images and labels for the micro-world,
-  CIFAR-10 and tensors; file paths and the transform for an ``ImageFolder`` (EuroSAT); the
+  text tower excluded) and a sha256 of the data: raw images and labels for the micro-world and
+  tensors; the Hugging Face dataset's fingerprint, labels and transform for the hub's CIFAR-10
+  (no image is decoded); file paths and the transform for an ``ImageFolder`` (EuroSAT); the
   indices for a subset. A changed key writes a new file and old ones are never read again (nor
   deleted). Features are computed in fp32, so a hit returns what a miss computed. A corrupt file
   is a miss; files are written atomically.
@@ -44,6 +45,14 @@ Decisions worth knowing (each is tested in ``tests/test_probe.py``):
 - The k-NN votes with cosine similarities, over at most as many neighbours as training points.
 - The k-shot curve fits the L-BFGS probe (no learning rate to tune for a handful of examples)
   and averages over several draws; 1-shot results vary by a few points from draw to draw.
+- ``FTLAB_MAX_STEPS`` (the rehearsal, ``ftlab.runtime.max_steps``) caps every pass over images:
+  :func:`extract_features` and :func:`accuracy` read at most that many batches of their
+  ``batch_size``, spread evenly over the dataset (so a class-sorted set such as EuroSAT keeps
+  every class), and say so; the k-shot curve then keeps the k its capped features can supply.
+  Training is capped by :func:`ftlab.train.train`. Without the cap nothing changes. (These
+  rehearsal decisions are tested in ``tests/test_probe_full_path.py``.)
+- Features are computed in fp32, without autocast, on every device: a cache hit returns what a
+  miss computed, bit for bit, and a CPU has no fast half-precision convolutions anyway.
 """
 
 from __future__ import annotations
@@ -64,12 +73,14 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from ftlab._tinyvision import (RESNETS, backbone_features, clip_encode_images, clip_encode_text,
                                load_vision_backbone, logistic_probe_accuracy)
 from ftlab.models import count_parameters
+from ftlab.runtime import cache_dir as _ftlab_cache_dir
+from ftlab.runtime import max_steps
 
 __all__ = ["BACKBONES", "build_linear_probe", "trainable_count", "trainable_names", "freeze",
            "unfreeze", "differential_lr_groups", "FeatureSet", "extract_features",
            "feature_cache_dir", "weights_fingerprint", "data_fingerprint", "accuracy", "train_head",
            "ridge_probe", "logistic_probe_accuracy", "zero_shot_head", "knn_accuracy",
-           "sample_per_class", "k_shot_curve"]
+           "sample_per_class", "k_shot_curve", "capped_examples"]
 
 BACKBONES = RESNETS  # the names build_linear_probe knows (torchvision ResNets)
 HEAD = "fc"  # torchvision's name for a ResNet's classifier; the tiny CNN keeps it
@@ -217,8 +228,32 @@ class FeatureSet(Dataset):
 
 
 def feature_cache_dir() -> Path:
-    """Where :func:`extract_features` keeps its files: ``FTLAB_CACHE_DIR`` or ``~/.cache/ftlab/features``."""
-    return Path(os.environ.get("FTLAB_CACHE_DIR") or Path.home() / ".cache" / "ftlab" / "features")
+    """Where :func:`extract_features` keeps its files: ``FTLAB_CACHE_DIR``, else ``features/`` in
+    :func:`ftlab.runtime.cache_dir` (``FTLAB_CACHE``, default ``~/.cache/ftlab``)."""
+    override = os.environ.get("FTLAB_CACHE_DIR", "").strip()
+    return Path(override).expanduser() if override else _ftlab_cache_dir() / "features"
+
+
+def capped_examples(data, batch_size: int, what: str = "pass"):
+    """``data`` itself, or under ``FTLAB_MAX_STEPS`` (the rehearsal) at most that many batches of
+    ``batch_size`` examples of it, spread evenly over ``data``, with a note saying so.
+
+    Evenly spread rather than the first rows: a dataset sorted by class (an ``ImageFolder`` such
+    as EuroSAT) keeps its classes. A :class:`FeatureSet` stays a FeatureSet; any other dataset
+    becomes a :class:`ftlab.data.shapes.LabeledSubset` (``classes`` and ``targets`` kept).
+    """
+    cap = max_steps()
+    if cap is None or len(data) <= cap * batch_size:
+        return data
+    n = cap * batch_size
+    rows = [i * len(data) // n for i in range(n)]  # distinct, since n < len(data)
+    print(f"FTLAB_MAX_STEPS={cap}: {what} capped at {cap} batch(es), {n} of {len(data)} examples "
+          "(spread evenly over the dataset).")
+    if isinstance(data, FeatureSet):
+        return data.subset(rows)
+    from ftlab.data.shapes import LabeledSubset
+
+    return LabeledSubset(data, rows)
 
 
 def _is_clip(model) -> bool:
@@ -264,12 +299,20 @@ def _hash_data(h, ds) -> None:
     """Feed what identifies a dataset's images and labels to ``h``, without decoding every image
     where the dataset holds its raw data (the micro-world, CIFAR-10, an ImageFolder)."""
     h.update(type(ds).__name__.encode())
+    hub = getattr(ds, "ds", None)  # ftlab.data.shapes.HubImageDataset: the hub's CIFAR-10
     if isinstance(ds, Subset):
         _hash_tensor(h, torch.as_tensor(list(ds.indices), dtype=torch.long))
         _hash_data(h, ds.dataset)
     elif isinstance(ds, TensorDataset):
         for t in ds.tensors:
             _hash_tensor(h, t)
+    elif getattr(hub, "_fingerprint", None) and hasattr(ds, "image_column"):
+        # A Hugging Face dataset: its fingerprint names its data files (and their modification
+        # times) or its in-memory content, and every select/shuffle applied. Decoding and hashing
+        # every image instead would take minutes on CIFAR-10's 50,000 (once per extraction).
+        h.update(f"{hub._fingerprint}|{ds.image_column}|{len(hub)}".encode())
+        _hash_tensor(h, torch.as_tensor(ds.targets))
+        h.update(repr(getattr(ds, "transform", None)).encode())
     elif isinstance(getattr(ds, "images", None), torch.Tensor):  # the micro-world's ShapesDataset
         _hash_tensor(h, ds.images)
         _hash_tensor(h, torch.as_tensor(ds.targets))
@@ -325,7 +368,9 @@ def extract_features(model, dataset, *, use_cache: bool = True, cache_dir: str |
     ``model``: a ResNet-style net (its penultimate features, ``fc.in_features`` wide, via
     :func:`ftlab._tinyvision.backbone_features`) or a ``transformers.CLIPModel`` (unit-length
     image embeddings, :func:`ftlab._tinyvision.clip_encode_images`). ``dataset`` yields
-    ``(image [3, H, W], label)``. Runs on the model's device, in eval mode.
+    ``(image [3, H, W], label)``. Runs on the model's device, in eval mode, in fp32.
+    Under ``FTLAB_MAX_STEPS`` only that many batches of ``batch_size`` images are read
+    (:func:`capped_examples`).
 
     With ``use_cache`` the result is stored in ``cache_dir`` (default :func:`feature_cache_dir`)
     as ``<kind>-<weights hash>-<data hash>.safetensors`` and read from there next time: same
@@ -337,6 +382,7 @@ def extract_features(model, dataset, *, use_cache: bool = True, cache_dir: str |
         raise ValueError("the dataset is empty (0 images): there are no features to extract. "
                          "Check the split, or the subset size.")
     classes = getattr(dataset, "classes", None)
+    dataset = capped_examples(dataset, batch_size, "feature extraction")
     start = time.perf_counter()
     path = None
     if use_cache:
@@ -392,10 +438,12 @@ def accuracy(model: nn.Module, data, batch_size: int = 256) -> float:
     """Fraction of ``data`` that ``model`` classifies right (a float in 0..1).
 
     ``data`` yields ``(input, label)``: images for a whole network, or a :class:`FeatureSet`
-    for a head alone. Runs in eval mode on the model's device; the mode is restored.
+    for a head alone. Runs in eval mode on the model's device; the mode is restored. Under
+    ``FTLAB_MAX_STEPS`` it scores that many batches of ``batch_size`` (:func:`capped_examples`).
     """
     if len(data) == 0:
         raise ValueError("cannot score an empty dataset (0 examples).")
+    data = capped_examples(data, batch_size, "accuracy")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -503,16 +551,30 @@ def knn_accuracy(train: FeatureSet, test: FeatureSet, neighbors: int = 5) -> flo
     return (votes.argmax(1) == test.labels).float().mean().item()
 
 
+def _class_name(data: FeatureSet, c: int) -> str:
+    return f"class {c} ({data.classes[c]!r})" if data.classes and c < len(data.classes) else f"class {c}"
+
+
+def _smallest_class(data: FeatureSet) -> tuple[int, int]:
+    """(label, count) of the class with the fewest examples among those present."""
+    counts = torch.bincount(data.labels)
+    present = torch.nonzero(counts).flatten()
+    c = int(present[counts[present].argmin()])
+    return c, int(counts[c])
+
+
 def sample_per_class(data: FeatureSet, k: int, seed: int = 0) -> FeatureSet:
     """A k-shot training set: ``k`` random examples of every class (``K * k`` rows), seeded."""
-    if k < 1:
-        raise ValueError(f"k={k!r}: a k-shot set needs at least 1 example per class.")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k={k!r}: a k-shot set needs an int of at least 1 example per class.")
     gen = torch.Generator().manual_seed(seed)
     picked = []
     for c in sorted(data.labels.unique().tolist()):
         rows = torch.nonzero(data.labels == c).flatten()
         if len(rows) < k:
-            raise ValueError(f"class {c} has only {len(rows)} examples; cannot draw {k} per class.")
+            raise ValueError(f"{_class_name(data, c)} has only {len(rows)} examples; cannot draw {k} per class. "
+                             f"Use k <= {_smallest_class(data)[1]} (the smallest class), or a larger "
+                             "training pool to draw from.")
         picked.append(rows[torch.randperm(len(rows), generator=gen)[:k]])
     return data.subset(torch.cat(picked))
 
@@ -525,7 +587,27 @@ def k_shot_curve(train: FeatureSet, test: FeatureSet, shots=(1, 2, 4, 8, 16), se
     L-BFGS probe (:func:`logistic_probe_accuracy`) and score the k-NN, both on all of ``test``.
     Returns ``{"shots": [...], "probe": [...], "knn": [...], "probe_std": [...], "knn_std": [...]}``,
     means (and standard deviations) over the seeds, accuracies in 0..1.
+
+    Every class of ``train`` must hold at least ``max(shots)`` examples, else a ValueError names
+    the smallest class. Under ``FTLAB_MAX_STEPS`` (the rehearsal), whose capped features hold a
+    few examples per class, the curve keeps the k that the smallest class can supply, and says so.
     """
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(f"a k-shot curve needs training and test features; got {len(train)} and {len(test)}.")
+    shots = list(shots)
+    if not shots:
+        raise ValueError("shots is empty: give the numbers of labelled examples per class, e.g. (1, 2, 4, 8, 16).")
+    c, have = _smallest_class(train)
+    if max(shots) > have:
+        cap = max_steps()
+        kept = [k for k in shots if k <= have]
+        if cap is None or not kept:
+            raise ValueError(f"the k-shot curve needs {max(shots)} training examples of every class, but "
+                             f"{_class_name(train, c)} has only {have}. Use shots up to {have}, or draw the "
+                             "features from a larger training set.")
+        print(f"FTLAB_MAX_STEPS={cap}: k-shot curve capped at k <= {have} (shots {kept} of {shots}): "
+              f"the capped features hold {have} example(s) of their smallest class.")
+        shots = kept
     curve = {"shots": [], "probe": [], "knn": [], "probe_std": [], "knn_std": []}
     for k in shots:
         probe, knn = [], []

@@ -147,7 +147,7 @@ solution_d2 = (12 * cfg.n_params / 1e9, 0.5 * cfg.n_params / 1e9)
 check("d2", solution_d2)
 
 # %%
-rows = [("weights (fp16)", 2, 0.5), ("gradients", 2, 0), ("Adam moments (fp32)", 8, 0),
+rows = [("weights (fp16; NF4 under QLoRA)", 2, 0.5), ("gradients", 2, 0), ("Adam moments (fp32)", 8, 0),
         ("LoRA + its Adam (~0.5% of params, x16 bytes)", 0, 0.005 * 16)]
 print(f"{'part':46} {'full FT GB':>10} {'QLoRA GB':>9}")
 for name, full_b, q_b in rows:

@@ -105,6 +105,9 @@ image, label = euro[0]
 r["eurosat"] = {"classes": euro.classes, "rows": len(euro), "size": list(image.size), "mode": image.mode,
                 "first": os.path.relpath(euro.samples[0][0], os.environ["FTLAB_CACHE"]),
                 "per_class": [euro.targets.count(c) for c in range(len(euro.classes))]}
+from ftlab.data.shapes import shapes_dataset  # lesson 01's split: k-shot sets are drawn from train
+r["eurosat"]["lesson_train_per_class"] = [shapes_dataset("eurosat", "train", profile="full").targets.count(c)
+                                          for c in range(len(euro.classes))]
 
 from datasets import load_dataset
 r["cifar10"] = {}
@@ -115,6 +118,9 @@ for split in ("train", "test"):
                            "features": {k: type(v).__name__ for k, v in ds.features.items()},
                            "names": ds.features["label"].names, "size": list(img.size), "mode": img.mode,
                            "labels": sorted(set(ds["label"]))}
+from ftlab.data.reviews import take, text_classification_dataset  # lesson 03's sizing: 8,000 asked
+r["lesson03_rows"] = [len(take(text_classification_dataset("train", profile="full"), 8000, seed=0)),
+                      len(take(text_classification_dataset("test", profile="full"), 872))]
 sst2 = load_dataset("stanfordnlp/sst2")
 r["sst2"] = {split: {"rows": len(ds), "columns": ds.column_names,
                      "features": {k: getattr(v, "dtype", type(v).__name__) for k, v in ds.features.items()},
@@ -215,7 +221,8 @@ def test_eurosat_folder(probe):
     e = probe["eurosat"]
     assert e["classes"] == ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
                             "PermanentCrop", "Residential", "River", "SeaLake"]
-    assert e["rows"] == 300 and e["per_class"] == [30] * 10
+    assert e["rows"] == SV.EUROSAT_PER_CLASS * 10 and e["per_class"] == [SV.EUROSAT_PER_CLASS] * 10
+    assert min(e["lesson_train_per_class"]) >= 16  # lesson 01's k-shot curve goes up to 16 per class
     assert e["size"] == [64, 64] and e["mode"] == "RGB"
     assert e["first"].startswith("eurosat/2750/AnnualCrop/AnnualCrop_") and e["first"].endswith(".jpg")
 
@@ -233,6 +240,7 @@ def test_cifar10_splits_and_features(probe):
 def test_sst2_splits_and_features(probe):
     sst2 = probe["sst2"]
     assert {k: v["rows"] for k, v in sst2.items()} == {"train": 400, "validation": 150, "test": 100}
+    assert probe["lesson03_rows"] == [320, 150]  # lesson 03 asks for 8,000 / 872: it gets what there is
     for split, s in sst2.items():
         assert s["columns"] == ["idx", "sentence", "label"]
         assert s["features"] == {"idx": "int32", "sentence": "string", "label": "int64"}

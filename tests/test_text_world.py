@@ -118,6 +118,22 @@ def test_full_profile_maps_sst2(monkeypatch):
     assert test.features["label"].names == ["negative", "positive"]
 
 
+def test_take_sizes_a_text_set_to_the_rows_it_has():
+    """Lesson 03's full config asks for 8,000 SST-2 reviews; a smaller copy (the rehearsal's 320)
+    must give all of its rows, not an IndexError from select(range(8000))."""
+    ds = R.text_classification_dataset("train", profile="tiny").select(range(320))
+    assert len(R.take(ds, 8000, seed=0)) == 320 and len(R.take(ds, 8000)) == 320
+    assert R.take(ds, 8000)["text"] == ds["text"]  # no seed: the rows as they are
+    assert R.take(ds, 50)["text"] == ds["text"][:50]  # no seed: the first n
+    drawn = R.take(ds, 50, seed=3)
+    assert len(drawn) == 50 and drawn["text"] == ds.shuffle(seed=3)["text"][:50] != ds["text"][:50]
+    assert R.take(ds, 8000, seed=3)["text"] == ds.shuffle(seed=3)["text"]  # all rows, in the seed's order
+    assert R.take(ds, None) is ds
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="at least 1 row"):
+            R.take(ds, bad)
+
+
 @pytest.fixture(scope="module")
 def encoder():
     return T.load_text_encoder("tiny")

@@ -383,6 +383,23 @@ def _load_full(split: str):
     return ds.cast_column("label", _label_feature())
 
 
+def take(dataset, n: int | None, seed: int | None = None):
+    """At most ``n`` rows of a ``datasets.Dataset``: the first ``n`` (``seed=None``), or ``n`` drawn
+    at random in a random order (``seed`` an int: ``dataset.shuffle(seed)``'s first ``n``).
+
+    ``n=None`` or ``n >= len(dataset)`` keeps every row (still shuffled when ``seed`` is given), so a
+    full-profile size (8,000 SST-2 reviews) works on a smaller copy too; use ``len()`` of the result
+    afterwards, never ``n``. The text-set counterpart of :func:`ftlab.data.shapes.take`.
+    """
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"n={n!r}: take at least 1 row (an int), or None for all of them.")
+    if seed is not None:
+        dataset = dataset.shuffle(seed=seed)
+    if n is None or n >= len(dataset):
+        return dataset
+    return dataset.select(range(n))
+
+
 def text_classification_dataset(split: str = "train", profile: str | None = None):
     """A sentiment set as a ``datasets.Dataset`` with columns ``text`` (str) and ``label`` (int).
 
