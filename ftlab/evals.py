@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ftlab.runtime import capped_rows
+from ftlab.runtime import capped, capped_rows
 
 
 def _model_device(model) -> torch.device:
@@ -122,12 +122,14 @@ def turn_end_ids(tokenizer) -> list[int]:
         text = tokenizer.apply_chat_template([{"role": "user", "content": "q"},
                                               {"role": "assistant", "content": marker}], tokenize=False)
         after = text.split(marker, 1)[1] if marker in text else ""
-        for token in tokenizer.all_special_tokens:
-            if token and after.startswith(token):
-                tid = tokenizer.convert_tokens_to_ids(token)
-                if tid not in ids:
-                    ids.append(tid)
-                break
+        # The first token after the answer, if it is a special one. Not only all_special_tokens:
+        # under transformers 5 that lists the named ones (bos, eos, ...), and Llama-3's <|eot_id|>
+        # is an added special token outside it.
+        first = tokenizer(after, add_special_tokens=False)["input_ids"][:1] if after else []
+        special = set(tokenizer.all_special_ids) | {i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()
+                                                    if getattr(t, "special", False)}
+        if first and first[0] in special and first[0] not in ids:
+            ids.append(first[0])
     return ids
 
 
@@ -180,6 +182,9 @@ def chat_format_report(model, tokenizer, rows: Sequence[dict], max_new_tokens: i
     if not rows:
         raise ValueError("chat_format_report needs at least one row.")
     rows = capped_rows(list(rows), 32)
+    # FTLAB_MAX_STEPS caps the decoding steps too: on the rehearsal's stand-ins (random weights, so
+    # no answer ever ends) every answer would run to the full budget, one layer stack per token.
+    max_new_tokens = capped(max_new_tokens, "new tokens per answer")
     stops = turn_end_ids(tokenizer)
     was_training = model.training
     model.eval()

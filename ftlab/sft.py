@@ -88,6 +88,30 @@ def _ids(tokenizer, prompt: str, response: str | None, template: str) -> list[in
     return list(out["input_ids"])
 
 
+def user_turn_start(tokenizer) -> str:
+    """The chat template's text before a user's words: what a model sees when a user turn begins.
+
+    Tiny (and TinyLlama, which gets the micro-world's template): ``"<|user|>\\n"``; Llama-3:
+    ``"<|start_header_id|>user<|end_header_id|>\\n\\n"``. Without the BOS the template writes
+    first when the tokenizer adds it itself, so ``tokenizer(user_turn_start(tok) + "What")``
+    holds one BOS, not two. Lesson 05 hands the start of a user turn to a model to see whether it
+    writes a question.
+    """
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("user_turn_start needs a tokenizer with a chat template; load the model with "
+                         "ftlab.models.load_causal_lm(), which gives every tokenizer one.")
+    marker = "\x00QUESTION\x00"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False)
+    if marker not in text:
+        raise ValueError("the chat template does not write the user's message verbatim; cannot find where it starts.")
+    start = text.split(marker, 1)[0]
+    bos = tokenizer.bos_token
+    adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]
+    if adds_bos and start.startswith(bos):
+        start = start[len(bos):]
+    return start
+
+
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     """How many leading tokens ``a`` and ``b`` share: where the prompt really ends in prompt + response."""
     n = 0
@@ -249,6 +273,31 @@ def trl_records(rows: Iterable[Mapping], template: str = "chat") -> list[dict]:
         return [{"prompt": _messages(r["prompt"]), "completion": _messages(r["prompt"], r["response"])[1:]}
                 for r in rows]
     return [{"prompt": ALPACA_TEMPLATE.format(prompt=r["prompt"]), "completion": r["response"]} for r in rows]
+
+
+def adapter_for(model, adapter_dir: str | Path | None = None) -> Path | None:
+    """``adapter_dir`` (default :func:`default_adapter_dir`) if it holds an adapter trained on
+    ``model``'s base, else None, saying why.
+
+    Lesson 06 starts DPO from lesson 05's SFT adapter when there is one for the same base model (a
+    Llama-3.2-1B adapter does not fit TinyLlama: loading it would fail on shapes) and otherwise
+    trains a short SFT run itself.
+    """
+    import json
+
+    path = Path(adapter_dir) if adapter_dir is not None else default_adapter_dir()
+    config_file = path / "adapter_config.json"
+    if not config_file.is_file():
+        print(f"no SFT adapter at {path}")
+        return None
+    saved = json.loads(config_file.read_text()).get("base_model_name_or_path") or ""
+    base = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    same = saved == base or (Path(saved).is_dir() and Path(base).is_dir()
+                             and Path(saved).resolve() == Path(base).resolve())
+    if not same:
+        print(f"the SFT adapter at {path} was trained on {saved!r}, not on this model ({base!r})")
+        return None
+    return path
 
 
 def default_adapter_dir(profile: str | None = None) -> Path:

@@ -22,7 +22,8 @@
 # - how the labels are built, token by token, and where the prompt really ends;
 # - three pitfalls that silently break SFT: padding, the EOS token, truncation;
 # - that `ftlab.sft` builds exactly the labels TRL's `SFTTrainer` builds, and trains the same way;
-# - how much SFT raises held-out exact match, and whether the model forgets pretraining facts.
+# - what SFT changes, measured on held-out instructions: the loss on the wanted answers, whether
+#   answers end by themselves, and whether the model forgets what it knew from pretraining.
 
 # %% [markdown]
 # ## Set-up
@@ -50,8 +51,14 @@ env = report()
 # %% [markdown]
 # ## Config
 # The tiny profile trains a LoRA adapter on the 0.9M-parameter micro-world LM; the full profile
-# runs QLoRA (lesson 04's recipe) on the ~1B model with a thousand Alpaca-cleaned instructions.
-# Every line after this cell is the same at both scales.
+# runs QLoRA (lesson 04's recipe) on the ~1B model with a thousand Alpaca-cleaned instructions
+# (`name="meta-llama/Llama-3.2-1B"`, `ftlab.models.GATED_CAUSAL_LM`, trains Llama-3.2-1B instead,
+# with a Hugging Face token). Every line after this cell is the same at both scales.
+#
+# Exact match is a fair score for the micro-world's short, exact answers; Alpaca's answers are
+# paragraphs, which a 1B model matches word for word ~0% of the time before and after SFT: a number
+# that means nothing. So the full profile does not score it (`exact_match=False`) and reads what
+# moves at any scale: the loss on the held-out answers, and whether answers end by themselves.
 
 # %%
 from dataclasses import dataclass
@@ -60,6 +67,7 @@ from dataclasses import dataclass
 @dataclass
 class Config:
     seed: int = 0                # same LoRA init and data order on every run
+    name: str | None = None      # full profile: the hub model (None: TinyLlama-1.1B)
     quantization: str | None = None  # "nf4" = QLoRA (lesson 04); None = LoRA on the full-precision base
     r: int = 8                   # LoRA rank on every linear layer
     alpha: float = 16            # LoRA scale alpha / r = 2
@@ -69,15 +77,17 @@ class Config:
     grad_accum: int = 1          # effective batch = batch_size * grad_accum
     max_length: int = 64         # tokens per example (prompt + response + EOS); longer ones are cut
     template: str = "chat"       # "chat" (the tokenizer's chat template) or "alpaca"
-    eval_kind: str = "fact"      # which held-out instructions exact match scores
+    eval_kind: str = "fact"      # which held-out instructions are scored
     eval_size: int = 40          # held-out instructions scored before and after
-    n_facts: int = 64            # held-out pretraining facts checked for forgetting
+    answer_tokens: int = 24      # new tokens an answer may take: one that has not ended by then rambles
+    exact_match: bool = True     # also score exact match (short, exact answers only)
+    n_facts: int = 64            # general-knowledge clozes checked for forgetting
 
 
 cfg = Config()
 if profile() == "full":  # TinyLlama-1.1B in 4 bits on a T4/L4, 1000 Alpaca-cleaned instructions
-    cfg = Config(quantization="nf4", r=16, alpha=32, lr=2e-4, num_steps=60, batch_size=4, grad_accum=4,
-                 max_length=512, eval_kind="alpaca", eval_size=20)
+    cfg = Config(quantization="nf4", r=16, alpha=32, lr=2e-4, num_steps=120, batch_size=4, grad_accum=2,
+                 max_length=512, eval_kind="alpaca", eval_size=16, answer_tokens=192, exact_match=False)
 seed_everything(cfg.seed)
 cfg
 
@@ -99,7 +109,7 @@ import torch
 from ftlab.models import load_causal_lm
 from ftlab.sft import common_prefix_length, format_prompt, show_labels, tokenize_example
 
-model, tokenizer = load_causal_lm(quantization=cfg.quantization)
+model, tokenizer = load_causal_lm(name=cfg.name, quantization=cfg.quantization)
 prompt, response = "Where does Kafi live?", "Kafi lives in Daletol."
 messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
 prompt_ids = tokenizer.apply_chat_template(messages[:1], add_generation_prompt=True, return_dict=True)["input_ids"]
@@ -112,25 +122,29 @@ assert example["labels"] == labels and example["input_ids"] == full_ids
 print(f"prompt as the model sees it: {format_prompt(prompt, tokenizer, cfg.template)!r}")
 print(show_labels(example, tokenizer))
 n_trained = sum(label != -100 for label in labels)
-print(f"{n_prompt} prompt tokens masked, {n_trained} trained (the answer, EOS, and the template's newline)")
+print(f"{n_prompt} prompt tokens masked, {n_trained} trained (the answer and the template's end of the turn)")
 
 # %% [markdown]
 # ## 2. Padding, EOS, truncation: three silent bugs
 # **Padding.** A batch is right-padded to its longest example; padding must get -100 too. Mask it
 # *by position* (the attention mask), not by id: Llama tokenizers have no pad token, so the full
-# profile pads with EOS, and `labels[input_ids == pad_token_id] = -100` would also erase the EOS
-# the model must learn to stop on (drill 05c). `SFTCollator` pads labels by position.
+# profile pads with EOS, and when the pad id is the token that ends an answer (TinyLlama's `</s>`),
+# `labels[input_ids == pad_token_id] = -100` also erases the ending the model must learn to stop
+# on (drill 05c). `SFTCollator` pads labels by position. (Llama-3's chat template ends a turn with
+# `<|eot_id|>`, not its EOS `<|end_of_text|>`; `ftlab.evals.turn_end_ids` finds both. The demo
+# pads with the token that ends an answer, whichever it is.)
 
 # %%
+from ftlab.evals import turn_end_ids
 from ftlab.sft import SFTCollator, tokenize_dataset
 
 short = tokenize_example("What is 7 + 5?", "7 + 5 = 12.", tokenizer)
-eos = tokenizer.eos_token_id
-batch = SFTCollator(pad_token_id=eos)([example, short])  # pad with EOS, as the ~1B Llama does
-by_id = batch["input_ids"].masked_fill(batch["input_ids"] == eos, -100)  # the bug
-print(f"batch {tuple(batch['input_ids'].shape)}; EOS labels kept: by position "
-      f"{int((batch['labels'] == eos).sum())}, by id {int((by_id == eos).sum())}")
-assert int((batch["labels"] == eos).sum()) == 2 and int((by_id == eos).sum()) == 0
+end = turn_end_ids(tokenizer)[-1]  # the token that ends an answer: EOS (Llama-3's template: <|eot_id|>)
+batch = SFTCollator(pad_token_id=end)([example, short])  # pad with it, as the ~1B Llama pads with EOS
+by_id = batch["labels"].masked_fill(batch["input_ids"] == end, -100)  # the bug: mask by id
+print(f"batch {tuple(batch['input_ids'].shape)}; labels {tokenizer.decode([end])!r} kept: by position "
+      f"{int((batch['labels'] == end).sum())}, by id {int((by_id == end).sum())}")
+assert int((batch["labels"] == end).sum()) == 2 and int((by_id == end).sum()) == 0
 
 # %% [markdown]
 # **EOS.** The EOS is a response token: it is how the model learns where an answer ends. The chat
@@ -139,49 +153,68 @@ assert int((batch["labels"] == eos).sum()) == 2 and int((by_id == eos).sum()) ==
 #
 # **Truncation.** `max_length` keeps the first tokens. If it cuts inside the prompt, no token is
 # left to train: the loss would be 0 / 0 = NaN. `tokenize_example` raises a ValueError, and
-# `tokenize_dataset` drops such examples and says how many.
+# `tokenize_dataset` drops such examples and says how many. The long prompt below repeats a
+# four-word sentence `max_length / 2` times, so it fills `max_length` at any scale.
 
 # %%
 try:
     tokenize_example(prompt, response, tokenizer, max_length=8)
 except ValueError as err:
     print("ValueError:", str(err)[:110], "...")
-long_row = {"prompt": "Tell me everything. " * 20, "response": "No."}
+long_row = {"prompt": "Tell me everything. " * (cfg.max_length // 2), "response": "No."}  # 4 words a time: > max_length tokens
 demo = tokenize_dataset([{"prompt": prompt, "response": response}, long_row], tokenizer, max_length=cfg.max_length)
 print(demo)
 assert demo.dropped == 1
 
 # %% [markdown]
 # ## 3. Before training
-# Held-out questions ask about people no training question mentions. The base model never saw a
-# question; it continues text.
+# Held-out instructions (tiny: questions about people no training question mentions). The base
+# model never saw a question; it continues text. Three measures that work at any scale:
+# - the **answer loss**: nats per token of the wanted answers, the prompt masked
+#   (`ftlab.evals.response_loss`); lower means the model finds the right answers likelier;
+# - the **chat format** (`ftlab.evals.chat_format_report`): the share of greedy answers that end
+#   by themselves (an end-of-turn token) within `answer_tokens`, and the share that start by
+#   repeating the question. A base model rambles on;
+# - **general knowledge**: clozes the base model completes from pretraining (`ftlab.evals.known_facts`:
+#   held-out micro-world facts in tiny, well-known facts such as "The capital of France is" ->
+#   " Paris" in full), to watch for forgetting.
 
 # %%
-from ftlab.data import load_facts, load_instructions
-from ftlab.evals import cloze_accuracy, exact_match, generate
+from ftlab.data import load_instructions
+from ftlab.evals import chat_format_report, cloze_accuracy, exact_match, generate, known_facts, response_loss
 
 train_rows = list(load_instructions("train"))
 test_rows = list(load_instructions("test").filter(lambda row: row["kind"] == cfg.eval_kind).select(range(cfg.eval_size)))
-facts = load_facts("heldout").select(range(cfg.n_facts))
+facts = known_facts(cfg.n_facts)
 shown = [r["prompt"] for r in test_rows[:3]]
-before = generate(model, tokenizer, shown)
-em_before = exact_match(model, tokenizer, test_rows)
+before = generate(model, tokenizer, shown)  # the first 24 tokens of each answer
+loss_before = response_loss(model, tokenizer, test_rows, cfg.max_length, batch_size=4, template=cfg.template)
+format_before = chat_format_report(model, tokenizer, test_rows, max_new_tokens=cfg.answer_tokens)
+em_before = exact_match(model, tokenizer, test_rows) if cfg.exact_match else None
 facts_before = cloze_accuracy(model, tokenizer, facts["prompt"], facts["answer"])
 for p, out in zip(shown, before):
     print(f"Q: {p}\n   before: {out!r}")
-print(f"exact match {em_before:.0%}; held-out pretraining facts recalled {facts_before:.0%}")
+print(f"held-out answers: loss {loss_before:.2f} nats/token; end within {cfg.answer_tokens} tokens "
+      f"{format_before['ends']:.0%}; repeat the question {format_before['repeats']:.0%}"
+      + (f"; exact match {em_before:.0%}" if cfg.exact_match else ""))
+print(f"general knowledge: {facts_before:.0%} of {len(facts)} clozes completed")
 
 # %% [markdown]
 # ## 4. Masked vs unmasked, same data, same steps
 # Two LoRA runs from the same base, the same init and the same batches; the only difference is
 # `mask_prompt`. To see what each learned, measure on held-out examples:
-# - the loss on **prompt** tokens (nats per token): only the unmasked run was trained on them;
-# - what each writes when we start a user turn, `<|user|>` and nothing else: does it write a question?
+# - the loss on **prompt** tokens (nats per token, `ftlab.evals.prompt_loss`): only the unmasked
+#   run was trained on them;
+# - the loss on the **answers** and the chat format, as in section 3;
+# - what each writes when we start a user turn (the template's user header and a first word) and
+#   nothing else: does it write a question?
 
 # %%
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-from ftlab.train import TrainConfig, causal_lm_loss, count_causal_lm_items, train
+from ftlab.evals import prompt_loss
+from ftlab.sft import user_turn_start
+from ftlab.train import TrainConfig, causal_lm_loss, train
 
 collate = SFTCollator(tokenizer=tokenizer)
 train_cfg = TrainConfig(lr=cfg.lr, num_steps=cfg.num_steps, batch_size=cfg.batch_size,
@@ -192,7 +225,7 @@ lora_config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=0.0, target
 
 def fresh_lora_model():
     """The base model with a new LoRA adapter (QLoRA in the full profile), same init every call."""
-    base, _ = load_causal_lm(quantization=cfg.quantization)
+    base, _ = load_causal_lm(name=cfg.name, quantization=cfg.quantization)
     if cfg.quantization:
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=True,
                                                gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -200,18 +233,8 @@ def fresh_lora_model():
     return get_peft_model(base, lora_config)
 
 
-@torch.no_grad()
-def prompt_loss(model, rows):
-    """Mean loss on prompt tokens only: (loss on all tokens - loss on response tokens) / prompt tokens."""
-    full = collate(list(tokenize_dataset(rows, tokenizer, cfg.max_length, mask_prompt=False, verbose=False)))
-    resp = collate(list(tokenize_dataset(rows, tokenizer, cfg.max_length, verbose=False)))
-    model.eval()
-    diff = causal_lm_loss(model, full) - causal_lm_loss(model, resp)
-    return float(diff) / (count_causal_lm_items(full) - count_causal_lm_items(resp))
-
-
 starts = ["What", "Which", "Where", "Tell", "Who", "How"]
-opener = [tokenizer.bos_token + "<|user|>\n" + s for s in starts]  # a user turn, begun
+opener = [user_turn_start(tokenizer) + s for s in starts]  # a user turn, begun (the tokenizer adds BOS)
 
 
 def writes_questions(model):
@@ -226,27 +249,32 @@ for mask in (True, False):
     m = fresh_lora_model()
     history = train(m, train_ds[mask], train_cfg, loss_fn=causal_lm_loss, collate_fn=collate, progress=False)
     outs, q_rate = writes_questions(m)
-    runs[mask] = dict(model=m, history=history, prompt_loss=prompt_loss(m, test_rows), outs=outs, q_rate=q_rate,
-                      em=exact_match(m, tokenizer, test_rows))
-print(f"{'':>10} {'trained tokens':>14} {'prompt loss':>12} {'writes a question':>18} {'exact match':>12}")
+    runs[mask] = dict(model=m, history=history, outs=outs, q_rate=q_rate,
+                      prompt_loss=prompt_loss(m, tokenizer, test_rows, cfg.max_length, batch_size=4, template=cfg.template),
+                      answer_loss=response_loss(m, tokenizer, test_rows, cfg.max_length, batch_size=4, template=cfg.template),
+                      format=chat_format_report(m, tokenizer, test_rows, max_new_tokens=cfg.answer_tokens),
+                      em=exact_match(m, tokenizer, test_rows) if cfg.exact_match else None)
+print(f"{'':>10} {'trained tokens':>14} {'prompt loss':>12} {'answer loss':>12} {'answers end':>12} "
+      f"{'writes a question':>18} {'exact match':>12}")
 for mask in (True, False):
     r = runs[mask]
-    print(f"{'masked' if mask else 'unmasked':>10} {train_ds[mask].trained_tokens:>14,} {r['prompt_loss']:>9.2f} nats "
-          f"{r['q_rate']:>17.0%} {r['em']:>12.0%}")
+    em = f"{r['em']:.0%}" if cfg.exact_match else "-"
+    print(f"{'masked' if mask else 'unmasked':>10} {train_ds[mask].trained_tokens:>14,} {r['prompt_loss']:>7.2f} nats "
+          f"{r['answer_loss']:>7.2f} nats {r['format']['ends']:>12.0%} {r['q_rate']:>18.0%} {em:>12}")
 for s, a, b in list(zip(starts, runs[True]["outs"], runs[False]["outs"]))[:4]:
-    print(f"<|user|> {s}...\n   masked:   {a.splitlines()[0]!r}\n   unmasked: {b.splitlines()[0]!r}")
+    print(f"{user_turn_start(tokenizer) + s!r}...\n   masked:   {a.splitlines()[0]!r}\n   unmasked: {b.splitlines()[0]!r}")
 if profile() == "tiny":
     assert runs[False]["prompt_loss"] < runs[True]["prompt_loss"] - 3, "the unmasked run should learn the prompts"
     assert runs[False]["q_rate"] >= runs[True]["q_rate"] + 0.5, "the unmasked run should write questions"
 
 # %% [markdown]
-# The unmasked run spent most of its gradient on prompts (it was trained on about 2.4x as many
-# tokens, most of them question text), and it learned them: its held-out prompt loss fell from
-# about 9 to about 2 nats per token, and handed the start of a user turn it writes a *question*
-# (every opener in the tiny run, against none for the masked run). The masked run never learned to ask; its prompt loss stayed
-# at the base model's level. Exact match is close here because the micro-world's prompts are
-# short and formulaic; with real, long prompts the unmasked gradient is mostly prompt, and the
-# answers it should learn get a small share of it.
+# The unmasked run spent most of its gradient on prompts (the trained-token column: most of its
+# tokens are question text), and it learned them: its held-out prompt loss is far below the masked
+# run's, and handed the start of a user turn it writes a *question* (the tiny profile asserts
+# both). The masked run never learned to ask; its prompt loss stayed at the base model's level.
+# The answers come out alike here because the micro-world's prompts are short and formulaic; with
+# real, long prompts the unmasked gradient is mostly prompt, and the answers it should learn get
+# a small share of it.
 
 # %% [markdown]
 # ## 5. The same run with TRL's `SFTTrainer`
@@ -263,12 +291,17 @@ from trl import SFTConfig, SFTTrainer
 from ftlab.plots import plot_history
 from ftlab.sft import trl_records
 
-trl_args = SFTConfig(output_dir=tempfile.mkdtemp(), max_steps=cfg.num_steps, per_device_train_batch_size=cfg.batch_size,
+from ftlab.runtime import capped, trainer_precision
+
+# Precision from the card (fp16 on a T4, bf16 on an L4, fp32 on a CPU): left unset, transformers
+# picks bf16 whenever torch calls it supported, which a T4 answers yes to while emulating it slowly.
+# capped(n) is n (FTLAB_MAX_STEPS shortens it in a rehearsal, as it does every ftlab.train run).
+trl_args = SFTConfig(output_dir=tempfile.mkdtemp(), max_steps=capped(cfg.num_steps), per_device_train_batch_size=cfg.batch_size,
                      gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type="constant",
                      warmup_steps=0, max_grad_norm=1.0, max_length=cfg.max_length, completion_only_loss=True,
                      logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, disable_tqdm=True,
-                     use_cpu=not torch.cuda.is_available())
-base, _ = load_causal_lm(quantization=cfg.quantization)
+                     use_cpu=not torch.cuda.is_available(), **trainer_precision())
+base, _ = load_causal_lm(name=cfg.name, quantization=cfg.quantization)
 seed_everything(cfg.seed)
 trainer = SFTTrainer(model=base, args=trl_args, train_dataset=Dataset.from_list(trl_records(train_rows, cfg.template)),
                      processing_class=tokenizer, peft_config=lora_config)
@@ -301,28 +334,35 @@ plt.close(fig)
 fig
 
 # %% [markdown]
-# Tiny run: mean loss over the last 12 steps 0.310 (ftlab) vs 0.314 (TRL). The curves differ step by step (each trainer shuffles the data its own way) but fall alike.
+# The curves differ step by step (each trainer shuffles the data its own way) but fall alike: the
+# tiny profile asserts that their last fifth agrees within 0.15 nats.
 
 # %% [markdown]
 # ## 6. After: held-out questions, generations, and forgetting
-# The masked run is the SFT model. Did it learn to answer, and does it still recall the facts
-# it read in pretraining about people the SFT data never mentions?
+# The masked run is the SFT model. Did it learn to answer (a lower loss on the wanted answers,
+# answers that end by themselves), and does it still know what it knew from pretraining?
 
 # %%
 model = runs[True]["model"]
 after = generate(model, tokenizer, shown)
-em_after = runs[True]["em"]
+loss_after, format_after, em_after = runs[True]["answer_loss"], runs[True]["format"], runs[True]["em"]
 facts_after = cloze_accuracy(model, tokenizer, facts["prompt"], facts["answer"])
 for r, b, a in zip(test_rows[:3], before, after):
     print(f"Q: {r['prompt']}\n   before: {b!r}\n   after:  {a!r}\n   wanted: {r['response']!r}")
-print(f"exact match {em_before:.0%} -> {em_after:.0%}; held-out pretraining facts {facts_before:.0%} -> {facts_after:.0%}")
+print(f"answer loss {loss_before:.2f} -> {loss_after:.2f} nats/token; answers that end within {cfg.answer_tokens} "
+      f"tokens {format_before['ends']:.0%} -> {format_after['ends']:.0%} (unmasked run {runs[False]['format']['ends']:.0%}); "
+      f"repeat the question {format_before['repeats']:.0%} -> {format_after['repeats']:.0%}")
+print(f"general knowledge {facts_before:.0%} -> {facts_after:.0%}"
+      + (f"; exact match {em_before:.0%} -> {em_after:.0%}" if cfg.exact_match else ""))
 if profile() == "tiny":
     assert em_after >= em_before + 0.35, "SFT should teach the model to answer held-out questions"
+    assert loss_after < loss_before - 1, "SFT should make the wanted answers likelier"
+    assert format_after["ends"] >= max(0.9, format_before["ends"] + 0.3), "SFT should teach answers to end"
     assert facts_after >= facts_before - 0.1, "a short LoRA SFT should keep pretraining facts"
 
 # %% [markdown]
-# The facts barely move: a short LoRA run changes little of the base. Lesson 09 trains longer and
-# with full fine-tuning, and measures how much is forgotten.
+# The general knowledge barely moves: a short LoRA run changes little of the base. Lesson 09
+# trains longer and with full fine-tuning, and measures how much is forgotten.
 #
 # ## 7. Save the adapter for lesson 06
 # DPO (lesson 06) starts from this SFT model. The adapter goes to a cache folder outside the
@@ -334,9 +374,12 @@ from ftlab.sft import default_adapter_dir
 adapter_dir = default_adapter_dir()
 model.save_pretrained(adapter_dir)
 print(f"saved to {adapter_dir}: {sorted(f.name for f in adapter_dir.iterdir())}")
-_ = headline(f"{profile()}: labels = TRL's on {len(trl_by_ids)} distinct examples; masked SFT exact match "
-             f"{em_before:.0%} -> {em_after:.0%}; unmasked writes questions {runs[False]['q_rate']:.0%} vs "
-             f"{runs[True]['q_rate']:.0%}; facts kept {facts_after:.0%}")
+_ = headline(f"{profile()}: labels = TRL's on {len(trl_by_ids)} distinct examples; masked SFT: answer loss "
+             f"{loss_before:.2f} -> {loss_after:.2f} nats/token, answers end within {cfg.answer_tokens} tokens "
+             f"{format_before['ends']:.0%} -> {format_after['ends']:.0%} (unmasked {runs[False]['format']['ends']:.0%})"
+             + (f", exact match {em_before:.0%} -> {em_after:.0%}" if cfg.exact_match else "")
+             + f"; prompt loss unmasked {runs[False]['prompt_loss']:.2f} vs masked {runs[True]['prompt_loss']:.2f}"
+             f"; general knowledge {facts_before:.0%} -> {facts_after:.0%}")
 
 # %% [markdown]
 # ## Drills
@@ -415,14 +458,16 @@ check("05c", answer_05c)
 # %% [markdown]
 # ## Summary
 # - SFT trains the response only: the prompt's labels are -100. Trained on the prompt too, the
-#   tiny model learned to write questions (100% of user-turn openers vs 0% masked) and spent most
-#   of its gradient on prompt text.
+#   tiny model learned the prompts (its prompt loss fell far below the masked run's) and to write
+#   questions when a user turn begins, and spent most of its gradient on prompt text.
 # - The prompt ends where the tokenized prompt and the tokenized full text diverge, which is the
 #   rule TRL uses; `ftlab.sft` builds the same labels as TRL's `SFTTrainer`, checked example by
 #   example, and trains to the same loss.
 # - Pad by position, keep the EOS, and never let truncation leave an example with no trained
 #   token (`tokenize_dataset` drops and counts them).
-# - Held-out exact match rose from 0% to about 50% in 60 LoRA steps, with pretraining facts kept.
+# - In a short LoRA run the loss on held-out answers fell, answers learned to end by themselves, and
+#   (tiny) held-out exact match rose from nothing, with general knowledge kept: the numbers are in
+#   section 6 and the headline.
 #
 # **Try next:** set `template = "alpaca"` in the config and rerun: same labels as TRL, other
 # prompt text. Raise `num_steps` and compare the unmasked run's exact match. Then drills 05a-05c,

@@ -68,3 +68,19 @@ def test_known_facts_per_profile():
     assert all(a.startswith(" ") and not p.endswith(" ") for p, a in WELL_KNOWN_FACTS)
     with pytest.raises(ValueError, match="n=0"):
         known_facts(0, profile="full")
+
+
+def test_chat_format_report_honours_the_rehearsal_cap_on_decoding(lm, monkeypatch):
+    """FTLAB_MAX_STEPS caps the evaluations; a generation evaluation's steps are its new tokens
+    (on the rehearsal's random stand-ins no answer ends, so every one ran the lesson's full budget)."""
+    from ftlab.evals import chat_format_report
+
+    model, tokenizer = lm
+    budgets = []
+    real_generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: budgets.append(kw["max_new_tokens"]) or real_generate(**kw))
+    rows = list(load_instructions("test").select(range(3)))
+    chat_format_report(model, tokenizer, rows, max_new_tokens=40)
+    monkeypatch.setenv("FTLAB_MAX_STEPS", "2")
+    report = chat_format_report(model, tokenizer, rows, max_new_tokens=40)
+    assert budgets == [40, 2] and report["n"] == 3

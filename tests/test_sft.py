@@ -154,3 +154,83 @@ def test_default_adapter_dir_is_per_profile_and_overridable(tmp_path, monkeypatc
     assert default_adapter_dir("tiny").parts[-3:] == ("ftlab", "adapters", "sft_tiny")
     monkeypatch.setenv("FTLAB_ADAPTER_DIR", str(tmp_path))
     assert default_adapter_dir("full") == tmp_path / "sft_full"
+
+
+# ---------------------------------------------------------------------------------------------
+# The full profile's models: Llama-3's end of turn, the user turn's start, lesson 05's demos
+
+
+@pytest.fixture(scope="module")
+def llama3_like_tokenizer():
+    """A tokenizer with Llama-3's trap: its template ends a turn with <|eot_id|>, an added special
+    token that is not its EOS (<|end_of_text|>) and, under transformers 5, not in all_special_tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AddedToken
+
+    words = ["user", "assistant", "Where", "does", "Kafi", "live?", "Kafi", "lives", "in", "Daletol.", "\n\n"]
+    vocab = {"<unk>": 0}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="removed")
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
+    tok.add_tokens([AddedToken(t, special=True) for t in ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")])
+    tok.chat_template = ("{{- bos_token }}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + "
+                         "'<|end_header_id|>\\n\\n' }}{{- message['content'] | trim }}{{- '<|eot_id|>' }}{%- endfor %}"
+                         "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+                         "{%- endif %}")
+    return tok
+
+
+def test_llama3_end_of_turn_is_found_and_trained(llama3_like_tokenizer):
+    import warnings
+
+    from ftlab.evals import turn_end_ids
+
+    tok = llama3_like_tokenizer
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    assert eot not in tok.all_special_ids  # the trap is really there
+    assert turn_end_ids(tok) == [tok.eos_token_id, eot]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "the response has no EOS" warning: <|eot_id|> ends it
+        ex = tokenize_example(ROWS[0]["prompt"], ROWS[0]["response"], tok)
+    trained = [t for t in ex["labels"] if t != IGNORE_INDEX]
+    assert trained[-1] == eot and ex["input_ids"][-1] == eot  # the turn end is trained
+    assert ex["labels"].count(eot) == 1  # the user turn's <|eot_id|> is prompt: masked
+    # padded with the EOS (load_causal_lm's pad for Llama), the end of turn keeps its label
+    batch = SFTCollator(pad_token_id=tok.eos_token_id)([ex, tokenize_example("Where does Kafi live?", "in", tok)])
+    assert int((batch["labels"] == eot).sum()) == 2
+
+
+def test_user_turn_start_holds_one_bos(tokenizer, llama3_like_tokenizer):
+    from ftlab.sft import user_turn_start
+
+    assert user_turn_start(tokenizer) == "<|user|>\n"  # the tokenizer adds the BOS itself
+    ids = tokenizer(user_turn_start(tokenizer) + "What")["input_ids"]
+    assert ids.count(tokenizer.bos_token_id) == 1
+    tok = llama3_like_tokenizer  # adds no BOS itself: the template's stays
+    assert user_turn_start(tok) == "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+    assert tok(user_turn_start(tok) + "Where")["input_ids"].count(tok.bos_token_id) == 1
+
+
+@pytest.mark.parametrize("max_length", [64, 512, 2048])
+def test_lesson05_truncation_demo_drops_its_long_prompt_at_any_max_length(tokenizer, max_length):
+    """Lesson 05 asserts its long prompt is dropped; with a fixed 20 repetitions it was not at the full
+    profile's max_length=512 (the rehearsal's AssertionError). Repeating it max_length / 2 times is."""
+    long_row = {"prompt": "Tell me everything. " * (max_length // 2), "response": "No."}
+    demo = tokenize_dataset([ROWS[0], long_row], tokenizer, max_length=max_length, verbose=False)
+    assert demo.dropped == 1 and demo.dropped_rows == [1]
+
+
+def test_adapter_for_checks_the_base_model(tmp_path, capsys):
+    from peft import LoraConfig, get_peft_model
+
+    from ftlab.sft import adapter_for
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_path())
+    assert adapter_for(model, tmp_path / "none") is None and "no SFT adapter" in capsys.readouterr().out
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "a")
+    other = AutoModelForCausalLM.from_pretrained(tiny_lm_path())
+    assert adapter_for(other, tmp_path / "a") == tmp_path / "a"
+    other.config._name_or_path = "meta-llama/Llama-3.2-1B"
+    assert adapter_for(other, tmp_path / "a") is None and "not on this model" in capsys.readouterr().out
