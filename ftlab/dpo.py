@@ -22,6 +22,13 @@ The pieces, in the order lesson 06 uses them:
   what TRL does with a peft model); pass ``ref_model=`` for a separate frozen copy.
 - :func:`dpo_loss`: the formula above, with the rewards.
 - :func:`train_dpo`: the loop, a thin layer over :func:`ftlab.train.train`.
+- :func:`preference_margins` / :func:`preference_accuracy` / :func:`kl_to_reference`: held-out
+  evaluations, memory-bounded at any scale: a few pairs per forward pass
+  (:data:`EVAL_PAIRS_PER_BATCH`) and log-probabilities taken one row's response at a time, never a
+  float32 log-softmax over a batch's (B, L, V) logits (at 512 tokens and a 32k vocabulary, 32 pairs
+  at once held ~10 GB of logits, ~21 GB for the KL).
+- :func:`adapter_start` / :func:`fresh_adapter`: several DPO runs as several adapters on one base
+  (a larger beta, TRL's run), each from the same starting weights: no copy of the model.
 
 Decisions where the issue was silent (tested in ``tests/test_dpo.py``):
 
@@ -82,18 +89,32 @@ def tokenize_pair(prompt: str, chosen: str, rejected: str, tokenizer, max_length
             "rejected": tokenize_example(prompt, rejected, tokenizer, max_length, template)}
 
 
+class PairDataset(list):
+    """A list of tokenized pairs (see :func:`tokenize_pair`) that remembers which rows it kept.
+
+    ``kept_rows``: the index in the input of each pair (the i-th pair is row ``kept_rows[i]``);
+    ``dropped``: how many rows truncation would have left with no response token.
+    """
+
+    def __init__(self, pairs=(), kept_rows=(), dropped=0):
+        super().__init__(pairs)
+        self.kept_rows, self.dropped = list(kept_rows), int(dropped)
+
+
 def tokenize_pairs(rows: Sequence[Mapping], tokenizer, max_length: int | None = None,
-                   template: str = "chat", verbose: bool = True) -> list[dict]:
+                   template: str = "chat", verbose: bool = True) -> PairDataset:
     """:func:`tokenize_pair` over rows with ``prompt``, ``chosen``, ``rejected`` (a list or a Dataset).
 
     A pair whose prompt fills ``max_length`` (no response token would be left) is dropped and
     counted, as TRL's ``DPOTrainer`` drops it; with ``verbose`` the count is printed. Every pair
-    dropped is a ValueError.
+    dropped is a ValueError. Returns a :class:`PairDataset` (a list; ``.kept_rows`` maps each
+    pair back to its row).
     """
-    kept, dropped = [], 0
-    for row in rows:
+    kept, kept_rows, dropped = [], [], 0
+    for i, row in enumerate(rows):
         try:
             kept.append(tokenize_pair(row["prompt"], row["chosen"], row["rejected"], tokenizer, max_length, template))
+            kept_rows.append(i)
         except ValueError as err:
             if "max_length" not in str(err) or "empty" in str(err):
                 raise
@@ -103,7 +124,7 @@ def tokenize_pairs(rows: Sequence[Mapping], tokenizer, max_length: int | None = 
     if verbose and dropped:
         print(f"tokenize_pairs: dropped {dropped} of {dropped + len(kept)} pairs that max_length={max_length} "
               "would leave with no response token")
-    return kept
+    return PairDataset(kept, kept_rows, dropped)
 
 
 def trl_records(rows: Sequence[Mapping]) -> list[dict]:
@@ -140,19 +161,20 @@ def sequence_logprobs(model, batch: Mapping) -> torch.Tensor:
 
     ``batch``: ``input_ids``, ``attention_mask``, ``labels`` (B, L), labels -100 on the prompt
     and padding. The logits at position t score ``labels[:, t + 1]`` (the HF shift). A row with no
-    response token is a ValueError (its sum would silently be 0).
+    response token is a ValueError (its sum would silently be 0). The log-softmax is taken one
+    row's response at a time (``ftlab.evals.target_logprobs``), never over the whole (B, L, V)
+    batch in float32.
     """
+    from ftlab.evals import target_logprobs
+
     labels = batch["labels"]
-    targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX  # (B, L-1)
+    mask = labels[:, 1:] != IGNORE_INDEX  # (B, L-1)
     empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"row(s) {empty} of the batch have no response token (every label is -100): "
                          "check the prompt masking and max_length.")
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logps = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)  # (B, L-1, V)
-    token_logps = logps.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, L-1)
-    return (token_logps * mask).sum(dim=1)
+    return target_logprobs(logits, labels).sum(dim=1)
 
 
 def _reference(model, ref_model=None):
@@ -250,52 +272,158 @@ def _batches(pairs, batch_size, pad_token_id, device):
         yield {k: v.to(device) for k, v in batch.items()}
 
 
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is not valid: it is the number of pairs scored per "
+                         "forward pass (2 x batch_size rows), an int >= 1.")
+
+
+# Pairs per forward pass in the evaluations: 8 rows of at most max_length tokens. Their logits are
+# 8 x L x V half-precision values (262 MB at 512 tokens and TinyLlama's 32,000-token vocabulary,
+# 1 GB at Llama-3's 128,256), whatever the number of pairs scored.
+EVAL_PAIRS_PER_BATCH = 4
+
+
 @torch.no_grad()
-def preference_accuracy(model, pairs: Sequence[Mapping], ref_model=None, batch_size: int = 32,
+def preference_margins(model, pairs: Sequence[Mapping], ref_model=None, batch_size: int = EVAL_PAIRS_PER_BATCH,
+                       pad_token_id: int = 0) -> torch.Tensor:
+    """Implicit reward margin of each tokenized pair, ``(pi_c - ref_c) - (pi_r - ref_r)``: (N,) float32, CPU.
+
+    Multiply by beta for TRL's ``rewards/margins``; the share > 0 is :func:`preference_accuracy`.
+    Memory-bounded: ``batch_size`` pairs per forward pass (the policy's, then the reference's,
+    which is the same model with its adapter disabled unless ``ref_model`` is given), and the
+    log-probabilities are taken row by row (:func:`sequence_logprobs`).
+    """
+    _check_batch_size(batch_size)
+    pairs = capped_rows(list(pairs), batch_size)
+    if not pairs:
+        raise ValueError("no pairs to score: pass the held-out pairs from tokenize_pairs().")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    margins = []
+    try:
+        for batch in _batches(pairs, batch_size, pad_token_id, device):
+            policy_chosen, policy_rejected = sequence_logprobs(model, batch).chunk(2)
+            ref_chosen, ref_rejected = reference_logprobs(model, batch, ref_model).chunk(2)
+            margins.append(((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)).float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(margins)
+
+
+TIE = 1e-4  # a margin within this of 0 (nats) is a tie: before training every margin is 0
+
+
+def margin_accuracy(margins: torch.Tensor) -> float:
+    """The share of margins > 0, a tie (``|margin| <= 1e-4``) counting one half."""
+    margins = torch.as_tensor(margins, dtype=torch.float32).flatten()
+    if not margins.numel():
+        raise ValueError("margin_accuracy needs at least one margin.")
+    return float((margins > TIE).sum() + 0.5 * (margins.abs() <= TIE).sum()) / margins.numel()
+
+
+def accuracy_by_kind(margins: torch.Tensor, kinds: Sequence[str]) -> dict[str, float]:
+    """:func:`margin_accuracy` per kind of pair: ``margins[i]`` is the pair of kind ``kinds[i]``
+    (pairs not scored, past the end of ``margins``, are left out). Sorted by kind."""
+    margins = torch.as_tensor(margins, dtype=torch.float32).flatten()
+    kinds = list(kinds)[:margins.numel()]
+    if len(kinds) < margins.numel():
+        raise ValueError(f"{margins.numel()} margins but only {len(kinds)} kinds: one kind per pair.")
+    return {k: margin_accuracy(margins[[i for i, kind in enumerate(kinds) if kind == k]]) for k in sorted(set(kinds))}
+
+
+def preference_accuracy(model, pairs: Sequence[Mapping], ref_model=None, batch_size: int = EVAL_PAIRS_PER_BATCH,
                         pad_token_id: int = 0) -> float:
     """Held-out reward accuracy: the share of tokenized pairs whose implicit reward margin
     ``(pi_c - ref_c) - (pi_r - ref_r)`` is positive (a tie counts one half).
 
     This is TRL's ``rewards/accuracies`` on an eval set. Before DPO the policy IS the reference,
     every margin is 0 and the accuracy is 50%: the model has no preference of its own yet.
+    ``batch_size`` pairs per forward pass (see :func:`preference_margins`).
     """
-    pairs = capped_rows(list(pairs), batch_size)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    score = 0.0
-    for batch in _batches(pairs, batch_size, pad_token_id, device):
-        policy_chosen, policy_rejected = sequence_logprobs(model, batch).chunk(2)
-        ref_chosen, ref_rejected = reference_logprobs(model, batch, ref_model).chunk(2)
-        margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
-        score += float((margin > 1e-4).sum() + 0.5 * (margin.abs() <= 1e-4).sum())
-    model.train(was_training)
-    return score / len(pairs)
+    return margin_accuracy(preference_margins(model, pairs, ref_model, batch_size, pad_token_id))
 
 
 @torch.no_grad()
-def kl_to_reference(model, pairs: Sequence[Mapping], ref_model=None, batch_size: int = 32,
+def kl_to_reference(model, pairs: Sequence[Mapping], ref_model=None, batch_size: int = EVAL_PAIRS_PER_BATCH,
                     pad_token_id: int = 0) -> float:
     """Mean per-token KL(pi || pi_ref) of the next-token distributions over the response tokens
-    of ``pairs`` (nats per token): how far DPO moved the policy from the reference."""
+    of ``pairs`` (nats per token): how far DPO moved the policy from the reference.
+
+    Memory-bounded: ``batch_size`` pairs per forward pass, and the two float32 log-softmaxes are
+    taken one row's response positions at a time, never over the batch's (B, L, V) logits.
+    """
+    _check_batch_size(batch_size)
     pairs = capped_rows(list(pairs), batch_size)
+    if not pairs:
+        raise ValueError("no pairs to score: pass the held-out pairs from tokenize_pairs().")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     total, tokens = 0.0, 0
-    for batch in _batches(pairs, batch_size, pad_token_id, device):
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        logp = torch.log_softmax(model(**inputs).logits[:, :-1].float(), dim=-1)
-        context, scorer = _reference(model, ref_model)
-        with context:
-            ref_logits = scorer(**inputs).logits
-        ref_logp = torch.log_softmax(ref_logits[:, :-1].float(), dim=-1)
-        mask = batch["labels"][:, 1:] != IGNORE_INDEX
-        kl = (logp.exp() * (logp - ref_logp)).sum(-1)  # (B, L-1)
-        total += float(kl[mask].sum())
-        tokens += int(mask.sum())
-    model.train(was_training)
+    try:
+        for batch in _batches(pairs, batch_size, pad_token_id, device):
+            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+            logits = model(**inputs).logits
+            context, scorer = _reference(model, ref_model)
+            with context:
+                ref_logits = scorer(**inputs).logits
+            mask = batch["labels"][:, 1:] != IGNORE_INDEX
+            for i in range(mask.shape[0]):
+                pos = mask[i].nonzero(as_tuple=True)[0]
+                logp = torch.log_softmax(logits[i, pos].float(), dim=-1)  # (n_i, V)
+                ref_logp = torch.log_softmax(ref_logits[i, pos].float(), dim=-1)
+                total += float((logp.exp() * (logp - ref_logp)).sum())
+                tokens += len(pos)
+            del logits, ref_logits
+    finally:
+        model.train(was_training)
     return total / tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# Several DPO adapters on one base (lesson 06): no copy of the model
+
+
+def adapter_start(model) -> dict[str, torch.Tensor]:
+    """A copy of the active adapter's weights (``peft.get_peft_model_state_dict``): the point
+    :func:`fresh_adapter` restarts a run from. Megabytes, where a copy of the model is gigabytes."""
+    from peft import get_peft_model_state_dict
+
+    if not hasattr(model, "peft_config"):
+        raise ValueError("adapter_start needs a peft model (get_peft_model): it copies the adapter's weights.")
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model, adapter_name=model.active_adapter).items()}
+
+
+def fresh_adapter(model, name: str, start: Mapping[str, torch.Tensor], config=None):
+    """Put an adapter ``name`` with the weights ``start`` on the peft ``model``, and make it the active one.
+
+    It sits on the same frozen base as the other adapters, so a second DPO run costs the adapter's
+    megabytes, not a second model; the reference (every adapter disabled) is unchanged. An adapter
+    already called ``name`` (a cell run again) is replaced. ``config``: its ``LoraConfig``
+    (default: the active adapter's). Returns ``model``; ``model.set_adapter(other)`` switches back.
+    """
+    from peft import set_peft_model_state_dict
+
+    if not hasattr(model, "peft_config"):
+        raise ValueError("fresh_adapter needs a peft model (get_peft_model).")
+    config = config or model.peft_config[model.active_adapter]
+    if name in model.peft_config:
+        if model.active_adapter == name:
+            others = [a for a in model.peft_config if a != name]
+            if not others:
+                raise ValueError(f"{name!r} is the model's only adapter: add the new one under another name.")
+            model.set_adapter(others[0])
+        model.delete_adapter(name)
+    model.add_adapter(name, config)
+    result = set_peft_model_state_dict(model, dict(start), adapter_name=name)
+    missing = [k for k in getattr(result, "missing_keys", []) if f".{name}." in k]
+    if missing:
+        raise ValueError(f"start does not fit adapter {name!r}: {len(missing)} weights missing (first: {missing[0]}). "
+                         "Pass adapter_start() of an adapter with the same LoraConfig.")
+    model.set_adapter(name)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,9 +20,10 @@
 # - how RLHF's "fit a reward model, then run PPO" collapses into one classification loss: the
 #   closed-form optimal policy, and the partition function that cancels in a pair (the seed's D3);
 # - the DPO loss by hand, from summed log-probabilities of the response tokens;
-# - the reference model as the same model with its LoRA adapter disabled (one model in memory);
+# - the reference model as the same model with its LoRA adapter disabled (one model in memory),
+#   and several DPO runs as several adapters on that one base;
 # - a DPO run from the lesson-05 SFT model: rewards and margins over steps, held-out preference
-#   accuracy before and after, generations before and after;
+#   accuracy and reward margin before and after, generations before and after;
 # - what beta does: small beta lets the policy drift from the reference, large beta holds it close
 #   (the KL to the reference, measured);
 # - the same run with TRL's `DPOTrainer`, metric for metric.
@@ -54,6 +55,10 @@ env = report()
 
 # %% [markdown]
 # ## Config
+# The full profile runs DPO on the ~1B model (`name`, as in lesson 05) with UltraFeedback pairs,
+# sized so that its DPO runs (two of ours, and a shorter one of TRL's to compare with) fit the
+# lesson's time on a T4: each of ours sees most of the thousand training pairs once. Held-out
+# preference accuracy and the mean reward margin are what move within that.
 
 # %%
 from dataclasses import dataclass
@@ -62,25 +67,28 @@ from dataclasses import dataclass
 @dataclass
 class Config:
     seed: int = 0
+    name: str | None = None      # full profile: the hub model (None: TinyLlama-1.1B), as in lesson 05
     r: int = 8                   # LoRA rank of the DPO adapter (every linear layer)
     alpha: float = 16            # LoRA scale alpha / r = 2
     beta: float = 0.1            # DPO's pull towards the reference (TRL's default)
     beta_large: float = 1.0      # the beta explorer's second run: 10x stronger pull
     lr: float = 2e-3             # LoRA learning rate, constant
-    num_steps: int = 24          # DPO optimizer steps
+    num_steps: int = 24          # DPO optimizer steps of each ftlab run
+    trl_steps: int = 24          # steps of the TRL run, compared with ftlab's step by step
     batch_size: int = 16         # preference pairs per micro-batch
     grad_accum: int = 1          # effective batch = batch_size * grad_accum pairs
     max_length: int | None = None  # tokens per prompt + response (None: no truncation)
     sft_steps: int = 100         # the short SFT run, only if lesson 05's adapter is not on disk
     sft_lr: float = 2e-3
-    bf16: bool = False           # TRL's run in bf16 (GPU); ftlab's runs in ftlab.runtime.amp_dtype()
     eval_size: int = 64          # held-out preference pairs scored before and after
 
 
 cfg = Config()
 if profile() == "full":  # a ~1B model on a T4/L4: small batches, accumulation, truncation
-    cfg = Config(r=16, alpha=32, lr=5e-5, num_steps=100, batch_size=2, grad_accum=8, max_length=512,
-                 sft_steps=200, sft_lr=2e-4, bf16=True, eval_size=100)
+    # 2 x 96 + 16 steps of 8 pairs (~900 tokens each) x 8.8 GFLOP/token (policy 6N + reference 2N)
+    # = 1.3e16 FLOP: ~14 min at the ~16 TFLOP/s a T4 sustains in fp16, ~6 min on an L4
+    cfg = Config(r=16, alpha=32, lr=1e-4, num_steps=96, trl_steps=16, batch_size=2, grad_accum=4, max_length=512,
+                 sft_steps=200, sft_lr=2e-4, eval_size=100)
 seed_everything(cfg.seed)  # same LoRA init and same data every run
 cfg
 
@@ -133,10 +141,11 @@ assert abs(diff_true - diff_recovered) < 1e-9, "Z(x) should cancel in a differen
 #
 # The adapter is merged into the base (`merge_and_unload`), and DPO puts a **fresh** LoRA on top.
 # Disabling that LoRA gives back the SFT model: the reference, with no second model in memory.
+# The lesson's other DPO runs (a larger beta in section 5, TRL's in section 6) get adapters of
+# their own on the same base, from the same starting weights (`dpo.adapter_start`,
+# `dpo.fresh_adapter`): megabytes each, where a copy of the model would be gigabytes.
 
 # %%
-import copy
-
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -145,13 +154,13 @@ from ftlab.data import load_instructions, load_preferences
 from ftlab.models import load_causal_lm
 from ftlab.train import causal_lm_loss, train
 
-model, tokenizer = load_causal_lm()
-adapter_dir = sft.default_adapter_dir()
-if (adapter_dir / "adapter_config.json").is_file():
+model, tokenizer = load_causal_lm(name=cfg.name)
+adapter_dir = sft.adapter_for(model)  # lesson 05's adapter, if it was trained on this model
+if adapter_dir is not None:
     print(f"loading lesson 05's SFT adapter from {adapter_dir}")
     sft_model = PeftModel.from_pretrained(model, adapter_dir)
 else:
-    print(f"no SFT adapter at {adapter_dir}: a short SFT run ({cfg.sft_steps} steps, prompt masked)")
+    print(f"a short SFT run instead ({cfg.sft_steps} steps, prompt masked)")
     seed_everything(cfg.seed)
     sft_model = get_peft_model(model, LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, target_modules="all-linear",
                                                  task_type="CAUSAL_LM"))
@@ -163,8 +172,8 @@ sft_merged = sft_model.merge_and_unload()  # the reference: W + scale * B @ A in
 lora_config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules="all-linear",
                          task_type="CAUSAL_LM")
 seed_everything(cfg.seed)  # the DPO adapter's init (B = 0: the policy starts AS the reference)
-policy = get_peft_model(sft_merged, lora_config)
-start_state = copy.deepcopy(policy)  # the untrained policy, for TRL and the beta run later
+policy = get_peft_model(sft_merged, lora_config, adapter_name="dpo")
+start = dpo.adapter_start(policy)  # its starting weights: the other runs start from them too
 policy.print_trainable_parameters()
 
 # %% [markdown]
@@ -200,10 +209,14 @@ assert torch.allclose(by_hand, loss)
 # %% [markdown]
 # ## 4. Training
 # ### Before: preference accuracy is a coin toss
-# The held-out metric is TRL's `rewards/accuracies`: the share of pairs where the implicit reward
-# of chosen beats rejected. Before training the policy *is* the reference, every reward is 0, and a
-# tie counts as half: 50%. (The SFT model's own log-probabilities already favour chosen on many
-# pairs; DPO's question is whether training moved the policy the right way, relative to where it started.)
+# The held-out metrics are TRL's `rewards/accuracies` and `rewards/margins`: the share of pairs
+# where the implicit reward of chosen beats rejected, and the mean of chosen's reward minus
+# rejected's. Before training the policy *is* the reference, every reward is 0, and a tie counts
+# as half: 50%, and a margin of 0. (The SFT model's own log-probabilities already favour chosen on
+# many pairs; DPO's question is whether training moved the policy the right way, relative to where
+# it started.) Both move early in a DPO run, even for a 1B model on a few hundred pairs: the
+# first thing DPO learns is what tells chosen from rejected in general (length, tone, refusals,
+# format), and that carries over to held-out prompts.
 
 # %%
 from ftlab.evals import generate
@@ -252,18 +265,20 @@ fig
 # much less. That is typical of DPO: it is easier to make a bad answer unlikely than a good one likelier.
 
 # %%
-acc_after = dpo.preference_accuracy(policy, test_pairs, pad_token_id=tokenizer.pad_token_id)
-kinds = sorted({r["kind"] for r in test_rows})
-per_kind = {k: dpo.preference_accuracy(policy, [p for p, r in zip(test_pairs, test_rows) if r["kind"] == k],
-                                       pad_token_id=tokenizer.pad_token_id) for k in kinds}
+margins_after = dpo.preference_margins(policy, test_pairs, pad_token_id=tokenizer.pad_token_id)  # one per pair
+acc_after = dpo.margin_accuracy(margins_after)
+reward_margin = cfg.beta * float(margins_after.mean())  # TRL's rewards/margins on the held-out pairs
+per_kind = dpo.accuracy_by_kind(margins_after, [test_rows[i]["kind"] for i in test_pairs.kept_rows])
 print(f"held-out preference accuracy: {acc_before:.0%} -> {acc_after:.0%} "
-      f"({', '.join(f'{k} {v:.0%}' for k, v in per_kind.items())}) in {history.seconds:.1f} s")
+      f"({', '.join(f'{k} {v:.0%}' for k, v in per_kind.items())}); mean reward margin 0 -> {reward_margin:+.3f}; "
+      f"{history.seconds:.1f} s of training")
 if profile() == "tiny":  # measured: 50% -> 75% (rambling 100%, refusal 100%, wrong_fact 36%)
     assert acc_after >= 0.65 and acc_after > acc_before + 0.15, "DPO should raise held-out preference accuracy"
+    assert reward_margin > 0.1, "chosen's implicit reward should rise above rejected's on held-out pairs"
 
 # %% [markdown]
-# Look at the kinds (tiny run with lesson 05's adapter: rambling 100%, refusal 100%, wrong fact
-# 36%). Refusals and rambling are *styles*: the preference learned on training questions carries
+# Look at the kinds (the tiny profile's held-out pairs come in three). Refusals and rambling are
+# *styles*: the preference learned on training questions carries
 # over to questions about people DPO never saw. A wrong fact is not a style: "Bo lives in Oslo" is
 # wrong only because of who Bo is. On held-out people DPO does no better than chance there:
 # pushing down the values that were rejected for *other* people also pushes down values that are
@@ -294,20 +309,24 @@ for b in (0.1, 1.0, 10.0):
 
 # %% [markdown]
 # Measure it on the real model: the same DPO run with beta 10x larger, and the KL of each trained
-# policy to the reference (per token, over the held-out pairs' responses).
+# policy to the reference (per token, over the held-out pairs' responses). The second run trains a
+# second adapter on the same base, from the same start; `set_adapter` switches between them, and
+# disabling adapters still gives the reference.
 
 # %%
-policy_large = copy.deepcopy(start_state)
-_, log_large = dpo.train_dpo(policy_large, train_pairs, lr=cfg.lr, num_steps=cfg.num_steps, batch_size=cfg.batch_size,
+dpo.fresh_adapter(policy, "large_beta", start)  # a new adapter, the active one from now on
+_, log_large = dpo.train_dpo(policy, train_pairs, lr=cfg.lr, num_steps=cfg.num_steps, batch_size=cfg.batch_size,
                              grad_accum=cfg.grad_accum, shuffle=False, seed=cfg.seed, beta=cfg.beta_large,
                              pad_token_id=tokenizer.pad_token_id, progress=False)
-kl = {cfg.beta: dpo.kl_to_reference(policy, test_pairs, pad_token_id=tokenizer.pad_token_id),
-      cfg.beta_large: dpo.kl_to_reference(policy_large, test_pairs, pad_token_id=tokenizer.pad_token_id)}
-acc_large = dpo.preference_accuracy(policy_large, test_pairs, pad_token_id=tokenizer.pad_token_id)
-for b, value in kl.items():
-    print(f"beta {b:>4}: KL to the reference {value:.4f} nats/token")
+kl = {cfg.beta_large: dpo.kl_to_reference(policy, test_pairs, pad_token_id=tokenizer.pad_token_id)}
+acc_large = dpo.preference_accuracy(policy, test_pairs, pad_token_id=tokenizer.pad_token_id)
+gen_large = generate(policy, tokenizer, shown)
+policy.set_adapter("dpo")  # back to the beta = cfg.beta run
+kl[cfg.beta] = dpo.kl_to_reference(policy, test_pairs, pad_token_id=tokenizer.pad_token_id)
+for b in (cfg.beta, cfg.beta_large):
+    print(f"beta {b:>4}: KL to the reference {kl[b]:.4f} nats/token")
 print(f"held-out accuracy: beta {cfg.beta} {acc_after:.0%}, beta {cfg.beta_large} {acc_large:.0%}")
-for q, a in zip(shown, generate(policy_large, tokenizer, shown)):
+for q, a in zip(shown, gen_large):
     print(f"beta {cfg.beta_large} answers {q!r}: {a!r}")
 if profile() == "tiny":
     assert kl[cfg.beta] > 2 * kl[cfg.beta_large], "a small beta should drift further from the reference"
@@ -317,37 +336,49 @@ beta_explorer(beta=cfg.beta, measured=kl)
 # ## 6. The same run with TRL's `DPOTrainer`
 # TRL reads conversational records (`dpo.trl_records`) and builds the same token ids. Given a
 # peft model, TRL 1.16 keeps a frozen copy of its starting adapter as the reference; ours starts
-# at B = 0, so that copy is the SFT model, exactly what disabling the adapter gives. Same start,
-# same batches (`train_sampling_strategy="sequential"`), same optimizer (AdamW, constant lr,
-# clipping at 1.0), fp32 on the CPU (DPOConfig defaults to bf16).
+# at B = 0, so that copy is the SFT model, exactly what disabling the adapter gives. TRL trains the
+# adapter named "default": a third adapter on the same base, from the same start. Same batches
+# (`train_sampling_strategy="sequential"`), same optimizer (AdamW, constant lr, clipping at 1.0),
+# precision from the card (`trainer_precision()`: fp16 on a T4, bf16 on an L4, fp32 on a CPU;
+# DPOConfig alone defaults to bf16, which a T4 only emulates, slowly). The full profile compares
+# the first `trl_steps` steps: enough to see the two loops agree, at a fraction of a run's cost.
 
 # %%
 from datasets import Dataset
 from transformers import PrinterCallback
 from trl import DPOConfig, DPOTrainer
 
+from ftlab.runtime import capped, trainer_precision
+
+dpo.fresh_adapter(policy, "default", start)  # TRL's adapter; "dpo" and "large_beta" stay as they are
+if "ref" in policy.peft_config:  # TRL's frozen copy of "default" from an earlier run of this cell
+    policy.delete_adapter("ref")
+# capped(n) is n (FTLAB_MAX_STEPS shortens it in a rehearsal, as it does every ftlab.train run)
 trl_args = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=cfg.batch_size,
-                     gradient_accumulation_steps=cfg.grad_accum, max_steps=cfg.num_steps, learning_rate=cfg.lr,
-                     lr_scheduler_type="constant", beta=cfg.beta, max_length=cfg.max_length, bf16=cfg.bf16,
+                     gradient_accumulation_steps=cfg.grad_accum, max_steps=capped(cfg.trl_steps), learning_rate=cfg.lr,
+                     lr_scheduler_type="constant", beta=cfg.beta, max_length=cfg.max_length,
                      train_sampling_strategy="sequential", logging_steps=1, save_strategy="no", report_to=[],
-                     disable_tqdm=True, seed=cfg.seed, use_cpu=device().type == "cpu")
-trainer = DPOTrainer(model=copy.deepcopy(start_state), args=trl_args, processing_class=tokenizer,
+                     disable_tqdm=True, seed=cfg.seed, use_cpu=device().type == "cpu", **trainer_precision())
+trainer = DPOTrainer(model=policy, args=trl_args, processing_class=tokenizer,
                      train_dataset=Dataset.from_list(dpo.trl_records(train_rows)))
 trainer.remove_callback(PrinterCallback)  # we print the comparison ourselves
 trainer.train()
+policy.set_adapter("dpo")  # our beta = cfg.beta run again
 trl_log = [h for h in trainer.state.log_history if "rewards/margins" in h]
 print(f"{'step':>4} {'':9} {'loss':>7} {'chosen':>8} {'rejected':>8} {'margin':>7} {'acc':>5}")
-for ours, theirs in list(zip(log, trl_log))[::6] + [(log[-1], trl_log[-1])]:
+side_by_side = list(zip(log, trl_log))
+for ours, theirs in side_by_side[::6] + side_by_side[-1:]:
     for name, e in (("ftlab", ours), ("TRL", theirs)):
         print(f"{ours['step']:4} {name:9} {e['loss']:7.4f} {e['rewards/chosen']:8.4f} {e['rewards/rejected']:8.4f} "
               f"{e['rewards/margins']:7.4f} {e['rewards/accuracies']:5.2f}")
-gap = max(abs(o[k] - t[k]) for o, t in zip(log, trl_log) for k in ("loss", *dpo.METRICS))
-print(f"largest difference over {len(trl_log)} steps and 5 metrics: {gap:.2e}")
+gap = max(abs(o[k] - t[k]) for o, t in side_by_side for k in ("loss", *dpo.METRICS))
+print(f"largest difference over {len(side_by_side)} steps and 5 metrics: {gap:.2e}")
 if profile() == "tiny":
-    assert len(trl_log) == len(log) and gap < 1e-3, "ftlab's DPO should follow TRL's step by step"
+    assert len(trl_log) == cfg.trl_steps == len(log) and gap < 1e-3, "ftlab's DPO should follow TRL's step by step"
 _ = headline(f"{profile()}: DPO beta={cfg.beta} from the SFT model: held-out preference accuracy {acc_before:.0%} -> "
-             f"{acc_after:.0%}; KL to ref {kl[cfg.beta]:.3f} (beta {cfg.beta}) vs {kl[cfg.beta_large]:.3f} "
-             f"(beta {cfg.beta_large}); ftlab = TRL DPOTrainer step by step (gap {'< 1e-5' if gap < 1e-5 else f'{gap:.0e}'})")
+             f"{acc_after:.0%}, mean reward margin {reward_margin:+.3f}; KL to ref {kl[cfg.beta]:.3f} (beta {cfg.beta}) "
+             f"vs {kl[cfg.beta_large]:.3f} (beta {cfg.beta_large}); ftlab = TRL DPOTrainer over {len(side_by_side)} "
+             f"steps (gap {'< 1e-5' if gap < 1e-5 else f'{gap:.0e}'})")
 
 # %% [markdown]
 # ## Drills
@@ -431,12 +462,14 @@ check("06c", solution_06c)
 # - The loss needs four summed response log-probabilities per pair (drills 06b, 06c); the reference
 #   is the same model with the DPO adapter disabled, after merging the SFT adapter into the base.
 # - From the SFT model, held-out preference accuracy rose from 50% (a tie: the policy is the
-#   reference) to the number printed in section 4; rejected answers are pushed down more than
-#   chosen ones are pulled up.
+#   reference) and the mean reward margin from 0 to the numbers printed in section 4; rejected
+#   answers are pushed down more than chosen ones are pulled up.
+# - Several DPO runs are several adapters on one base (`dpo.fresh_adapter`, `set_adapter`), and
+#   the evaluations score a few pairs per forward pass: a T4 holds one copy of the model, never three.
 # - beta is a leash: 10x larger beta left the policy far closer to the reference (the KL above),
 #   and here it also generalised better; beta 0.1 at this learning rate over-optimised.
 # - ftlab's loop and TRL's `DPOTrainer` give the same loss and rewards step by step; use TRL in
-#   practice (`DPOConfig(beta=..., bf16=True)`, a peft config, conversational records).
+#   practice (`DPOConfig(beta=..., **trainer_precision())`, a peft model, conversational records).
 #
 # **Try next:** set `beta=0.01` and watch the KL and the generations; train the SFT adapter itself
 # with DPO (TRL keeps a "ref" copy; in ftlab pass `ref_model=` a frozen copy); in the full profile,

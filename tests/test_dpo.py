@@ -244,3 +244,85 @@ def test_beta_explorer_drifts_less_for_larger_beta():
     assert abs(sum(small["policy"]) - 1) < 1e-9
     with pytest.raises(ValueError, match="beta"):
         beta_explorer_data(0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluations at full scale: memory-bounded, same numbers
+
+
+class _LargestFloat32OverVocab(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the largest float32 tensor over the vocabulary (last dim = vocab) any op creates."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        self.vocab, self.largest = vocab, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.dim() and t.shape[-1] == self.vocab:
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+class _RowCounter(torch.nn.Module):
+    """The model, recording how many rows each forward pass gets."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.rows = model, []
+
+    def forward(self, input_ids, attention_mask):
+        self.rows.append(input_ids.shape[0])
+        return self.model(input_ids=input_ids, attention_mask=attention_mask)
+
+
+def _naive_margins_and_kl(policy, ref, pairs):
+    """The evaluations as written before: one batch, a float32 log_softmax over (B, L, V)."""
+    batch = dpo.collate_pairs(pairs)
+    targets = batch["labels"][:, 1:]
+    mask = targets != -100
+    with torch.no_grad():
+        logp = torch.log_softmax(policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float(), -1)
+        ref_logp = torch.log_softmax(ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float(), -1)
+    picked = lambda lp: (lp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask).sum(1)  # noqa: E731
+    pc, pr = picked(logp).chunk(2)
+    rc, rr = picked(ref_logp).chunk(2)
+    kl = (logp.exp() * (logp - ref_logp)).sum(-1)[mask].sum() / mask.sum()
+    return (pc - rc) - (pr - rr), float(kl)
+
+
+def test_evaluations_equal_the_full_batch_formula(lm, rows):
+    model, tokenizer = lm
+    policy, ref = _lora(model, init=False), copy.deepcopy(model)
+    pairs = dpo.tokenize_pairs(rows, tokenizer)
+    want_margins, want_kl = _naive_margins_and_kl(policy, ref, pairs)
+    for batch_size in (1, 3, 8):
+        margins = dpo.preference_margins(policy, pairs, ref_model=ref, batch_size=batch_size, pad_token_id=0)
+        assert torch.allclose(margins, want_margins, atol=1e-4)
+        assert dpo.kl_to_reference(policy, pairs, ref_model=ref, batch_size=batch_size) == pytest.approx(want_kl, rel=1e-4, abs=1e-7)
+    # the adapter-disabled reference is the base model: the same numbers without a copy
+    assert torch.allclose(dpo.preference_margins(policy, pairs), want_margins, atol=1e-4)
+    assert dpo.preference_accuracy(policy, pairs) == dpo.margin_accuracy(want_margins)
+
+
+def test_evaluations_are_memory_bounded_in_half_precision(lm):
+    """Full scale: a half-precision model, many long pairs. Before, all 32 pairs went through one
+    forward pass and a float32 log_softmax over (64, L, V): ~10 GB at 512 tokens and a 32k vocabulary,
+    twice that for the KL. Now: at most 2 x batch_size rows per forward pass, and no float32 tensor
+    over the vocabulary larger than one row's (L, V)."""
+    model, tokenizer = lm
+    policy = _lora(copy.deepcopy(model).to(torch.bfloat16), init=False)
+    long_rows = [{"prompt": f"Where does person {i} live? " * 3, "chosen": "Bo lives in Rome. " * 4,
+                  "rejected": "No."} for i in range(40)]
+    pairs = dpo.tokenize_pairs(long_rows, tokenizer)
+    length = max(len(p["chosen"]["input_ids"]) for p in pairs)
+    one_row = length * model.config.vocab_size
+    for fn in (dpo.preference_accuracy, dpo.kl_to_reference):
+        counter = _RowCounter(policy)
+        counter.disable_adapter = policy.disable_adapter  # the reference: the adapter switched off
+        with _LargestFloat32OverVocab(model.config.vocab_size) as mode:
+            fn(counter, pairs)
+        assert max(counter.rows) <= 2 * dpo.EVAL_PAIRS_PER_BATCH, fn.__name__
+        assert sum(counter.rows) == 2 * 2 * len(pairs), fn.__name__  # policy + reference, every pair once
+        assert 0 < mode.largest <= one_row, (fn.__name__, mode.largest, one_row)
