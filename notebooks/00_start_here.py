@@ -88,13 +88,18 @@ class Config:
     train_last_blocks: int = 4   # unfreeze the last N transformer blocks (4 = all of the tiny LM)
     eval_kind: str = "fact"      # which held-out instructions to score: questions about people
     eval_size: int = 40          # held-out instructions scored before and after
+    answer_tokens: int = 24      # most tokens a generated answer may take (does it stop by itself within them?)
+    exact_match: bool = True     # also score exact match: one right sentence per question, as in the micro-world
     cloze: list = field(default_factory=list)  # plain-text prompts the model should complete
 
 
 cfg = Config(cloze=["Kafi lives in", "7 + 5 =", "The opposite of hot is"])
 if profile() == "full":  # a real 1.1B model: bigger steps cost more, and it knows real facts
-    cfg = Config(num_steps=30, batch_size=4, grad_accum=4, lr=1e-4, max_length=256, eval_size=20,
-                 train_last_blocks=2, eval_kind="alpaca", cloze=["The capital of France is", "7 + 5 =", "The opposite of hot is"])
+    # Alpaca's answers are paragraphs: no 1B model writes one word for word (exact match reads 0%
+    # before and after), so the full profile measures the answer loss and whether answers stop.
+    cfg = Config(num_steps=30, batch_size=4, grad_accum=4, lr=1e-4, max_length=256, eval_size=32,
+                 answer_tokens=128, exact_match=False, train_last_blocks=2, eval_kind="alpaca",
+                 cloze=["The capital of France is", "7 + 5 =", "The opposite of hot is"])
 seed_everything(cfg.seed)
 cfg
 
@@ -128,20 +133,41 @@ for prompt, completion in zip(cfg.cloze, generate(model, tokenizer, cfg.cloze, m
 # %% [markdown]
 # It *knows* things. Now ask it questions in the chat format. It has never seen `<|user|>` or
 # `<|assistant|>`, and it was never taught that an answer ends: watch it ramble on, reciting a
-# whole biography (sometimes of the wrong person). Exact match counts an answer right only if it
-# is the wanted sentence and then stops.
+# whole biography (sometimes of the wrong person). Three numbers say how well it answers:
+#
+# - **answer loss**: the mean loss per token (nats) of the *wanted* answer after the question,
+#   teacher-forced (`response_loss`). Lower means the model finds the wanted answers more likely;
+#   it moves at any scale, long before a generated answer is right word for word.
+# - **stops**: the share of generated answers that end by themselves (an EOS token) within
+#   `answer_tokens` tokens (`chat_format_report`). A base model does not know that answers end.
+# - **exact match**: the answer is the wanted sentence and then stops. It suits the micro-world,
+#   whose questions have one right sentence; Alpaca's paragraphs (the full profile) are never
+#   written word for word, so the full profile leaves it out (`cfg.exact_match`).
 
 # %%
 from ftlab.data import load_instructions
-from ftlab.evals import exact_match
+from ftlab.evals import chat_format_report, exact_match, response_loss
+
+
+def scores(model):
+    """answer loss, share of answers that stop, and exact match (None where the config skips it)."""
+    return (response_loss(model, tokenizer, test_rows, max_length=cfg.max_length),
+            chat_format_report(model, tokenizer, test_rows, max_new_tokens=cfg.answer_tokens)["ends"],
+            exact_match(model, tokenizer, test_rows) if cfg.exact_match else None)
+
+
+def show(loss, stops, em):
+    return (f"answer loss {loss:.2f} nats/token, {stops:.0%} of answers stop within {cfg.answer_tokens} tokens"
+            + (f", exact match {em:.0%}" if em is not None else ""))
+
 
 test_ds = load_instructions("test").filter(lambda row: row["kind"] == cfg.eval_kind)
 test_rows = list(test_ds.select(range(cfg.eval_size)))
 before = generate(model, tokenizer, [r["prompt"] for r in test_rows[:3]])
 for r, out in zip(test_rows[:3], before):
     print(f"Q: {r['prompt']}\n   model: {out!r}\n   wanted: {r['response']!r}")
-em_before = exact_match(model, tokenizer, test_rows)
-print(f"exact match on {len(test_rows)} held-out questions before training: {em_before:.0%}")
+loss_before, stops_before, em_before = scores(model)
+print(f"{len(test_rows)} held-out questions before training: {show(loss_before, stops_before, em_before)}")
 
 # %% [markdown]
 # ## 2. Train it with `ftlab.train`
@@ -149,21 +175,25 @@ print(f"exact match on {len(test_rows)} held-out questions before training: {em_
 # where the GPU supports it, gradient clipping, a guard that stops on a NaN loss, and a history
 # you can plot. Here we fine-tune on question/answer pairs for a few dozen steps. The tiny LM
 # trains all four of its blocks; on the 1.1B model the config unfreezes only the last two, which
-# keeps the optimizer state small (lesson 02 does better with LoRA).
+# keeps the optimizer state small (lesson 02 does better with LoRA). On a GPU, `train` first
+# prints its memory plan (the run priced at the model's real size) and stops if it cannot fit;
+# on a T4 (fp16) it keeps the trainable weights in fp32 for the run ("master weights").
 #
-# Each example is the chat-formatted question followed by the answer. The labels are the input
-# ids, with padding set to -100 so it is ignored by the loss. (Lesson 05 shows why you should
-# also mask the question.)
+# Each example is one chat turn as the tokenizer's chat template writes it: the question, the
+# answer, and the token that ends the answer (the EOS here; Llama-3's template ends a turn with
+# `<|eot_id|>`). The labels are the input ids, with padding set to -100 so it is ignored by the
+# loss. (Lesson 05 shows why you should also mask the question.)
 
 # %%
-from ftlab.evals import chat_prompt
 from ftlab.train import TrainConfig, causal_lm_loss, train
 
 train_ds = load_instructions("train")
 
 
 def collate(rows):
-    texts = [chat_prompt(tokenizer, r["prompt"]) + r["response"] + tokenizer.eos_token for r in rows]
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": r["prompt"]},
+                                            {"role": "assistant", "content": r["response"]}], tokenize=False)
+             for r in rows]  # the whole turn as the template writes it: question, answer, end of turn
     batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
                       max_length=cfg.max_length, add_special_tokens=False)
     batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
@@ -190,22 +220,29 @@ fig
 
 # %% [markdown]
 # ## 3. Measure what changed
-# The same held-out questions after training. They ask about people that no training question
-# mentions: the model learned *how to answer*, and pulls the facts from its pretraining.
+# The same held-out questions and the same three numbers after training. In the tiny profile the
+# questions ask about people that no training question mentions: the model learned *how to
+# answer*, and pulls the facts from its pretraining. In the full profile watch the answer loss
+# fall and the share of answers that stop rise: thirty steps teach a 1.1B model the format.
 
 # %%
 after = generate(model, tokenizer, [r["prompt"] for r in test_rows[:3]])
 for r, out in zip(test_rows[:3], after):
     print(f"Q: {r['prompt']}\n   model: {out!r}\n   wanted: {r['response']!r}")
-em_after = exact_match(model, tokenizer, test_rows)
-first, last = history.steps[0].loss, history.final_loss
-print(f"loss {first:.2f} -> {last:.2f} in {cfg.num_steps} steps, {history.seconds:.1f} s")
-print(f"exact match on held-out questions: {em_before:.0%} -> {em_after:.0%}")
+loss_after, stops_after, em_after = scores(model)
+first, last, steps = history.steps[0].loss, history.final_loss, len(history.steps)
+print(f"training loss {first:.2f} -> {last:.2f} in {steps} steps, {history.seconds:.1f} s")
+print(f"before: {show(loss_before, stops_before, em_before)}")
+print(f"after:  {show(loss_after, stops_after, em_after)}")
 if profile() == "tiny":  # the tour's claims, checked every time the notebook runs
     assert last < first / 2, "training should at least halve the loss"
+    assert loss_after < loss_before / 2, "the wanted answers should become far more likely"
+    assert stops_after >= stops_before + 0.3, "a short fine-tune should teach the model that answers end"
     assert em_after >= em_before + 0.25, "a short fine-tune should teach the model to answer"
-_ = headline(f"{profile()}: {n_params / 1e6:.2f}M-param LM, held-out exact match "
-         f"{em_before:.0%} -> {em_after:.0%} after {cfg.num_steps} steps ({history.seconds:.0f} s)")
+_ = headline(f"{profile()}: {n_params / 1e6:.2f}M-param LM, held-out answer loss {loss_before:.2f} -> "
+             f"{loss_after:.2f} nats/token, answers that stop {stops_before:.0%} -> {stops_after:.0%}"
+             + (f", exact match {em_before:.0%} -> {em_after:.0%}" if cfg.exact_match else "")
+             + f" after {steps} steps ({history.seconds:.0f} s)")
 
 # %% [markdown]
 # ## Drills
@@ -241,8 +278,9 @@ check("00a", solution_00a)
 
 # %% [markdown]
 # ### Drill 00b ★☆☆ · Where did the answers come from?
-# Exact match on questions about people that **no training question mentions** rose from 0% after
-# sixty steps. Where did the model get those people's facts? Answer with one letter, e.g. `"a"`.
+# In the tiny profile, exact match on questions about people that **no training question
+# mentions** rose from 0% within sixty steps. Where did the model get those people's facts?
+# Answer with one letter, e.g. `"a"`.
 #
 # - (a) From the fine-tuning data: the model memorised those answers.
 # - (b) From pretraining: fine-tuning taught the format; the facts were already in the weights.
@@ -285,10 +323,11 @@ check("00b", solution_00b)
 #   `FTLAB_PROFILE` (`tiny` offline, `full` on a GPU) and nothing else changes.
 # - The tiny LM is genuinely pretrained: it completes facts of its world, but cannot answer
 #   questions until it is fine-tuned.
-# - Sixty steps of `ftlab.train` on question/answer pairs move exact match on questions about
-#   *unseen* people from 0% to the number printed above: fine-tuning taught a format, and the
-#   knowledge came from pretraining.
+# - A few dozen steps of `ftlab.train` on question/answer pairs make the wanted answers far more
+#   likely (the answer loss) and teach the model to stop (tiny: exact match on questions about
+#   *unseen* people jumps too): fine-tuning taught a format, and the knowledge came from
+#   pretraining.
 #
-# **Try next:** set `train_last_blocks = 1` or `lr = 2e-3` and watch the exact match: too little
+# **Try next:** set `train_last_blocks = 1` or `lr = 2e-3` and watch the three numbers: too little
 # capacity teaches the format slowly, too high a learning rate wrecks what pretraining stored
 # (lesson 09 measures that). Then open lesson 01.

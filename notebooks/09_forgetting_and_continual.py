@@ -51,7 +51,10 @@ env = report()
 # %% [markdown]
 # ## Config
 # The tiny profile fine-tunes the 0.9M-parameter micro-world LM; every run is 60 steps. The
-# narrow task is answering questions about the *training* people's facts (`kind == "fact"`).
+# narrow task is answering questions about the *training* people's facts (`target_kind="fact"`).
+# The full profile fine-tunes TinyLlama-1.1B for 150 steps on a narrow task generated for it:
+# writing dates in ISO format (`"date"`: "Write 7 March 1994 as an ISO date (YYYY-MM-DD)." ->
+# "1994-03-07"), a format a base model does not produce by itself and a short fine-tune teaches.
 
 # %%
 from dataclasses import dataclass
@@ -60,65 +63,71 @@ from dataclasses import dataclass
 @dataclass
 class Config:
     seed: int = 0                # same init and data order on every run
-    target_kind: str = "fact"    # the narrow task: instruction rows of this kind
-    lr: float = 2e-3             # full fine-tuning's learning rate (AdamW, constant): high enough to forget
+    target_kind: str = "fact"    # the narrow task (ftlab.forgetting.TASKS lists each profile's)
+    lr: float = 2e-3             # full fine-tuning's learning rate (constant): high enough to forget
     low_lr_factor: float = 0.2   # the "lower lr" run uses lr * this (5x lower)
     num_steps: int = 60          # optimizer steps of every run
     batch_size: int = 16         # examples per batch
     max_length: int = 64         # tokens per SFT example
+    optimizer: str = "adamw"     # "adamw", or "adamw8bit" (bitsandbytes: 2 bytes of state per weight, not 8)
     r: int = 8                   # LoRA rank on every linear layer
     alpha: float = 16            # LoRA scale alpha / r = 2
-    replay_share: float = 0.5    # share of every batch that is pretraining text in the replay run
-    replay_docs: int = 400       # pretraining documents available to replay
-    replay_length: int = 40      # tokens kept of each replayed document
+    replay_share: float = 0.5    # share of every batch that is general text in the replay run
+    replay_docs: int = 400       # general texts available to replay
+    replay_length: int = 40      # tokens kept of each replayed text
+    text_docs: int = 32          # held-out general texts whose loss is reported
     eval_every: int = 5          # early stopping: general eval every this many steps
-    stop_floor: float = 0.8      # early stopping: stop once general validation recall falls below this
+    stop_keep: float = 0.8       # early stopping: stop once validation recall < this share of the base's
     eval_size: int = 40          # held-out target questions scored
     adapter_steps: int = 30      # steps of each task adapter (section 4)
     adapter_eval_size: int = 18  # questions per task in the adapter-swap table (answer loss)
 
 
 cfg = Config()
-if profile() == "full":  # ~1B model, half precision: full FT of 1B weights needs a >= 24 GB GPU
-    cfg = Config(lr=2e-5, num_steps=200, batch_size=8, max_length=256, adapter_steps=100)
+if profile() == "full":  # TinyLlama-1.1B, full FT in fp32 weights + 8-bit AdamW: ~11 GiB, fits a T4 (see section 2)
+    cfg = Config(target_kind="date", lr=1e-4, num_steps=150, batch_size=8, optimizer="adamw8bit",
+                 replay_length=64, text_docs=64, eval_every=25, eval_size=32, adapter_steps=100, adapter_eval_size=8)
 seed_everything(cfg.seed)
 cfg
 
 # %% [markdown]
-# ## 1. Three numbers, before training
-# - **target**: exact match on held-out questions of the narrow task (people no training row asks about);
-# - **general**: cloze recall of the *held-out* people's facts, read only in pretraining
-#   (`load_facts("heldout")`): "Kevo lives in" -> " Nedunar";
+# ## 1. Four numbers, before training
+# - **target**: exact match on held-out questions of the narrow task (tiny: about people no
+#   training row asks about; full: dates no training row uses);
+# - **general**: cloze recall of knowledge the model read in pretraining and the fine-tune never
+#   shows (tiny: the held-out people's facts, "Kevo lives in" -> " Nedunar"; full: well-known
+#   facts a 1B base model completes, "The capital of France is" -> " Paris");
 # - **skill**: a second pretraining skill the fine-tune never trains: opposites, as a cloze
-#   ("The opposite of hot is" -> " cold"), in both directions.
+#   ("The opposite of hot is" -> " cold"), in both directions;
+# - **text**: the loss per token (nats) on held-out general text (tiny: pretraining documents;
+#   full: Alpaca answers as plain text). It rises as soon as the model drifts, before any cloze flips.
 #
-# The general eval used for *early stopping* is a different set: the training people's facts
-# (`load_facts("train")`). The number we report never picks the weights (drill 09b).
+# The general eval used for *early stopping* is a different set (tiny: the training people's
+# facts; full: other well-known facts). The number we report never picks the weights (drill 09b).
 
 # %%
 import torch
 
-from ftlab.data import load_facts, load_instructions
-from ftlab.data.world import OPPOSITES, make_world, pretraining_corpus
 from ftlab.evals import cloze_accuracy
-from ftlab.forgetting import forgetting_report
+from ftlab.forgetting import forgetting_report, forgetting_sets
 from ftlab.models import load_causal_lm
 
-model, tokenizer = load_causal_lm()
-train_rows = [r for r in load_instructions("train") if r["kind"] == cfg.target_kind]
-target_rows = [r for r in load_instructions("test") if r["kind"] == cfg.target_kind][:cfg.eval_size]
-general = load_facts("heldout")   # reported
-general_val = load_facts("train")  # early stopping only
-skill = {"prompt": [f"The opposite of {x} is" for x, y in OPPOSITES] + [f"The opposite of {y} is" for x, y in OPPOSITES],
-         "answer": [f" {y}" for x, y in OPPOSITES] + [f" {x}" for x, y in OPPOSITES]}
+sets = forgetting_sets(cfg.target_kind, eval_size=cfg.eval_size, replay_docs=cfg.replay_docs, text_docs=cfg.text_docs)
+print(sets.describe())
+m, tokenizer = load_causal_lm()
 
 
-def report_of(m):
-    return forgetting_report(m, tokenizer, target_rows, general, skill)
+def report_of(model):
+    return forgetting_report(model, tokenizer, sets.target, sets.general, sets.skill, text=sets.text)
 
 
-before = report_of(model)
-print(f"{len(train_rows)} training questions; base model: " + ", ".join(f"{k} {v:.0%}" for k, v in before.items()))
+def show(report):
+    return ", ".join(f"{k} {v:.2f} nats/token" if k == "text" else f"{k} {v:.0%}" for k, v in report.items())
+
+
+before = report_of(m)
+val_before = cloze_accuracy(m, tokenizer, sets.general_val["prompt"], sets.general_val["answer"])
+print(f"base model: {show(before)}; early-stopping set {val_before:.0%}")
 
 # %% [markdown]
 # ## 2. Five ways to fine-tune on the narrow task
@@ -126,65 +135,100 @@ print(f"{len(train_rows)} training questions; base model: " + ", ".join(f"{k} {v
 # 1. **full FT** at `lr`;
 # 2. **full FT, lr / 5**;
 # 3. **LoRA** (r = 8, every linear layer) at the same `lr`: the base is frozen;
-# 4. **full FT + replay**: half of every batch is pretraining text (`replay_mix` builds the batches,
+# 4. **full FT + replay**: half of every batch is general text (`replay_mix` builds the batches,
 #    `shuffle=False` keeps them);
-# 5. **full FT + early stopping**: an `eval_fn` scores general recall on the validation facts every 5
-#    steps and keeps the weights of the last eval above the floor (`EarlyStopping`).
+# 5. **full FT + early stopping**: an `eval_fn` scores general recall on the validation facts every
+#    `eval_every` steps and keeps the weights of the last eval at or above `stop_keep` times the
+#    base's score (`EarlyStopping`; its copy of the weights lives in CPU memory: 4.4 GB of host
+#    RAM at full scale, which a T4 runtime's 12.7 GB holds and its GPU would not).
+#
+# Every run starts from a fresh copy of the pretrained model. Full fine-tuning loads it in fp32
+# (`dtype=torch.float32`): the optimizer updates fp32 weights while autocast runs the matmuls in
+# fp16 (T4) or bf16 (L4). Weights stored in bf16 would round small updates away: near 0.02, bf16's
+# numbers are 0.00012 apart, so the lr / 5 run's AdamW steps (about 2e-5) would round back to the
+# same weight. For 1.1B weights that is
+# 4.4 GB of weights and 4.4 GB of gradients, so the optimizer state has to be small: 8-bit AdamW
+# keeps 2.2 GB where AdamW keeps 8.8 GB, and the memory plan `train` prints before step 1 says
+# the run fits a T4. One model at a time: `fresh_model` frees the previous run's copy first.
 
 # %%
+import gc
+
 from peft import LoraConfig, get_peft_model
 
 from ftlab.forgetting import EarlyStopping, lm_examples, replay_mix
+from ftlab.memory import make_optimizer
 from ftlab.sft import SFTCollator, tokenize_dataset
 from ftlab.train import TrainConfig, causal_lm_loss, train
 
-train_ds = tokenize_dataset(train_rows, tokenizer, cfg.max_length)
-replay_ds = lm_examples(pretraining_corpus(make_world(), cfg.replay_docs, seed=1), tokenizer, cfg.replay_length)
+
+def fresh_model(dtype=torch.float32):
+    """The pretrained model, loaded again; the previous run's copy (the global ``m``) is freed first."""
+    global m
+    m = None
+    if torch.cuda.is_available():  # the GPU memory comes back once the old copy's objects are collected
+        gc.collect()
+        torch.cuda.empty_cache()
+    return load_causal_lm(dtype=dtype)[0]
+
+
+train_ds = tokenize_dataset(sets.train, tokenizer, cfg.max_length)
+replay_ds = lm_examples(sets.replay, tokenizer, cfg.replay_length)
 collate = SFTCollator(tokenizer=tokenizer)
 train_cfg = TrainConfig(lr=cfg.lr, num_steps=cfg.num_steps, batch_size=cfg.batch_size, seed=cfg.seed)
-fit = dict(loss_fn=causal_lm_loss, collate_fn=collate, progress=False)
+optimizer = None if cfg.optimizer == "adamw" else (lambda params: make_optimizer(cfg.optimizer, params))  # None: train's AdamW
+fit = dict(loss_fn=causal_lm_loss, collate_fn=collate, optimizer=optimizer, progress=False)
 lora_config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules="all-linear",
                          task_type="CAUSAL_LM")
 results, seconds = {"base": before}, {}
 
-m, _ = load_causal_lm()
+m = fresh_model()
 seconds["full FT"] = train(m, train_ds, train_cfg, **fit).seconds
 results["full FT"] = report_of(m)
 
-m, _ = load_causal_lm()
+m = fresh_model()
 seconds["full FT, lr/5"] = train(m, train_ds, train_cfg, lr=cfg.lr * cfg.low_lr_factor, **fit).seconds
 results["full FT, lr/5"] = report_of(m)
 
-m, _ = load_causal_lm()
+m = fresh_model(dtype=None)  # LoRA: the frozen base stays in the loader's precision (half on a GPU)
 seed_everything(cfg.seed)  # same LoRA init every run
 m = get_peft_model(m, lora_config)
 seconds["LoRA"] = train(m, train_ds, train_cfg, **fit).seconds
 results["LoRA"] = report_of(m)
 
-m, _ = load_causal_lm()
+m = fresh_model()
 mixed = replay_mix(train_ds, replay_ds, cfg.replay_share, cfg.batch_size, cfg.num_steps, seed=cfg.seed)
 seconds["full FT + replay"] = train(m, mixed, train_cfg, shuffle=False, **fit).seconds
 results["full FT + replay"] = report_of(m)
 
-m, _ = load_causal_lm()
-stopper = EarlyStopping(lambda mm: cloze_accuracy(mm, tokenizer, general_val["prompt"], general_val["answer"]),
-                        floor=cfg.stop_floor, eval_every=cfg.eval_every)
+m = fresh_model()
+stopper = EarlyStopping(lambda mm: cloze_accuracy(mm, tokenizer, sets.general_val["prompt"], sets.general_val["answer"]),
+                        floor=cfg.stop_keep * val_before, eval_every=cfg.eval_every, num_steps=cfg.num_steps)
 stopper.snapshot(m)  # step 0
 seconds["full FT + early stop"] = train(m, train_ds, train_cfg, eval_every=cfg.eval_every, eval_fn=stopper, **fit).seconds
 stopped_at = stopper.restore(m)
 results["full FT + early stop"] = report_of(m)
 print("early stopping: validation recall at steps", dict(zip(stopper.steps, [f"{s:.0%}" for s in stopper.scores])),
-      f"-> weights of step {stopped_at}")
+      f"(floor {stopper.floor:.0%}) -> weights of step {stopped_at}")
 
 # %% [markdown]
 # ## 3. One table, one plot
+# "forgot" is general recall lost (base minus after, in points); "text +" is how much the loss on
+# general text rose (nats per token). Then, for each cure, the share of full FT's forgetting it
+# removed: (forgot by full FT - forgot with the cure) / forgot by full FT (drill 09a).
 
 # %%
 forgot = {name: before["general"] - r["general"] for name, r in results.items()}
-print(f"{'':22} {'target':>7} {'general':>8} {'skill':>6} {'forgot (general)':>17} {'train s':>8}")
+drift = {name: r["text"] - before["text"] for name, r in results.items()}
+print(f"{'':22} {'target':>7} {'general':>8} {'skill':>6} {'text':>6} {'forgot':>7} {'text +':>7} {'train s':>8}")
 for name, r in results.items():
-    print(f"{name:22} {r['target']:>7.0%} {r['general']:>8.0%} {r['skill']:>6.0%} {forgot[name]:>17.0%} "
-          f"{seconds.get(name, 0):>8.1f}")
+    print(f"{name:22} {r['target']:>7.0%} {r['general']:>8.0%} {r['skill']:>6.0%} {r['text']:>6.2f} "
+          f"{forgot[name]:>7.0%} {drift[name]:>+7.2f} {seconds.get(name, 0):>8.1f}")
+for name in ("full FT, lr/5", "LoRA", "full FT + replay", "full FT + early stop"):
+    cures = [(forgot["full FT"], forgot[name]), (drift["full FT"], drift[name])]
+    print(f"{name:22} removed " + "; ".join(
+        f"{(full - cure) / full:.0%} of the {what}" if full > 0 else f"nothing to remove in the {what}"
+        for (full, cure), what in zip(cures, ("general-recall loss", "text-loss rise"))))
 
 # %%
 import matplotlib.pyplot as plt
@@ -210,15 +254,19 @@ if profile() == "tiny":
     assert forgot["full FT + replay"] <= forgot["full FT"] - 0.3, "replay should reduce forgetting"
     assert forgot["full FT + early stop"] <= forgot["full FT"] - 0.3, "early stopping should reduce forgetting"
     assert lora["target"] >= 0.3, "LoRA should learn the task"
+    assert drift["full FT"] >= 1.0, "full FT at this lr should pull the model away from general text"
+    for name in ("full FT, lr/5", "LoRA", "full FT + replay", "full FT + early stop"):
+        assert drift[name] <= 0.6 * drift["full FT"], f"{name} should keep general text far better than full FT"
 
 # %% [markdown]
-# Measured (tiny, seed 0; seeds 1 and 2 agree within a few points for the first four runs): held-out
-# facts recalled 100% before; full FT 38% (and opposites 0%: the second skill is gone too, while the
-# target stayed at 0%: at this lr it memorised the training people instead of learning to answer);
-# lr / 5 94%; LoRA 78% (with 42% target); replay 80%; early stopping 75% (it kept step 5). Over seeds
-# 0/1/2 full FT kept 28-38% of the facts and LoRA 78-94%, replay 80-86%, lr / 5 94-97%, so the
-# assertions above leave 0.3-0.4 of margin. LoRA learns less *and* forgets less; a lower lr here does
-# both better still, because 60 steps at 2e-3 is simply too hot for full fine-tuning.
+# What the tiny profile shows (seed 0; seeds 1 and 2 agree within a few points for the first four
+# runs, and the assertions above hold with their 0.3-0.4 margins on all three): full FT at this lr
+# loses most of the held-out facts and the opposites, while its target stays low: at this lr it
+# memorised the training people instead of learning to answer. LoRA learns less *and* forgets
+# less; a 5x lower lr does both better still, because 60 steps at 2e-3 is simply too hot for full
+# fine-tuning; replay and early stopping each keep most of the facts. In the full profile the base
+# knows fewer of its clozes to begin with, so read the "text +" column too: it is the first
+# number to move when a fine-tune pulls a 1B model away from general text.
 
 # %% [markdown]
 # ## 4. Continual learning: one adapter per task
@@ -232,21 +280,20 @@ if profile() == "tiny":
 from ftlab.forgetting import base_weights_hash
 from ftlab.train import count_causal_lm_items
 
-tasks = ("fact", "addition", "opposite")
-all_train = list(load_instructions("train"))
-task_ds = {t: tokenize_dataset([r for r in all_train if r["kind"] == t], tokenizer, cfg.max_length, verbose=False)
-           for t in tasks}
+tasks = tuple(sets.tasks)
+task_ds = {t: tokenize_dataset(rows, tokenizer, cfg.max_length, verbose=False) for t, rows in sets.tasks.items()}
 
 
 @torch.no_grad()
-def answer_loss(m, t):
+def answer_loss(model, t):
     """Mean loss per answer token (nats) on the task's first questions: lower = the task is known better."""
-    batch = collate(task_ds[t][:cfg.adapter_eval_size])
-    m.eval()
-    return float(causal_lm_loss(m, batch)) / count_causal_lm_items(batch)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in collate(task_ds[t][:cfg.adapter_eval_size]).items()}
+    model.eval()
+    return float(causal_lm_loss(model, batch)) / count_causal_lm_items(batch)
 
 
-base, _ = load_causal_lm()
+base = fresh_model(dtype=None)  # frozen: the loader's precision
 hash_before = base_weights_hash(base)
 seed_everything(cfg.seed)
 multi = get_peft_model(base, lora_config, adapter_name=tasks[0])
@@ -276,11 +323,12 @@ if profile() == "tiny":
         assert swap[t][t] < swap["(none)"][t] - 1.0, f"the {t} adapter should learn its task"
 
 # %%
-_ = headline(f"{profile()}: general recall after a narrow fine-tune: full FT {results['full FT']['general']:.0%}, "
-             f"lr/5 {results['full FT, lr/5']['general']:.0%}, LoRA {results['LoRA']['general']:.0%}, "
-             f"replay {results['full FT + replay']['general']:.0%}, early stop "
-             f"{results['full FT + early stop']['general']:.0%} (base {before['general']:.0%}); "
-             f"adapters swap, base hash identical")
+_ = headline(f"{profile()}: narrow fine-tune on {cfg.target_kind!r}, general recall base {before['general']:.0%} -> "
+             f"full FT {results['full FT']['general']:.0%}, lr/5 {results['full FT, lr/5']['general']:.0%}, "
+             f"LoRA {results['LoRA']['general']:.0%}, replay {results['full FT + replay']['general']:.0%}, "
+             f"early stop {results['full FT + early stop']['general']:.0%}; "
+             f"general-text loss base {before['text']:.2f} -> full FT {results['full FT']['text']:.2f}, "
+             f"LoRA {results['LoRA']['text']:.2f} nats/token; adapters swap, base hash identical")
 
 # %% [markdown]
 # ## Drills
@@ -345,11 +393,15 @@ check("09c", answer_09c)
 
 # %% [markdown]
 # ## Summary
-# - Measure forgetting with three numbers before and after: the target, held-out general knowledge,
-#   and a second skill nobody trained.
-# - Full fine-tuning at a high lr on 256 narrow questions cut held-out fact recall from 100% to 38%
-#   and opposites to 0%. LoRA kept 78%, a 5x lower lr 94%, half a batch of replayed pretraining
-#   text 80%, early stopping on a general validation eval 75%.
+# - Measure forgetting with four numbers before and after: the target, held-out general knowledge,
+#   a second skill nobody trained, and the loss on general text.
+# - Full fine-tuning at a high lr on a narrow task forgets: in the tiny profile it lost most of the
+#   held-out facts and the opposites (the table above has the numbers). LoRA, a 5x lower lr, half a
+#   batch of replayed general text, and early stopping on a general *validation* eval each keep
+#   most of it.
+# - At full scale, full fine-tuning of a 1.1B model with fp32 weights and gradients and 8-bit
+#   AdamW needs ~11 GiB and fits a T4; with plain AdamW it would not, and the memory plan before
+#   step 1 says so. LoRA needs a fraction of that.
 # - One adapter per task on a frozen base is continual learning without forgetting: swap with
 #   `set_adapter`, and the base's hash proves nothing else moved.
 #

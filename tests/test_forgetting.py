@@ -72,3 +72,131 @@ def test_base_weights_hash_ignores_lora_and_sees_base_changes():
     with torch.no_grad():
         next(p for n, p in model.named_parameters() if "lora_" not in n).add_(1e-3)
     assert base_weights_hash(model) != before
+
+
+# ---------------------------------------------------------------------------------------------
+# General-text loss, the sets at both scales, and early stopping that fits a T4 run
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    from ftlab.models import load_causal_lm
+
+    return load_causal_lm(profile="tiny")
+
+
+def test_text_loss_is_low_on_pretraining_text_and_high_on_shuffled_words(tiny_lm):
+    import random
+
+    from ftlab.data.world import make_world, pretraining_corpus
+    from ftlab.forgetting import text_loss
+
+    model, tok = tiny_lm
+    docs = pretraining_corpus(make_world(), 32, seed=2)
+    rng = random.Random(0)
+    shuffled = [" ".join(rng.sample(d.split(), len(d.split()))) for d in docs]
+    assert text_loss(model, tok, docs) < 1.0 < 3.0 < text_loss(model, tok, shuffled)
+    with pytest.raises(ValueError, match="at least one text"):
+        text_loss(model, tok, [])
+
+
+def test_forgetting_report_adds_the_text_loss_only_when_given_text(tiny_lm):
+    from ftlab.forgetting import forgetting_report, forgetting_sets
+
+    model, tok = tiny_lm
+    sets = forgetting_sets("fact", eval_size=4, text_docs=8, profile="tiny")
+    general = {k: v[:8] for k, v in sets.general.items()}
+    plain = forgetting_report(model, tok, sets.target, general, sets.skill)
+    with_text = forgetting_report(model, tok, sets.target, general, sets.skill, text=sets.text)
+    assert set(plain) == {"target", "general", "skill"} and set(with_text) == set(plain) | {"text"}
+    assert with_text["general"] == plain["general"] == 1.0  # the base knows the held-out facts
+    assert 0 < with_text["text"] < 1.0
+
+
+def test_tiny_sets_are_the_micro_world_sets_lesson_09_always_used():
+    from ftlab.data import load_facts, load_instructions
+    from ftlab.data.world import OPPOSITES, make_world, pretraining_corpus
+    from ftlab.forgetting import forgetting_sets
+
+    sets = forgetting_sets("fact", eval_size=40, replay_docs=400, text_docs=64, profile="tiny")
+    assert sets.train == [dict(r) for r in load_instructions("train") if r["kind"] == "fact"]
+    assert sets.target == [dict(r) for r in load_instructions("test") if r["kind"] == "fact"][:40]
+    assert sets.general["prompt"] == list(load_facts("heldout")["prompt"])
+    assert sets.general_val["answer"] == list(load_facts("train")["answer"])
+    assert sets.skill["prompt"][:2] == [f"The opposite of {OPPOSITES[0][0]} is", f"The opposite of {OPPOSITES[1][0]} is"]
+    assert len(sets.skill["prompt"]) == 2 * len(OPPOSITES)
+    assert sets.replay == pretraining_corpus(make_world(), 400, seed=1)
+    assert len(sets.text) == 64 and not set(sets.text) & set(sets.replay[:64])  # another draw
+    assert tuple(sets.tasks) == ("fact", "addition", "opposite") and sets.tasks["fact"] is sets.train
+
+
+def test_a_narrow_task_the_profile_lacks_is_an_error_naming_the_ones_it_has():
+    """The full profile's lesson 09 asked for kind "fact" in Alpaca, whose rows are all "alpaca":
+    zero rows, and exact_match raised "needs at least one row" (the L4 rehearsal)."""
+    from ftlab.forgetting import TASKS, task_rows
+
+    with pytest.raises(ValueError, match=r"'fact' does not exist in the full profile.*'date', 'addition', 'opposite'"):
+        task_rows("fact", profile="full")
+    with pytest.raises(ValueError, match=r"'date' does not exist in the tiny profile.*'fact'"):
+        task_rows("date", profile="tiny")
+    for kind in TASKS["full"]:
+        assert task_rows(kind, "train", profile="full") and task_rows(kind, "test", profile="full")
+
+
+def test_generated_tasks_are_seeded_disjoint_and_answered_right():
+    import re
+
+    from ftlab.forgetting import MONTHS, generated_task
+
+    for kind in ("date", "addition", "opposite"):
+        train, test = generated_task(kind, "train"), generated_task(kind, "test")
+        assert generated_task(kind, "train") == train  # the same rows on every machine
+        assert not {r["prompt"] for r in train} & {r["prompt"] for r in test}
+        assert all(r["kind"] == kind and r["response"] for r in train + test)
+    dates = generated_task("date", "train") + generated_task("date", "test")
+    assert len(dates) == 1200 and len({r["response"] for r in dates}) == 1200  # no date in both splits
+    for r in dates[:60]:
+        day_first = re.search(r"(\d{1,2}) ([A-Z][a-z]+) (\d{4})", r["prompt"])
+        if day_first:
+            d, month, y = day_first.groups()
+        else:
+            month, d, y = re.search(r"([A-Z][a-z]+) (\d{1,2}), (\d{4})", r["prompt"]).groups()
+        assert r["response"] == f"{int(y):04d}-{MONTHS.index(month) + 1:02d}-{int(d):02d}"
+    for r in generated_task("addition", "test")[:50]:
+        a, b = map(int, re.findall(r"\d+", r["prompt"])[:2])
+        assert r["response"] == str(a + b)
+    with pytest.raises(ValueError, match="splits"):
+        generated_task("date", "validation")
+
+
+def test_early_stopping_keeps_one_cpu_copy_overwritten_in_place():
+    model = torch.nn.Linear(3, 2)
+    stopper = EarlyStopping(lambda m: 1.0, floor=0.5, eval_every=5)
+    stopper.snapshot(model)
+    kept = dict(stopper._state)
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    stopper(model)
+    assert all(t.device.type == "cpu" for t in stopper._state.values())
+    assert all(stopper._state[n] is kept[n] for n in kept)  # written into the same buffers
+    assert torch.equal(stopper._state["weight"], torch.full((2, 3), 2.0))
+    model.half()  # the model changed dtype: a new copy of the right dtype
+    stopper.snapshot(model, step=7)
+    assert stopper._state["weight"].dtype == torch.float16 and stopper.best_step == 7
+
+
+def test_early_stopping_labels_the_last_eval_with_the_step_it_ran_at(monkeypatch):
+    """train evaluates every eval_every steps and once more after its last step (here 12, or 2
+    under FTLAB_MAX_STEPS=2): that last one is step 12 (or 2), not 15 (or 5)."""
+    from ftlab.train import train
+
+    data = [(torch.randn(3), torch.tensor(0)) for _ in range(8)]
+    for cap, expected in ((None, [5, 10, 12]), ("2", [2])):
+        if cap:
+            monkeypatch.setenv("FTLAB_MAX_STEPS", cap)
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        stopper = EarlyStopping(lambda m: 1.0, floor=0.5, eval_every=5, num_steps=12)
+        stopper.snapshot(model)
+        train(model, data, lr=1e-2, num_steps=12, batch_size=4, eval_every=5, eval_fn=stopper, progress=False)
+        assert stopper.steps == expected and stopper.best_step == expected[-1]
