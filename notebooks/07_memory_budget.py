@@ -26,9 +26,9 @@
 # - which 0.5B-8B models fit a T4, an L4 or an A100 with each method, and what gradient
 #   checkpointing buys.
 #
-# Nothing here downloads a model: the real architectures (Llama-3.2-1B, Llama-3-8B...) are built
-# from their published shapes, and the measurements use the micro-world's tiny LM. On a CPU the
-# notebook runs in well under a minute.
+# The budgeted architectures (Llama-3.2-1B, Llama-3-8B...) are built from their published shapes:
+# nothing downloads them. The measurements train one step of a real model: the micro-world's tiny
+# LM on a CPU (well under a minute in all), TinyLlama-1.1B on the GPU in the full profile.
 
 # %% [markdown]
 # ## Set-up
@@ -88,7 +88,7 @@ class Config:
 
 
 cfg = Config()
-if profile() == "full":  # measure the 1.1B model on the GPU, with what fits a T4 (full FT of 1.1B does not)
+if profile() == "full":  # measure the 1.1B model on the GPU, with what fits a T4 and an L4 (full FT of 1.1B does not)
     cfg = Config(lm_path=DEFAULT_CAUSAL_LM, batch_size=4, seq_len=512, measured=[
         ("lora", HALF, True, "adamw", "all-linear"),
         ("qlora", HALF, True, "adamw8bit", "all-linear")])
@@ -106,26 +106,30 @@ cfg
 # | **optimizer state** | AdamW's two running moments per trainable parameter | 8 (two fp32), ~2 with 8-bit AdamW, 0 with plain SGD |
 # | **activations** | what the forward pass saves for the backward pass | grows with batch x sequence length |
 #
-# Start with the tiny LM, where the arithmetic fits in your head: 0.89M parameters in fp32 is
-# 3.4 MiB of weights, the same again for gradients, twice that for AdamW's moments.
+# Start with the model section 3 measures (`cfg.lm_path`: the micro-world's tiny LM, TinyLlama-1.1B
+# in the full profile), fully fine-tuned in fp32 with AdamW at the measured batch. The calculator
+# needs its shapes, not its weights: it is built on the `meta` device, which holds no memory.
 
 # %%
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from ftlab import memory
-from ftlab.models import count_parameters, load_causal_lm
+from ftlab.models import count_parameters
 
 torch.set_num_threads(1)  # the step below is tiny: one thread is as fast, and shares the CPU
-lm, tokenizer = load_causal_lm()
+with torch.device("meta"):  # shapes only: nothing is loaded or allocated
+    lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg.lm_path))
 n_params = count_parameters(lm)
-print(f"{n_params:,} parameters x 4 bytes = {4 * n_params / 2**20:.2f} MiB of fp32 weights")
+print(f"{n_params:,} parameters x 4 bytes = {4 * n_params / 2**20:,.2f} MiB of fp32 weights, as much again "
+      f"for gradients, twice that for AdamW's two moments")
 tiny_full = memory.estimate(lm, method="full", precision="fp32", optimizer="adamw",
                             batch_size=cfg.batch_size, seq_len=cfg.seq_len)
 print(tiny_full.table())
 
 # %% [markdown]
-# The tiny LM is all activations: its weights are small, and its vocabulary of 768 makes the
-# logits cheap. A real model is the other way round. Take the shapes of Llama-3.2-1B from
+# In the tiny profile this model is all activations: its weights are small, and a vocabulary of
+# 768 makes the logits cheap. A real model is the other way round. Take the shapes of Llama-3.2-1B from
 # `memory.KNOWN_MODELS` (hidden 2048, 16 layers, 32 query heads sharing 8 key/value heads,
 # vocabulary 128,256) and walk the parts one by one.
 #
@@ -270,11 +274,11 @@ assert real_full.static == 12 * real_full.n_params and real_qlora.fits("T4")
 # `memory.training_model` loads the model the way the lessons train it (peft LoRA, the QLoRA
 # recipe with bitsandbytes NF4, SDPA attention, optional checkpointing). The token ids are random:
 # memory depends on the shapes, not on the text.
+#
+# On a GPU (or a simulated one) each set-up first prints its memory plan: the calculator at the
+# model's real size against the card's usable memory, as every training run in the course does.
 
 # %%
-del lm  # only the models built below are measured (on a GPU, this frees its memory)
-if torch.cuda.is_available():
-    torch.cuda.empty_cache()
 checks = {}
 for method, precision, ckpt, optimizer, targets in cfg.measured:
     label = f"{method} {precision}{' ckpt' if ckpt else ''}"
@@ -284,8 +288,9 @@ for method, precision, ckpt, optimizer, targets in cfg.measured:
     checks[label] = (predicted, measured)
     print(f"--- {label}, {optimizer}, LoRA targets {targets or '-'}: {measured.trainable:,} trainable")
     print(memory.side_by_side(predicted, measured))
-    if "max_memory_allocated" in measured.details:
-        print(f"max_memory_allocated during the step: {measured.details['max_memory_allocated'] / GiB:.2f} GiB")
+    if "max_memory_allocated" in measured.details:  # a real GPU: what the allocator saw, next to the calculator
+        print(f"max_memory_allocated during the step: {measured.details['max_memory_allocated'] / GiB:.2f} GiB; "
+              f"the calculator's peak {predicted.peak / GiB:.2f} GiB (+ the CUDA context, not counted by torch)")
 
 # %%
 static_err = max(abs(p.static / m.static - 1) for p, m in checks.values())

@@ -57,11 +57,12 @@ class Config:
     batch_size: int = 1            # examples per micro-batch, PER GPU
     gpu: str = "A100-80GB"         # the card the sharded runs use
     gpus: list = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])  # x axis of the plot
+    run_config: str = "sft_tiny.yaml"  # the configs/ file section 4 shows
 
 
 cfg = Config()
-if profile() == "full":  # a GPU machine: the same numbers (the budget is arithmetic, not a run)
-    cfg = Config()
+if profile() == "full":  # a GPU machine: the same budget (arithmetic, not a run); the full SFT config
+    cfg = Config(run_config="sft_full.yaml")
 seed_everything(cfg.seed)
 cfg
 
@@ -151,8 +152,8 @@ if profile() == "tiny":
 # The same examples, so the same loss. `tests/test_ddp.py` proves it on the real thing: the
 # tiny LM with LoRA trained by `python -m ftlab.run sft` for 4 steps, once with 2 processes
 # (`torchrun --standalone --nproc_per_node 2`, gloo) and once with one process and
-# `grad_accum=2`, `batch_size=4`. The losses agree bit for bit on this machine (the test allows
-# a relative 1e-5): `[4.3726, 3.9338, 3.1560, 3.7553]` both ways.
+# `grad_accum=2`, `batch_size=4`, and requires the four losses to agree to a relative 1e-5 (on
+# the machines it ran on they agreed bit for bit).
 #
 # One thing to carry to a real cluster: **`batch_size` is per process**. Moving a 1-GPU recipe
 # with `grad_accum=8` to 8 GPUs without changing it multiplies the effective batch by 8; divide
@@ -162,7 +163,7 @@ if profile() == "tiny":
 # ## 4. Launching the script on several GPUs
 # `python -m ftlab.run <task> --config configs/<file>.yaml` runs a lesson's training (tasks
 # `sft` and `classifier`) outside a notebook, with the same `ftlab.train` loop. One config file
-# holds every knob; `--set key=value` overrides one. The tiny SFT config:
+# holds every knob; `--set key=value` overrides one. This profile's SFT config:
 
 # %%
 from pathlib import Path
@@ -170,7 +171,8 @@ from pathlib import Path
 import ftlab
 
 configs = Path(ftlab.__file__).resolve().parent.parent / "configs"
-print((configs / "sft_tiny.yaml").read_text() if configs.is_dir() else "(configs/ is in the repository)")
+print((configs / cfg.run_config).read_text() if configs.is_dir()
+      else f"(configs/{cfg.run_config} is in the repository: clone it to launch runs from a shell)")
 
 # %% [markdown]
 # The commands, each tested on this machine with 2 CPU processes (`tests/test_ddp.py`,
@@ -264,12 +266,20 @@ if profile() == "tiny":
 # 4 bits and trains LoRA adapters, so there are almost no gradients or optimizer state to shard.
 
 # %%
+from ftlab.runtime import card
+
 qlora = estimate(config, method="qlora", precision="bf16", target_modules="all-linear", r=16,
                  batch_size=cfg.batch_size, seq_len=cfg.seq_len, grad_checkpointing=True)
 fsdp = estimate(config, **budget, world_size=needed["zero3"], sharding="fsdp")
 print(f"QLoRA r=16, all linears, on ONE GPU: {qlora.peak / GiB:5.1f} GiB  "
       f"(T4: {'fits' if qlora.fits('T4') else 'no'}, L4: {'fits' if qlora.fits('L4') else 'no'})")
 print(f"full FT, FSDP over {needed['zero3']} x {cfg.gpu}: {fsdp.peak / GiB:5.1f} GiB per GPU")
+here = card()  # the GPU of this runtime (real, or simulated by FTLAB_SIMULATE_GPU); None on a CPU
+if here is not None:
+    capacity = here.memory_key if here.memory_key in GPUS else here.memory_bytes
+    n_here = gpus_needed("fsdp", capacity)
+    print(f"on this runtime's {here.name}: QLoRA {'fits' if qlora.fits(capacity) else 'does not fit'}; full FT "
+          f"with FSDP needs {n_here if n_here else 'more than 1024'} of them")
 if profile() == "tiny":
     assert qlora.fits("L4") and not one_gpu.fits(cfg.gpu)
 
