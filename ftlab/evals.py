@@ -143,7 +143,7 @@ def response_loss(model, tokenizer, rows: Sequence[dict], max_length: int = 256,
     they are tokenized as for training (``ftlab.sft.tokenize_dataset``), so rows that
     ``max_length`` would leave without an answer token are skipped, as training drops them.
     """
-    from ftlab.sft import SFTCollator, tokenize_dataset
+    from ftlab.sft import tokenize_dataset
 
     if not rows:
         raise ValueError("response_loss needs at least one row.")
@@ -151,24 +151,7 @@ def response_loss(model, tokenizer, rows: Sequence[dict], max_length: int = 256,
     if not len(examples):
         raise ValueError(f"max_length={max_length} leaves no answer token in any of the {len(rows)} rows; raise it.")
     examples = capped_rows(list(examples), batch_size)
-    collate = SFTCollator(tokenizer=tokenizer)
-    was_training = model.training
-    model.eval()
-    device = _model_device(model)
-    total, tokens = 0.0, 0
-    try:
-        for start in range(0, len(examples), batch_size):
-            batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size]).items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            targets = batch["labels"][:, 1:]
-            mask = targets != -100
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            total -= float((picked * mask).sum())
-            tokens += int(mask.sum())
-    finally:
-        model.train(was_training)
-    return total / tokens
+    return _mean_label_nll(model, tokenizer, examples, batch_size)
 
 
 def chat_format_report(model, tokenizer, rows: Sequence[dict], max_new_tokens: int = 64) -> dict:
@@ -250,7 +233,7 @@ def prompt_loss(model, tokenizer, rows: Sequence[dict], max_length: int = 256, b
     them, so it stays at the base model's level; an unmasked run learns them (lesson 05).
     The first token (BOS) is never scored: nothing predicts it.
     """
-    from ftlab.sft import SFTCollator, tokenize_dataset
+    from ftlab.sft import tokenize_dataset
 
     if not rows:
         raise ValueError("prompt_loss needs at least one row.")
@@ -259,22 +242,33 @@ def prompt_loss(model, tokenizer, rows: Sequence[dict], max_length: int = 256, b
         labels = [tok if lab == -100 else -100 for tok, lab in zip(ex["input_ids"], ex["labels"])]
         examples.append({**ex, "labels": labels})
     examples = capped_rows(examples, batch_size)
+    total, tokens = _mean_label_nll(model, tokenizer, examples, batch_size, mean=False)
+    if not tokens:
+        raise ValueError("prompt_loss found no prompt token to score (every prompt is one token long?).")
+    return total / tokens
+
+
+def _mean_label_nll(model, tokenizer, examples, batch_size: int, mean: bool = True):
+    """Nats per labelled token of tokenized ``examples`` (labels -100 are skipped), batched and
+    through :func:`target_logprobs`, so no (B, L, V) float32 copy is made. ``mean=False`` returns
+    ``(total nats, tokens)``. Shared by :func:`response_loss` and :func:`prompt_loss`."""
+    from ftlab.sft import SFTCollator
+
     collate = SFTCollator(tokenizer=tokenizer)
     was_training = model.training
     model.eval()
     device = _model_device(model)
     total, tokens = 0.0, 0
     try:
-        for start in range(0, len(examples), batch_size):
-            batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size]).items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            total -= float(target_logprobs(logits, batch["labels"]).sum())
-            tokens += int((batch["labels"][:, 1:] != -100).sum())
+        with torch.no_grad():
+            for start in range(0, len(examples), batch_size):
+                batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size]).items()}
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                total -= float(target_logprobs(logits, batch["labels"]).sum())
+                tokens += int((batch["labels"][:, 1:] != -100).sum())
     finally:
         model.train(was_training)
-    if not tokens:
-        raise ValueError("prompt_loss found no prompt token to score (every prompt is one token long?).")
-    return total / tokens
+    return total / tokens if mean else (total, tokens)
 
 
 # ---------------------------------------------------------------------------------------------

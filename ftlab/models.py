@@ -1,4 +1,4 @@
-"""Loaders for every model the course uses, at both scales (see DESIGN.md, "Two scales").
+"""Loaders for every model the course uses, at both scales.
 
 Each loader returns the same *types* in both profiles, so a lesson's code after its config
 cell is the code a student runs on the real model:

@@ -8,7 +8,7 @@ run this script, commit, tag).
 
 A fork changes ``REPO_URL`` in ``ftlab/__init__.py`` and runs this script once. Both files of a
 notebook pair (``NN_topic.ipynb`` and ``NN_topic.py``) get the same edit, so a pair in sync stays
-in sync. The lesson list below is the course plan (DESIGN.md); a lesson whose notebook does not
+in sync. The lesson list below is the course plan (docs/authoring.md); a lesson whose notebook does not
 exist yet is listed as "coming".
 """
 

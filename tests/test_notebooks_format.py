@@ -1,5 +1,5 @@
 """The lessons' files are in shape: pairs complete and in sync, outputs stripped, the right
-Colab badge, the lesson skeleton (DESIGN.md, "A lesson").
+Colab badge, the lesson skeleton (docs/authoring.md).
 
 The checks are plain functions that return a list of problems (empty when fine), so that the
 tests at the bottom can prove each one catches what it is for on a synthetic notebook. Fix what
