@@ -15,10 +15,18 @@ Activations come from the calculator's Llama-family model (``ftlab.memory``, doc
 for other architectures (ResNet, CLIP, DistilBERT) the plan prices the static parts only and
 says so. The host-RAM side is the runtime baseline plus one half-precision copy of the weights
 passing through while they load (an upper bound: transformers loads shard by shard).
+
+The plan also says how long the run's arithmetic takes on the card: the forward pass is counted
+by ``torch.utils.flop_counter`` on the meta device at the real size (no memory, no compute), and
+a training micro-batch costs that forward, once more for the gradients of the activations, the
+trainable share once more for the weight gradients, and one more forward under gradient
+checkpointing. Divided by the card's practical throughput (``ftlab.runtime.TRAIN_TFLOPS``,
+sourced there) this gives the minutes the README's lesson table adds up (docs/rehearsal.md).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -130,6 +138,15 @@ class RunPlan:
     host_bytes: int
     setup: str                        # what the run is, in words
     notes: list[str] = field(default_factory=list)
+    train_flops: float | None = None  # the whole run's arithmetic at real size, if it could be counted
+
+    @property
+    def minutes(self) -> float | None:
+        """Minutes of arithmetic on the card at its practical throughput, or None if unknown."""
+        tflops = getattr(self.card, "train_tflops", None)
+        if self.train_flops is None or not tflops:
+            return None
+        return self.train_flops / (tflops * 1e12) / 60
 
     @property
     def gpu_usable(self) -> int:
@@ -154,9 +171,13 @@ class RunPlan:
     def line(self) -> str:
         """One line for the lesson's output (``make rehearse`` collects it: prefix ``Memory plan:``)."""
         acts = "" if self.activations_modelled else " (activations not modelled for this architecture)"
-        return (f"Memory plan: {self.model_name} at real size, {self.setup}: GPU peak "
+        line = (f"Memory plan: {self.model_name} at real size, {self.setup}: GPU peak "
                 f"{self.gpu_peak / GiB:.2f} GiB of {self.card.name}'s {self.gpu_usable / GiB:.1f} GiB usable{acts}; "
                 f"host {self.host_bytes / GiB:.1f} GiB of {self.card.host_ram_bytes / GiB:.1f} GiB")
+        if self.minutes is not None:
+            line += (f"; compute {self.train_flops / 1e12:,.0f} TFLOP, about {self.minutes:.1f} min at the "
+                     f"{self.card.name}'s practical {self.card.train_tflops:g} TFLOP/s")
+        return line
 
     def advice(self) -> str:
         """Why the run cannot start, with the calculator's parts and what to change."""
@@ -181,11 +202,51 @@ class RunPlan:
         return head + " Try: " + "; ".join(tips) + "."
 
 
-def plan_run(model, batch, *, optimizer, mixed_precision: str, gpu) -> RunPlan:
+def _meta_inputs(batch):
+    """``batch`` as meta tensors of the same shapes and dtypes: (args, kwargs) for a forward."""
+    def meta(t):
+        return torch.empty(t.shape, dtype=t.dtype, device="meta") if torch.is_tensor(t) else t
+    if torch.is_tensor(batch):
+        return (meta(batch),), {}
+    if isinstance(batch, Mapping):
+        # no attention_mask: the FLOPs do not depend on it, and masking code reads its values
+        keep = ("input_ids", "pixel_values")
+        return (), {k: meta(v) for k, v in batch.items() if k in keep and torch.is_tensor(v)}
+    return (meta(batch[0]),), {}
+
+
+def forward_flops(model, batch, twin=None) -> float | None:
+    """FLOPs of one forward pass on ``batch``, counted on the meta device (no memory, no compute).
+
+    ``twin`` is the model at its real size (built by :func:`plan_run` from the published config);
+    without one a small model is copied to the meta device as it is. None if it cannot be counted
+    (a model over 1 GiB with no twin, or a forward the meta device does not support).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if twin is None:
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        if size > GiB:
+            return None
+        try:
+            twin = copy.deepcopy(_hf_model(model)).to("meta")
+        except Exception:  # noqa: BLE001 - a model deepcopy cannot copy is simply not counted
+            return None
+    args, kwargs = _meta_inputs(batch)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            twin(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - the estimate is optional: a forward meta cannot run is not counted
+        return None
+    return float(counter.get_total_flops())
+
+
+def plan_run(model, batch, *, optimizer, mixed_precision: str, gpu, micro_batches: int | None = None) -> RunPlan:
     """Price a training run at the model's real size on ``gpu`` (an ``ftlab.runtime.Card``).
 
     ``batch`` is the first micro-batch (its shape gives batch x sequence length);
-    ``mixed_precision`` is accelerate's name ("no", "fp16", "bf16").
+    ``mixed_precision`` is accelerate's name ("no", "fp16", "bf16"); ``micro_batches``, the number
+    of forward/backward passes the whole run makes (steps x grad_accum), gives its compute.
     """
     hf = _hf_model(model)
     real, name = _real_config(hf)
@@ -250,8 +311,14 @@ def plan_run(model, batch, *, optimizer, mixed_precision: str, gpu) -> RunPlan:
     est = MemoryEstimate(int(weights), int(grads), int(opt), int(acts), int(trainable), int(n_params),
                          transient=int(transient), label=name or type(hf).__name__)
     host = HOST_BASELINE + 2 * n_params
+    train_flops = None
+    if micro_batches:
+        fwd = forward_flops(model, batch, twin)
+        if fwd:
+            passes = 2 + (trainable / n_params if n_params else 1) + (1 if checkpointing else 0)
+            train_flops = fwd * passes * micro_batches
     setup = (f"{method}" + (f" r={lora_rank} on {','.join(sorted(lora_targets))}" if lora_rank else "")
              + f", {trainable / 1e6:.1f}M trainable, {mixed_precision if mixed_precision != 'no' else 'fp32'}, "
              f"{opt_name}, batch {' x '.join(map(str, shape[:2]))}"
              + (", gradient checkpointing" if checkpointing else ""))
-    return RunPlan(name or type(hf).__name__, gpu, est, modelled, int(host), setup)
+    return RunPlan(name or type(hf).__name__, gpu, est, modelled, int(host), setup, train_flops=train_flops)

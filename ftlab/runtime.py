@@ -88,6 +88,7 @@ class Card:
     memory_bytes: int     # GPU memory torch sees as total_memory
     host_ram_bytes: int   # system RAM of the runtime that comes with the card
     simulated: bool = False
+    train_tflops: float | None = None  # practical training throughput (TFLOP/s), for time estimates
 
     @property
     def memory_key(self) -> str:
@@ -96,9 +97,19 @@ class Card:
 
 # Colab's runtimes: the free T4 one has 12.7 GB of system RAM, the L4 one 53 GB. GPU memory is
 # torch's total_memory (nvidia-smi: 15360 MiB on a T4, 23034 MiB on an L4), as memory.GPUS has it.
+#
+# Practical training throughput, for the time a run will take (docs/rehearsal.md, "Minutes"):
+# both cards are capped at ~70 W, so long matrix multiplies run far below the datasheet peak. A
+# T4 sustains about 24 TFLOP/s of fp16 cuBLAS GEMM (65 peak; NVIDIA developer forum, "About GPU
+# peak performance", 2023: power capping). The L4 is assumed to keep the same share of its 121
+# TFLOP/s bf16 dense peak: 45. A whole training step (attention, norms, the optimizer, the data
+# loader) reaches about half of GEMM speed, so: T4 12 TFLOP/s, L4 22 TFLOP/s.
+TRAIN_TFLOPS = {"t4": 12.0, "l4": 22.0}
 CARDS = {
-    "t4": Card("t4", "Tesla T4", (7, 5), 15360 * 1024**2, int(12.7e9), simulated=True),
-    "l4": Card("l4", "NVIDIA L4", (8, 9), 23034 * 1024**2, int(53.0e9), simulated=True),
+    "t4": Card("t4", "Tesla T4", (7, 5), 15360 * 1024**2, int(12.7e9), simulated=True,
+               train_tflops=TRAIN_TFLOPS["t4"]),
+    "l4": Card("l4", "NVIDIA L4", (8, 9), 23034 * 1024**2, int(53.0e9), simulated=True,
+               train_tflops=TRAIN_TFLOPS["l4"]),
 }
 
 
@@ -131,7 +142,7 @@ def card() -> Card | None:
         props = torch.cuda.get_device_properties(0)
         known = next((c for c in CARDS.values() if c.name == props.name), None)
         return Card(known.key if known else props.name, props.name, tuple(torch.cuda.get_device_capability(0)),
-                    props.total_memory, _host_ram_bytes())
+                    props.total_memory, _host_ram_bytes(), train_tflops=known.train_tflops if known else None)
     return simulated_gpu()
 
 

@@ -798,7 +798,7 @@ def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
     total_steps = capped(total_steps, "train steps")
     try:
         _check_memory(model, train_data, num_examples, collate_fn, plan_args, optimizer, mixed_precision,
-                      announce=accelerator.is_main_process)
+                      announce=accelerator.is_main_process, micro_batches=scheduler_steps * cfg.grad_accum)
     except MemoryError:
         _restore_dtype(upcast)
         raise
@@ -908,7 +908,7 @@ def _unprepare(raw_model: torch.nn.Module, own_forward) -> None:
 
 
 def _check_memory(model, train_data, num_examples, collate_fn, plan_args, optimizer, mixed_precision,
-                  announce=True):
+                  announce=True, micro_batches=None):
     """Predict the run's GPU memory at the model's real size before step 1; stop if it cannot fit.
 
     Only on a GPU (real, or simulated with ``FTLAB_SIMULATE_GPU``): the CPU has no card to fit.
@@ -923,7 +923,8 @@ def _check_memory(model, train_data, num_examples, collate_fn, plan_args, optimi
 
     first = epoch_windows(num_examples, **plan_args)[0][0]
     batch = collate_fn([train_data[i] for i in first])
-    plan = plan_run(model, batch, optimizer=optimizer, mixed_precision=mixed_precision, gpu=gpu)
+    plan = plan_run(model, batch, optimizer=optimizer, mixed_precision=mixed_precision, gpu=gpu,
+                    micro_batches=micro_batches)
     if plan is not None and announce:
         print(plan.line())
     if plan is not None and not plan.fits:

@@ -15,6 +15,7 @@ exist yet is listed as "coming".
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -47,7 +48,6 @@ class Lesson:
     title: str
     teaches: str
     gpu: str  # what to pick in Colab's "Change runtime type"
-    minutes: str  # wall time of the full profile on that GPU, estimated
 
     @property
     def stem(self) -> str:
@@ -56,27 +56,27 @@ class Lesson:
 
 LESSONS = (
     Lesson("00", "start_here", "Start here", "set-up, profiles, a tour of ftlab",
-           "any (CPU ok)", "~2"),
+           "any (CPU ok)"),
     Lesson("01", "linear_probe", "Linear probe",
-           "frozen ResNet and CLIP: probe, zero-shot, k-shot, partial fine-tuning", "T4", "~10"),
+           "frozen ResNet and CLIP: probe, zero-shot, k-shot, partial fine-tuning", "T4"),
     Lesson("02", "lora_from_scratch", "LoRA from scratch", "LoRA by hand, proven equal to peft",
-           "T4", "~10"),
+           "T4"),
     Lesson("03", "peft_methods", "PEFT methods",
            "full FT vs probe vs LoRA vs adapters vs prompt tuning vs IA3; merge; adapter swap",
-           "T4", "~15"),
+           "T4"),
     Lesson("04", "qlora", "QLoRA",
-           "NF4 by hand, proven equal to bitsandbytes; QLoRA on a ~1B model", "T4 or L4", "~25"),
+           "NF4 by hand, proven equal to bitsandbytes; QLoRA on a ~1B model", "T4 or L4"),
     Lesson("05", "sft_masked_loss", "SFT with a masked loss",
-           "instruction tuning with the prompt masked, proven equal to TRL", "T4 or L4", "~25"),
-    Lesson("06", "dpo", "DPO", "preference tuning, proven equal to TRL", "T4 or L4", "~20"),
+           "instruction tuning with the prompt masked, proven equal to TRL", "T4 or L4"),
+    Lesson("06", "dpo", "DPO", "preference tuning, proven equal to TRL", "T4 or L4"),
     Lesson("07", "memory_budget", "Memory budget",
-           "the memory calculator: what fits on a T4 / L4", "CPU ok", "~5"),
-    Lesson("08", "drills", "Drills", "drills D1-D5 and a mixed review", "CPU ok", "~5"),
+           "the memory calculator: what fits on a T4 / L4", "CPU ok"),
+    Lesson("08", "drills", "Drills", "drills D1-D5 and a mixed review", "CPU ok"),
     Lesson("09", "forgetting_and_continual", "Forgetting and continual learning",
-           "catastrophic forgetting measured; one adapter per task", "T4", "~20"),
+           "catastrophic forgetting measured; one adapter per task", "T4"),
     Lesson("10", "scaling_out", "Scaling out",
            "the same training under accelerate: DDP, FSDP/ZeRO memory",
-           "CPU ok; multi-GPU optional", "~10"),
+           "CPU ok; multi-GPU optional"),
 )
 
 
@@ -204,10 +204,23 @@ def notebook_stems(folder: Path = NOTEBOOKS) -> list[str]:
 # --- README --------------------------------------------------------------------------------------
 
 
-def lesson_table(url: str, folder: Path = NOTEBOOKS) -> str:
+MINUTES = ROOT / "docs" / "lesson_minutes.json"
+
+
+def colab_minutes(stem: str, path: Path = MINUTES) -> str:
+    """"~T4 / ~L4" minutes of the lesson's full profile on Colab, as `make rehearse` estimated them
+    (docs/lesson_minutes.json: each training run's arithmetic at real size, plus an allowance)."""
+    table = json.loads(path.read_text(encoding="utf-8"))["minutes"] if path.is_file() else {}
+    cards = table.get(stem)
+    if not cards:
+        return "?"
+    return " / ".join(f"~{cards[c]}" for c in ("t4", "l4") if c in cards)
+
+
+def lesson_table(url: str, folder: Path = NOTEBOOKS, minutes: Path = MINUTES) -> str:
     """The README's lesson table: every planned lesson, a Colab badge where the notebook exists."""
     rows = [
-        "| # | lesson | what you learn | open | Colab runtime | minutes (full) |",
+        "| # | lesson | what you learn | open | Colab runtime | minutes (full, T4 / L4) |",
         "|---|---|---|---|---|---|",
     ]
     planned = {lesson.stem for lesson in LESSONS}
@@ -215,7 +228,7 @@ def lesson_table(url: str, folder: Path = NOTEBOOKS) -> str:
     for stem in notebook_stems(folder):  # a notebook that is not in the plan still gets a row
         if stem not in planned:
             number, _, slug = stem.partition("_")
-            lessons.append(Lesson(number, slug, slug.replace("_", " ").capitalize(), "", "?", "?"))
+            lessons.append(Lesson(number, slug, slug.replace("_", " ").capitalize(), "", "?"))
     for lesson in sorted(lessons, key=lambda les: les.stem):
         filename = f"{lesson.stem}.ipynb"
         if (folder / filename).exists():
@@ -224,7 +237,7 @@ def lesson_table(url: str, folder: Path = NOTEBOOKS) -> str:
         else:
             name, open_cell = lesson.title, "coming"
         rows.append(f"| {lesson.number} | {name} | {lesson.teaches} | {open_cell} | "
-                    f"{lesson.gpu} | {lesson.minutes} |")
+                    f"{lesson.gpu} | {colab_minutes(lesson.stem, minutes)} |")
     return "\n".join(rows)
 
 

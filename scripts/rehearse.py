@@ -12,8 +12,15 @@
 - ``FTLAB_MAX_STEPS`` (default 2): every training run and evaluation is cut short.
 
 It writes ``build/rehearsal/summary.md``: one row per lesson and card (amp dtype, predicted GPU
-and host peaks against the card, seconds, ``ok`` or the error), then the memory plans. The
-executed notebooks go to ``build/rehearsal/<card>/``. Exit status 1 if any lesson failed.
+and host peaks against the card, the minutes a Colab run of the lesson is estimated to take,
+seconds here, ``ok`` or the error), then the memory plans. The executed notebooks go to
+``build/rehearsal/<card>/``. Exit status 1 if any lesson failed.
+
+Minutes on Colab (the README's "minutes (full)"): the arithmetic of every training run the lesson
+makes, counted at the real model size and full step count by ``ftlab.budget`` (its plan line says
+"compute N TFLOP, about M min at the card's practical T TFLOP/s"), plus :data:`ALLOWANCE_MIN` for
+what no plan counts. A run of all lessons on both cards that passes writes
+``docs/lesson_minutes.json``, which ``scripts/badges.py`` puts in the README's lesson table.
 
     python scripts/rehearse.py                  # all lessons, both cards
     python scripts/rehearse.py 04 05 --cards t4 # some lessons, one card
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
@@ -39,8 +47,14 @@ OUT = ROOT / "build" / "rehearsal"
 STANDINS = ROOT / "build" / "standins"
 CARDS = ("t4", "l4")
 AMP = {"t4": "fp16", "l4": "bf16"}
+MINUTES = ROOT / "docs" / "lesson_minutes.json"
+# What the plans do not count, the same for every lesson: the set-up cell's install (~0.5 min),
+# downloading and loading a hub checkpoint (TinyLlama_v1.1 is 4.4 GB of fp32 safetensors: ~0.75
+# min at 100 MB/s), and the evaluations and generations around the training runs (~0.75 min).
+ALLOWANCE_MIN = 2.0
 PLAN = re.compile(r"^Memory plan: (?P<model>.+?) at real size, (?P<setup>.+?): GPU peak (?P<gpu>[\d.]+) GiB of "
-                  r"(?P<card>.+?)'s (?P<usable>[\d.]+) GiB usable.*?; host (?P<host>[\d.]+) GiB of (?P<ram>[\d.]+) GiB")
+                  r"(?P<card>.+?)'s (?P<usable>[\d.]+) GiB usable.*?; host (?P<host>[\d.]+) GiB of (?P<ram>[\d.]+) GiB"
+                  r"(?:; compute (?P<tflop>[\d,]+) TFLOP, about (?P<minutes>[\d.]+) min)?")
 
 
 def standin_env(root: Path) -> dict[str, str]:
@@ -110,13 +124,27 @@ def rehearse_card(card: str, files: list[Path], out: Path, max_steps: int, cell_
     return results
 
 
-def gib(x: float) -> str:
-    return f"{x:.2f}"
+def colab_minutes(result: dict) -> float:
+    """Estimated minutes of the lesson on Colab: its training runs' arithmetic plus the allowance."""
+    return ALLOWANCE_MIN + sum(float(p["minutes"]) for p in result["plans"] if p.get("minutes"))
+
+
+def minutes_table(results: list[dict]) -> dict:
+    """{lesson: {card: whole minutes, rounded up}} with how they were made: docs/lesson_minutes.json."""
+    table: dict = {}
+    for r in results:
+        table.setdefault(r["lesson"], {})[r["card"]] = math.ceil(colab_minutes(r))
+    return {"how": (f"ftlab.budget's count of every training run's arithmetic at the real model size "
+                    f"and full step count, at the card's practical throughput (ftlab.runtime.TRAIN_TFLOPS), "
+                    f"plus {ALLOWANCE_MIN:g} min for install, download, loading and evaluation; "
+                    f"written by `make rehearse` (scripts/rehearse.py)"),
+            "minutes": dict(sorted(table.items()))}
 
 
 def summary(results: list[dict]) -> str:
-    rows = ["| lesson | card | amp | GPU peak predicted / usable (GiB) | host predicted / RAM (GiB) | seconds | status |",
-            "|---|---|---|---|---|---:|---|"]
+    rows = ["| lesson | card | amp | GPU peak predicted / usable (GiB) | host predicted / RAM (GiB) "
+            "| minutes on Colab (est.) | seconds here | status |",
+            "|---|---|---|---|---|---:|---:|---|"]
     for r in results:
         plans = r["plans"]
         if plans:
@@ -126,7 +154,7 @@ def summary(results: list[dict]) -> str:
         else:
             gpu = host = "no training run"
         status = "ok" if r["ok"] else f"**{r['error']}**"
-        cells = [r["lesson"], r["card"], r["amp"], gpu, host, f"{r['seconds']:.1f}", status]
+        cells = [r["lesson"], r["card"], r["amp"], gpu, host, f"{colab_minutes(r):.1f}", f"{r['seconds']:.1f}", status]
         rows.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     passed = sum(r["ok"] for r in results)
     rows.append(f"\n{passed}/{len(results)} lesson runs ok; {sum(r['seconds'] for r in results):.0f} s of lessons.")
@@ -177,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
             + summary(results))
     (args.out / "summary.md").write_text(text)
     print(text)
-    return 0 if all(r["ok"] for r in results) else 1
+    ok = all(r["ok"] for r in results)
+    if ok and not args.lessons and set(cards) == set(CARDS) and args.out == OUT:
+        MINUTES.write_text(json.dumps(minutes_table(results), indent=1) + "\n")
+        print(f"wrote {MINUTES.relative_to(ROOT)}: run `make badges` to put it in the README")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

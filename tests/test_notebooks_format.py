@@ -442,6 +442,21 @@ def test_lesson_table_lists_every_planned_lesson(tmp_path):
     assert all("coming" in r for i, r in enumerate(rows) if i != 2)
 
 
+def test_lesson_table_minutes_come_from_the_rehearsals_estimate(tmp_path):
+    """The "minutes (full)" column is docs/lesson_minutes.json, written by `make rehearse`; a lesson
+    it does not list shows "?" rather than a typed guess."""
+    import json
+
+    minutes = tmp_path / "minutes.json"
+    minutes.write_text(json.dumps({"how": "test", "minutes": {"02_lora_from_scratch": {"t4": 7, "l4": 4}}}))
+    rows = badges.lesson_table(REPO, tmp_path, minutes).splitlines()[2:]
+    assert rows[2].endswith("| ~7 / ~4 |")
+    assert rows[3].endswith("| ? |")
+    shipped = json.loads(badges.MINUTES.read_text())["minutes"]
+    assert sorted(shipped) == [lesson.stem for lesson in badges.LESSONS]
+    assert all(set(cards) == {"t4", "l4"} and cards["l4"] <= cards["t4"] for cards in shipped.values())
+
+
 def _drill_cells(drill_id: str, answer: str, solution: str):
     v4 = nbformat.v4
     return [v4.new_code_cell(f"answer = {answer}", metadata={"tags": ["answer"]}),

@@ -59,6 +59,22 @@ def test_summary_rows_show_the_worst_plan_and_the_error(rehearse):
     assert "1/2 lesson runs ok" in text
 
 
+def test_colab_minutes_add_up_the_plans_compute_and_the_allowance(rehearse):
+    """Each plan line carries its run's arithmetic in minutes; a lesson's estimate is their sum plus
+    the allowance, rounded up in docs/lesson_minutes.json."""
+    plan, line = _plan_line(CARDS["t4"])
+    assert plan.minutes is None and rehearse.PLAN.match(line)["minutes"] is None  # no step count given
+    model_line = line + "; compute 1,234 TFLOP, about 1.7 min at the Tesla T4's practical 12 TFLOP/s"
+    parsed = {**rehearse.PLAN.match(model_line).groupdict(), "line": model_line}
+    assert parsed["tflop"] == "1,234" and parsed["minutes"] == "1.7"
+    result = {"lesson": "05_sft", "card": "t4", "plans": [parsed, parsed], "seconds": 1.0, "ok": True,
+              "amp": "fp16", "error": ""}
+    assert rehearse.colab_minutes(result) == pytest.approx(rehearse.ALLOWANCE_MIN + 3.4)
+    table = rehearse.minutes_table([result, {**result, "card": "l4", "plans": []}])
+    assert table["minutes"] == {"05_sft": {"t4": 6, "l4": 2}}
+    assert "| 5.4 | 1.0 | ok |" in rehearse.summary([result])
+
+
 def test_unknown_card_is_refused(rehearse, capsys):
     with pytest.raises(SystemExit):
         rehearse.main(["--cards", "a100"])

@@ -141,3 +141,43 @@ def test_no_plan_on_a_plain_cpu(monkeypatch, capsys):
     model.float()
     train(model, data, lr=1e-3, num_steps=1, batch_size=4, loss_fn=causal_lm_loss, progress=False)
     assert "Memory plan" not in capsys.readouterr().out
+
+
+def test_plan_counts_the_runs_compute_at_real_size_and_its_minutes_on_the_card(card):
+    """The forward is counted on the meta device at TinyLlama's real size: within a few percent of
+    2 x parameters x tokens (attention adds a little, the embedding lookup costs nothing). A LoRA
+    micro-batch costs ~2 forwards (the weight gradients of 2.3M parameters are noise), a full
+    fine-tune 3, and gradient checkpointing one more; minutes divide by the card's throughput."""
+    from peft import LoraConfig, get_peft_model
+
+    batch = _lm_batch(4, 256)
+    n_real = 1_100_048_384
+    model = _standin_tinyllama()
+    fwd = budget.forward_flops(model, batch, budget._meta_twin(model, budget._real_config(model)[0]))
+    approx = 2 * (n_real - 32000 * 2048) * 4 * 256  # every weight but the input embedding, once per token
+    assert 0.97 < fwd / approx < 1.10
+
+    t4, l4 = card("t4"), runtime.CARDS["l4"]
+    lora = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
+    opt = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad])
+    plan = budget.plan_run(lora, batch, optimizer=opt, mixed_precision="fp16", gpu=t4, micro_batches=100)
+    assert 2.0 < plan.train_flops / (100 * fwd) < 2.01
+    assert plan.minutes == pytest.approx(plan.train_flops / 12e12 / 60)
+    assert f"about {plan.minutes:.1f} min at the Tesla T4's practical 12 TFLOP/s" in plan.line()
+    on_l4 = budget.plan_run(lora, batch, optimizer=opt, mixed_precision="bf16", gpu=l4, micro_batches=100)
+    assert on_l4.minutes == pytest.approx(plan.minutes * 12 / 22)
+
+    full = _standin_tinyllama()
+    opt = torch.optim.AdamW(full.parameters())
+    plan_full = budget.plan_run(full, batch, optimizer=opt, mixed_precision="fp16", gpu=t4, micro_batches=100)
+    assert plan_full.train_flops == pytest.approx(3 * 100 * fwd)
+    full.gradient_checkpointing_enable()
+    plan_ckpt = budget.plan_run(full, batch, optimizer=opt, mixed_precision="fp16", gpu=t4, micro_batches=100)
+    assert plan_ckpt.train_flops == pytest.approx(4 * 100 * fwd)
+    assert budget.plan_run(full, batch, optimizer=opt, mixed_precision="fp16", gpu=t4).minutes is None
+
+
+def test_a_small_model_without_a_published_config_is_counted_as_it_is():
+    net = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.ReLU(), torch.nn.Linear(20, 3))
+    assert budget.forward_flops(net, torch.zeros(8, 10)) == 2 * 8 * (10 * 20 + 20 * 3)
+    assert next(net.parameters()).device.type == "cpu"  # the model itself is untouched
