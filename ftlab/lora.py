@@ -59,7 +59,15 @@ PEFT_PREFIX = "base_model.model."  # peft keeps the model under PeftModel.base_m
 # -- the numbers --------------------------------------------------------------------------------
 
 def lora_params(d_out: int, d_in: int, r: int) -> int:
-    """Trainable numbers LoRA adds to one (d_out x d_in) linear layer: r * (d_in + d_out)."""
+    """Trainable numbers LoRA adds to one (d_out x d_in) linear layer: A (r x d_in) + B (d_out x r).
+
+    The one home of the formula (``ftlab.memory`` imports it); the arguments are checked, since
+    the lesson's calculator cells and the memory calculator take them from the student.
+    """
+    for name, value in (("d_out", d_out), ("d_in", d_in), ("r", r)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name}={value!r}: lora_params counts whole numbers, so {name} must be an "
+                             "int >= 1 (a layer's size or the rank), e.g. lora_params(4096, 4096, 16).")
     return r * (d_in + d_out)
 
 
@@ -131,15 +139,48 @@ def _linear_shape(base) -> tuple[int, int]:
                     "Target the model's linear layers: inject_lora's error lists them.")
 
 
+def check_alpha(alpha, name: str = "alpha") -> None:
+    """A ValueError unless ``alpha`` is a finite number > 0 (the scale's numerator, alpha / r).
+
+    ``name`` is what the caller calls it (``ftlab.run``'s config checks its key with this).
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or not alpha > 0:
+        raise ValueError(f"{name}={alpha!r}: a finite number > 0; the update is scaled by alpha / r "
+                         "(alpha = 2 * r is a common choice).")
+
+
+def check_dropout(dropout, name: str = "dropout") -> None:
+    """A ValueError unless ``dropout`` is a number in [0, 1): the probability of zeroing an input."""
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{name}={dropout!r}: a probability, a number in [0, 1) (0.05 is typical, "
+                         "0 = off).")
+
+
+def check_targets(target_names, name: str = "target_names") -> tuple[str, ...]:
+    """``target_names`` as a tuple of layer names; one string is one name (peft would read a regex).
+
+    A ValueError for None, an empty list, or anything that is not a layer name.
+    """
+    if isinstance(target_names, str):
+        target_names = (target_names,)
+    if target_names is None or not isinstance(target_names, Iterable):
+        raise ValueError(f"{name}={target_names!r}: name the linear layers to adapt, a list of names such "
+                         "as ('q_proj', 'v_proj') (linear_layer_names(model) lists a model's).")
+    targets = tuple(target_names)
+    bad = [t for t in targets if not isinstance(t, str) or not t]
+    if bad or not targets:
+        raise ValueError(f"{name}={list(targets)!r}: "
+                         + (f"{bad!r} are not layer names; " if bad else "it is empty; ")
+                         + "name the linear layers to adapt with strings, e.g. ('q_proj', 'v_proj').")
+    return targets
+
+
 def _check_layer(base, r, alpha, dropout) -> tuple[int, int]:
     """Every check LoRALinear makes, without touching ``base``; returns (d_in, d_out)."""
     d_in, d_out = _linear_shape(base)
     _check_rank(r, d_in, d_out)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"alpha={alpha!r}: a number > 0; the update is scaled by alpha / r "
-                         "(alpha = 2 * r is a common choice).")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout={dropout!r}: a probability in [0, 1) (0.05 is typical, 0 = off).")
+    check_alpha(alpha)
+    check_dropout(dropout)
     return d_in, d_out
 
 
@@ -189,9 +230,11 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)                                   # (..., d_out), frozen
-        h = F.linear(self.dropout(x).to(self.A.dtype), self.A)  # (..., r): the bottleneck
-        update = F.linear(h, self.B)                         # (..., d_out); never forms B @ A
-        return torch.add(out, update.to(out.dtype), alpha=self.scale)
+        h = F.linear(self.dropout(x.to(self.A.dtype)), self.A)  # (..., r): the bottleneck
+        update = F.linear(h, self.B) * self.scale            # (..., d_out); never forms B @ A
+        # peft's order: a half-precision base output is added to the fp32 update in fp32 and
+        # rounded once; rounding the update to bf16 first would cost bf16's 3 digits twice.
+        return (out + update).to(out.dtype)
 
     def delta_weight(self) -> torch.Tensor:
         """The update ``scale * B @ A`` (d_out, d_in) this layer adds to the base weight."""
@@ -275,9 +318,9 @@ def inject_lora(model: nn.Module, target_names: Sequence[str] | str = ("q_proj",
 
 
 def _inject(model, target_names, r, alpha, dropout, rslora, *, quiet: bool) -> nn.Module:
-    targets = (target_names,) if isinstance(target_names, str) else tuple(target_names)
-    if not targets:
-        raise ValueError("target_names is empty: name the linear layers to adapt, e.g. ('q_proj', 'v_proj').")
+    targets = check_targets(target_names)
+    check_alpha(alpha)
+    check_dropout(dropout)
     if any(type(m).__module__.startswith("peft.") for m in model.modules()):
         raise ValueError("This model already holds peft adapters; use peft's API on it, or call "
                          "merge_and_unload() first. ftlab's LoRA goes on a plain model.")
@@ -394,19 +437,36 @@ def _read_adapter(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if not config_file.is_file() or weights is None:
         raise FileNotFoundError(f"No adapter at {path}: expected a folder with {ADAPTER_CONFIG} and "
                                 f"{ADAPTER_WEIGHTS}, as save_adapter and peft's save_pretrained write.")
-    config = json.loads(config_file.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f" (line {err.lineno}, column {err.colno}: {err.msg})" if isinstance(err, json.JSONDecodeError) else ""
+        raise ValueError(f"{config_file} is not valid JSON{where}: the file is damaged or was cut short. "
+                         "Save the adapter again (save_adapter or peft's save_pretrained).") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file} holds a {type(config).__name__}, not a mapping of settings: it is not "
+                         "an adapter_config.json that save_adapter or peft's save_pretrained wrote.")
+    missing = [key for key in ("r", "lora_alpha") if key not in config]
+    if missing:
+        raise ValueError(f"{config_file} lacks {missing}: a LoRA adapter's config gives its rank r and "
+                         "lora_alpha. Save the adapter again (save_adapter or peft's save_pretrained).")
     if config.get("peft_type", "LORA") != "LORA":
         raise ValueError(f"{path} holds a {config['peft_type']} adapter; ftlab.lora loads LoRA adapters only.")
     for key, what in _UNSUPPORTED.items():
         if config.get(key):
             raise ValueError(f"{path} uses {what} ({key}={config[key]!r}), which ftlab's LoRALinear does "
                              "not implement; load it with peft.PeftModel.from_pretrained instead.")
-    if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(weights))
-    else:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+            state = load_file(str(weights))
+        else:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors' and torch's errors do not name the file
+        raise ValueError(f"{weights} cannot be read ({type(err).__name__}: {err}): the file is damaged or "
+                         f"truncated ({weights.stat().st_size:,} bytes; an interrupted copy or download?). "
+                         "Save the adapter again, or copy it again.") from None
     return config, state
 
 

@@ -24,12 +24,14 @@ attention (Llama, TinyLlama, Mistral and Qwen2 share it); ``docs/memory.md`` lis
 from __future__ import annotations
 
 import math
+import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
+from ftlab.lora import lora_params  # noqa: F401  (re-exported: the calculator's formula lives in ftlab.lora)
 from ftlab.quant import bits_per_parameter, require_bitsandbytes
 
 __all__ = ["GPUS", "ModelShape", "MemoryEstimate", "estimate", "measure", "lora_params", "nf4_bytes",
@@ -75,18 +77,6 @@ def nf4_bytes(numel: int, double_quant: bool = True, blocksize: int = 64) -> int
     if not double_quant:
         return codes + 4 * blocks
     return codes + blocks + 4 * math.ceil(blocks / 256) + 4 * 256 + 4
-
-
-def lora_params(d_out: int, d_in: int, r: int) -> int:
-    """Trainable parameters LoRA adds to one d_out x d_in linear: A (r x d_in) + B (d_out x r).
-
-    ``ftlab.lora.lora_params``, with the arguments checked (the calculator takes user input)."""
-    from ftlab.lora import lora_params as count
-
-    for name, v in (("d_out", d_out), ("d_in", d_in), ("r", r)):
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return count(d_out, d_in, r)
 
 
 # -- model shapes -----------------------------------------------------------------------------
@@ -365,12 +355,16 @@ def _estimate_one(model, method, precision, optimizer, r, target_modules, batch_
     e = PRECISIONS[precision]
     assumptions = [f"{precision} weights and activations; {optimizer} state per trainable parameter"]
     config = getattr(model, "config", model)
-    if isinstance(model, (int, float)) and not isinstance(model, bool):
-        if model <= 0:
-            raise ValueError(f"a parameter count must be positive, got {model}")
-        return _estimate_bare(int(model), method, e, optimizer, master_weights, double_quant, trainable, assumptions)
+    if isinstance(model, numbers.Real) and not isinstance(model, bool):
+        n = _parameter_count(model)
+        _check_trainable(trainable, n)
+        return _estimate_bare(n, method, e, optimizer, master_weights, double_quant, trainable, assumptions)
+    if isinstance(model, (str, bool)) or model is None:
+        raise ValueError(f"model={model!r}: pass a parameter count (7e9 for a 7B model), a Hugging Face config "
+                         "(known_config('Llama-3.2-1B'), AutoConfig.from_pretrained(...)) or a model.")
     shape = shape_from_config(config)
     n = shape.n_params
+    _check_trainable(trainable, n)
     targets = _resolve_targets(target_modules) if method in ("lora", "qlora") else ()
     lin = shape.linear_shapes()
     lora_tensors = [n_ for t in targets for n_ in (r * lin[t][1], lin[t][0] * r)] * shape.layers
@@ -414,6 +408,23 @@ def _estimate_one(model, method, precision, optimizer, r, target_modules, batch_
     transient = 2 * 4 * batch_size * (seq_len - 1) * shape.vocab if method != "probe" else 0
     return MemoryEstimate(int(weights), int(grads), int(opt), int(acts), int(n_train), n, assumptions, details,
                           transient=transient)
+
+
+def _parameter_count(model) -> int:
+    """A bare parameter count as an int: a whole, finite number > 0 (7e9 is fine, 7.5 is not)."""
+    value = float(model)
+    if not math.isfinite(value) or value <= 0 or value != int(value):
+        raise ValueError(f"model={model!r}: a parameter count is a whole number > 0 (e.g. 7e9 or 1_100_000_000), "
+                         "or pass a Hugging Face config for the exact count.")
+    return int(value)
+
+
+def _check_trainable(trainable, n: int) -> None:
+    if trainable is None:
+        return
+    if isinstance(trainable, bool) or not isinstance(trainable, numbers.Integral) or not 0 <= trainable <= n:
+        raise ValueError(f"trainable={trainable!r}: the number of parameters that train, a whole number from 0 "
+                         f"to the model's {n:,} parameters (or None: 0.5% of them for LoRA).")
 
 
 def _estimate_bare(n, method, e, optimizer, master_weights, double_quant, trainable, assumptions):

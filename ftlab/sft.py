@@ -42,8 +42,7 @@ from pathlib import Path
 import torch
 
 from ftlab.evals import turn_end_ids
-
-IGNORE_INDEX = -100  # the label the loss skips; the same value as ftlab.train.IGNORE_INDEX
+from ftlab.train import IGNORE_INDEX  # the label the loss skips: one constant, kept by the loss's module
 
 TEMPLATES = ("chat", "alpaca")
 
@@ -72,12 +71,38 @@ def format_prompt(prompt: str, tokenizer, template: str = "chat") -> str:
     return tokenizer.apply_chat_template(_messages(prompt), tokenize=False, add_generation_prompt=True)
 
 
+def _check_rows(rows, where: str) -> None:
+    """A clear error for a dict of columns (``ds[:8]``) passed where rows are expected."""
+    if isinstance(rows, Mapping):
+        columns = {k: len(v) if isinstance(v, Sequence) and not isinstance(v, str) else "?" for k, v in rows.items()}
+        raise TypeError(f"{where} takes rows (a datasets.Dataset, or a list of dicts with 'prompt' and "
+                        f"'response'), but got one dict of columns {columns} (what ds[:n] returns). Pass "
+                        "ds.select(range(n)), or rows: [dict(zip(d, v)) for v in zip(*d.values())].")
+
+
+def _check_row(row, i: int, where: str) -> None:
+    if not isinstance(row, Mapping):
+        raise TypeError(f"row {i} is a {type(row).__name__} ({row!r:.60}); {where} takes rows that are "
+                        "dicts with 'prompt' and 'response' (ftlab.data.load_instructions() gives them).")
+
+
+def _eos_token(tokenizer) -> str:
+    eos = getattr(tokenizer, "eos_token", None)
+    if not isinstance(eos, str) or not eos:
+        raise ValueError(f"this {type(tokenizer).__name__} has no EOS token: template='alpaca' ends every "
+                         "response with EOS so the model learns to stop. Give the tokenizer one "
+                         "(tokenizer.add_special_tokens({'eos_token': '</s>'}) and resize the model's "
+                         "embeddings), or load the model with ftlab.models.load_causal_lm().")
+    return eos
+
+
 def _ids(tokenizer, prompt: str, response: str | None, template: str) -> list[int]:
     """Token ids of the prompt alone (response None) or of prompt + response, as TRL builds them."""
     if template == "alpaca":  # a string prompt/completion in TRL: tokenizer(text), EOS appended
         text = ALPACA_TEMPLATE.format(prompt=prompt)
         if response is not None:
-            text += response if response.endswith(tokenizer.eos_token) else response + tokenizer.eos_token
+            eos = _eos_token(tokenizer)
+            text += response if response.endswith(eos) else response + eos
         return list(tokenizer(text)["input_ids"])
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("template='chat' needs a tokenizer with a chat template; this one has none. "
@@ -193,9 +218,11 @@ def tokenize_dataset(rows: Iterable[Mapping], tokenizer, max_length: int | None 
     Returns an :class:`SFTDataset` (a list of examples with ``.dropped``). With ``verbose`` it
     prints how many were dropped when any were. Raises a ValueError if every row was dropped.
     """
+    _check_rows(rows, "tokenize_dataset")
     kept, dropped, n = [], [], 0
     for i, row in enumerate(rows):
         n += 1
+        _check_row(row, i, "tokenize_dataset")
         if "prompt" not in row or "response" not in row:
             raise ValueError(f"row {i} has keys {sorted(row)}; tokenize_dataset needs 'prompt' and "
                              "'response' (ftlab.data.load_instructions() rows have both).")
@@ -225,9 +252,15 @@ class SFTCollator:
 
     def __init__(self, pad_token_id: int | None = None, tokenizer=None, pad_to_multiple_of: int | None = None):
         if pad_token_id is None and tokenizer is not None:
-            pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            pad_token_id = getattr(tokenizer, "pad_token_id", None)
+            pad_token_id = pad_token_id if pad_token_id is not None else getattr(tokenizer, "eos_token_id", None)
         if pad_token_id is None:
-            raise ValueError("SFTCollator needs a pad_token_id (or a tokenizer with a pad or EOS token).")
+            what = f"this {type(tokenizer).__name__} has neither a pad nor an EOS token" if tokenizer is not None \
+                else "no pad_token_id and no tokenizer were given"
+            raise ValueError(f"SFTCollator needs a token id to pad with, but {what}. Pass pad_token_id=..., "
+                             "or give the tokenizer a pad token (tokenizer.pad_token = tokenizer.eos_token when "
+                             "it has an EOS; else tokenizer.add_special_tokens({'pad_token': '<pad>'}) and "
+                             "resize the model's embeddings).")
         self.pad_token_id = int(pad_token_id)
         self.pad_to_multiple_of = pad_to_multiple_of
 
@@ -269,6 +302,7 @@ def trl_records(rows: Iterable[Mapping], template: str = "chat") -> list[dict]:
     "assistant", ...}]``); alpaca: strings (TRL appends the EOS itself).
     """
     _check_template(template)
+    _check_rows(rows, "trl_records")
     if template == "chat":
         return [{"prompt": _messages(r["prompt"]), "completion": _messages(r["prompt"], r["response"])[1:]}
                 for r in rows]
@@ -290,7 +324,15 @@ def adapter_for(model, adapter_dir: str | Path | None = None) -> Path | None:
     if not config_file.is_file():
         print(f"no SFT adapter at {path}")
         return None
-    saved = json.loads(config_file.read_text()).get("base_model_name_or_path") or ""
+    try:
+        saved = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_file} is not valid JSON ({err}): the adapter is damaged. Delete the folder "
+                         f"{path} and run lesson 05 again to save a new one.") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{config_file} holds a {type(saved).__name__}, not an adapter's settings: delete the "
+                         f"folder {path} and run lesson 05 again to save a new one.")
+    saved = saved.get("base_model_name_or_path") or ""
     base = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
     same = saved == base or (Path(saved).is_dir() and Path(base).is_dir()
                              and Path(saved).resolve() == Path(base).resolve())

@@ -215,6 +215,20 @@ def test_same_factors_give_the_same_logits_as_peft(base_model, rslora):
     torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
 
 
+def test_bf16_base_gives_the_same_logits_as_peft(base_model):
+    """peft adds a bf16 base output to the fp32 update in fp32 and rounds once; rounding the update
+    to bf16 before scaling (ftlab before) put 0.09 between the two on the world LM's logits."""
+    base = base_model.to(torch.bfloat16)
+    ids = _ids(base)
+    ours = _randomize(inject_lora(copy.deepcopy(base), ("q_proj", "v_proj"), r=4, alpha=8))
+    theirs = _peft_with_ftlab_factors(copy.deepcopy(base), ours)
+    a, b = _logits(ours, ids), _logits(theirs, ids)
+    assert a.dtype == b.dtype == torch.bfloat16
+    assert next(iter(lora_layers(ours).values())).A.dtype == torch.float32  # fp32 factors, as peft's
+    assert (a.float() - _logits(base, ids).float()).abs().max() > 0.1, "the update should change the logits"
+    assert (a.float() - b.float()).abs().max().item() <= 1e-6
+
+
 def test_trainable_count_is_r_times_d_in_plus_d_out_per_layer(base_model):
     shapes = [(m.out_features, m.in_features) for n, m in base_model.named_modules()
               if n.endswith(("q_proj", "v_proj"))]
@@ -330,6 +344,66 @@ def test_lora_on_lora_and_bad_alpha_or_dropout_are_refused():
         LoRALinear(nn.Linear(8, 8), r=2, dropout=1.0)
     with pytest.raises(TypeError, match="'model.layers.0.self_attn'.*LlamaAttention"):
         inject_lora(_tiny_llama(), ("self_attn",))
+
+
+@pytest.mark.parametrize("alpha", [math.inf, -math.inf, math.nan, "16", True, None])
+def test_alpha_that_is_not_a_finite_positive_number_is_refused(alpha):
+    with pytest.raises(ValueError, match=r"alpha=.*a finite number > 0.*alpha / r"):
+        LoRALinear(nn.Linear(8, 8), r=2, alpha=alpha)
+    model = _tiny_llama()
+    with pytest.raises(ValueError, match="alpha="):
+        inject_lora(model, r=2, alpha=alpha)
+    assert not lora_layers(model)
+
+
+@pytest.mark.parametrize("dropout", ["0.1", None, math.nan, -0.1, True])
+def test_dropout_that_is_not_a_probability_is_refused(dropout):
+    with pytest.raises(ValueError, match=r"dropout=.*a probability, a number in \[0, 1\)"):
+        LoRALinear(nn.Linear(8, 8), r=2, dropout=dropout)
+
+
+@pytest.mark.parametrize("targets, match", [(None, r"target_names=None: name the linear layers"),
+                                            ([], "it is empty"), (("q_proj", 3), r"\[3\] are not layer names"),
+                                            (5, "target_names=5: name the linear layers")])
+def test_target_names_that_are_not_layer_names_are_refused(targets, match):
+    model = _tiny_llama()
+    with pytest.raises(ValueError, match=match):
+        inject_lora(model, targets)
+    assert not lora_layers(model) and all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("args, name", [((4096.0, 4096, 16), "d_out"), ((4096, -1, 16), "d_in"),
+                                        ((4096, 4096, 0), "r"), ((4096, 4096, True), "r")])
+def test_lora_params_names_the_bad_argument(args, name):
+    with pytest.raises(ValueError, match=rf"^{name}=.*int >= 1"):
+        lora_params(*args)
+
+
+def test_a_corrupt_adapter_config_is_named(tmp_path):
+    save_adapter(_randomize(inject_lora(_tiny_llama(), r=4)), tmp_path)
+    config_file = tmp_path / ADAPTER_CONFIG
+    config_file.write_text('{"r": 4, "lora_alpha": ')
+    with pytest.raises(ValueError, match=r"adapter_config\.json is not valid JSON \(line 1, column"):
+        load_adapter(_tiny_llama(), tmp_path)
+    config_file.write_text('["r", 4]')
+    with pytest.raises(ValueError, match=r"adapter_config\.json holds a list, not a mapping"):
+        load_adapter(_tiny_llama(), tmp_path)
+    config_file.write_text('{"peft_type": "LORA", "lora_alpha": 8}')
+    with pytest.raises(ValueError, match=r"adapter_config\.json lacks \['r'\]"):
+        load_adapter(_tiny_llama(), tmp_path)
+
+
+def test_a_truncated_adapter_weights_file_is_named(tmp_path):
+    save_adapter(_randomize(inject_lora(_tiny_llama(), r=4)), tmp_path)
+    weights = tmp_path / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    model = _tiny_llama()
+    with pytest.raises(ValueError, match=r"adapter_model\.safetensors cannot be read.*truncated"):
+        load_adapter(model, tmp_path)
+    assert not lora_layers(model)
+    weights.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"adapter_model\.safetensors cannot be read"):
+        load_adapter(model, tmp_path)
 
 
 def test_no_match_lists_the_models_linear_layers():

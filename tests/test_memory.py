@@ -45,8 +45,35 @@ def test_d2_qlora_base_of_7b_is_3_5_gb_plus_scales_and_fits_a_t4():
 def test_lora_params_is_the_d1_formula():
     assert memory.lora_params(4096, 4096, 16) == 131_072
     assert memory.lora_params(1024, 4096, 8) == 8 * 5120
-    with pytest.raises(ValueError, match="r must be a positive integer"):
+    with pytest.raises(ValueError, match=r"r=0: .*int >= 1"):
         memory.lora_params(10, 10, 0)
+
+
+def test_lora_params_has_one_home_in_ftlab_lora():
+    from ftlab import lora
+
+    assert memory.lora_params is lora.lora_params
+
+
+@pytest.mark.parametrize("size", [float("nan"), float("inf"), 7.5, 1.5e0, -7e9, 0, "7B", None])
+def test_estimate_refuses_a_model_size_that_is_not_a_whole_positive_count(size):
+    with pytest.raises(ValueError, match=r"^model=.*(whole number > 0|parameter count)"):
+        memory.estimate(size, method="full")
+
+
+def test_estimate_takes_a_whole_float_or_numpy_count():
+    import numpy as np
+
+    assert memory.estimate(7e9).n_params == memory.estimate(np.int64(7_000_000_000)).n_params == 7_000_000_000
+
+
+@pytest.mark.parametrize("trainable", [-1, 7_000_000_001, 1.5, "100", True])
+def test_estimate_refuses_trainable_below_zero_or_above_the_model(trainable):
+    with pytest.raises(ValueError, match=r"^trainable=.*from 0 to the model's 7,000,000,000 parameters"):
+        memory.estimate(7e9, method="lora", trainable=trainable)
+    with pytest.raises(ValueError, match=r"^trainable=.*from 0 to the model's"):
+        memory.estimate(SMALL, method="lora", trainable=10**12)
+    assert memory.estimate(7e9, method="lora", trainable=7_000_000_000).trainable == 7_000_000_000
 
 
 def test_nf4_bytes_is_what_bitsandbytes_stores():

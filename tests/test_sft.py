@@ -234,3 +234,53 @@ def test_adapter_for_checks_the_base_model(tmp_path, capsys):
     assert adapter_for(other, tmp_path / "a") == tmp_path / "a"
     other.config._name_or_path = "meta-llama/Llama-3.2-1B"
     assert adapter_for(other, tmp_path / "a") is None and "not on this model" in capsys.readouterr().out
+
+
+def _tokenizer_without_pad_or_eos():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz #:\n?.")}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
+def test_a_tokenizer_with_neither_pad_nor_eos_gets_clear_errors():
+    tok = _tokenizer_without_pad_or_eos()
+    assert tok.pad_token_id is None and tok.eos_token_id is None
+    with pytest.raises(ValueError, match=r"this \w+ has neither a pad nor an EOS token.*tokenizer.pad_token = "):
+        SFTCollator(tokenizer=tok)
+    with pytest.raises(ValueError, match="no pad_token_id and no tokenizer"):
+        SFTCollator()
+    with pytest.raises(ValueError, match=r"has no EOS token: template='alpaca' ends every response with EOS"):
+        tokenize_example("hi", "there", tok, template="alpaca")
+    assert SFTCollator(pad_token_id=0, tokenizer=tok).pad_token_id == 0  # an explicit id is enough
+
+
+def test_a_dict_of_columns_where_rows_are_expected_is_named(tokenizer):
+    columns = Dataset.from_list(ROWS)[:2]  # a slice of a Dataset is a dict of columns, not rows
+    assert isinstance(columns, dict)
+    with pytest.raises(TypeError, match=r"tokenize_dataset takes rows.*dict of columns \{'prompt': 2, 'response': 2\}"):
+        tokenize_dataset(columns, tokenizer)
+    with pytest.raises(TypeError, match=r"trl_records takes rows.*dict of columns"):
+        trl_records(columns)
+    with pytest.raises(TypeError, match=r"row 0 is a str \('Where does Kafi live\?'\).*dicts with 'prompt'"):
+        tokenize_dataset(columns["prompt"], tokenizer)
+    assert len(tokenize_dataset(Dataset.from_list(ROWS).select(range(2)), tokenizer)) == 2
+
+
+def test_ignore_index_has_one_home_in_ftlab_train():
+    import ftlab.sft
+    import ftlab.train
+
+    assert "IGNORE_INDEX = " not in __import__("inspect").getsource(ftlab.sft)
+    assert ftlab.sft.IGNORE_INDEX is ftlab.train.IGNORE_INDEX == -100
+
+
+def test_adapter_for_names_a_corrupt_adapter_config(tmp_path):
+    from ftlab.sft import adapter_for
+
+    (tmp_path / "adapter_config.json").write_text('{"base_model_name_or_path": ')
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_path())
+    with pytest.raises(ValueError, match=r"adapter_config\.json is not valid JSON.*Delete the folder"):
+        adapter_for(model, tmp_path)
