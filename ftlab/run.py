@@ -22,8 +22,15 @@ Tasks:
 A config is one flat YAML mapping: the task's keys (:data:`TASK_KEYS`) and any
 :class:`ftlab.train.TrainConfig` field (``lr``, ``num_steps``, ``batch_size``, ``grad_accum``...).
 ``--set key=value`` overrides a key from the command line. A bad config fails before any model
-loads, with a message that names the key: an unknown key (the known ones are listed), a data path
-that does not exist, or a batch the data cannot fill.
+loads, with a message that names the key: an unknown key (the known ones are listed), a key given
+twice in the file, invalid YAML, a bad value (``alpha``, ``lora_dropout`` and ``target_modules`` are
+checked as :mod:`ftlab.lora` checks them; a single ``target_modules`` string is one layer name, or
+``all-linear``), a data path that does not exist, or a batch the data cannot fill. The command
+then exits with status 2 and the message, without a traceback.
+
+``output_dir`` is checked before the first step: it must be writable, and a folder that already
+holds files (an earlier run) is refused unless ``--overwrite`` (or ``overwrite: true``) says to
+write over it; nothing is deleted, the new run's files replace the old ones of the same name.
 
 ``batch_size`` is per process: with N processes one optimizer step sees
 ``batch_size * grad_accum * N`` examples (2 processes with ``grad_accum: 1`` take the same steps as
@@ -38,10 +45,13 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
 
+from ftlab.lora import check_alpha, check_dropout, check_targets
+from ftlab.runtime import PROFILES
 from ftlab.train import TrainConfig
 
 TASKS = ("sft", "classifier", "dpo")
@@ -53,11 +63,12 @@ COMMON_KEYS = {
     "r": 8,                    # LoRA rank
     "alpha": 16,               # LoRA scale numerator: the update is scaled by alpha / r
     "lora_dropout": 0.0,       # dropout on the LoRA input (0 keeps runs on N processes identical)
-    "target_modules": None,    # LoRA targets; None = the task's default
+    "target_modules": None,    # LoRA targets: a list of layer names, one name, or "all-linear"; None = the task's default
     "data_path": None,         # a .jsonl file of rows; None = the course's dataset for the profile
     "train_size": None,        # use the first N rows (None = all)
     "max_length": 64,          # tokens per example
     "output_dir": "build/runs/run",  # history.json and the trained weights go here
+    "overwrite": False,        # write into an output_dir that already holds files (--overwrite)
     "profile": None,           # "tiny" or "full"; None = FTLAB_PROFILE or the machine's default
 }
 TASK_KEYS = {
@@ -77,9 +88,49 @@ class ConfigError(ValueError):
 
 # -- the config -------------------------------------------------------------------------------
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``, except that a key given twice in one mapping is an error, not "last wins"."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (list, dict)):
+                continue  # not a valid key at all: SafeLoader's own error follows
+            if key in seen:
+                raise ConfigError(f"key {key!r} is given twice (lines {seen[key] + 1} and "
+                                  f"{key_node.start_mark.line + 1}); keep one.")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(text: str, where: str):
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where} is not valid YAML{at}: {problem}.") from None
+
+
 def parse_value(text: str):
     """``--set`` values are YAML: ``3e-4`` is a float, ``null`` None, ``[q_proj, v_proj]`` a list."""
-    return yaml.safe_load(text)
+    return _load_yaml(text, f"--set value {text!r}")
+
+
+def parse_sets(items) -> dict:
+    """``["lr=3e-4", "r=4"]`` -> ``{"lr": 3e-4, "r": 4}`` (a key set twice: the last wins, as on most
+    command lines); a ConfigError names a malformed item."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set wants KEY=VALUE (e.g. --set lr=3e-4), got {item!r}.")
+        overrides[key.strip()] = parse_value(value)
+    return overrides
 
 
 def load_config(task: str, path: str | Path | None = None, overrides: dict | None = None) -> dict:
@@ -96,7 +147,7 @@ def load_config(task: str, path: str | Path | None = None, overrides: dict | Non
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist (the course's are in configs/).")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = _load_yaml(path.read_text(), str(path)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold one mapping of key: value, got {type(loaded).__name__}.")
         values.update(loaded)
@@ -118,6 +169,20 @@ def load_config(task: str, path: str | Path | None = None, overrides: dict | Non
                 pass
     if cfg["method"] not in METHODS:
         raise ConfigError(f"method={cfg['method']!r}; use one of {list(METHODS)}.")
+    if cfg["profile"] is not None and cfg["profile"] not in PROFILES:
+        raise ConfigError(f"profile={cfg['profile']!r} is not a profile; use one of {list(PROFILES)}, or null "
+                          "for FTLAB_PROFILE (or the machine's default).")
+    if not isinstance(cfg["overwrite"], bool):
+        raise ConfigError(f"overwrite={cfg['overwrite']!r} must be true or false.")
+    if cfg["target_modules"] is None:
+        cfg["target_modules"] = TASK_KEYS[task]["target_modules"]
+    try:  # the checks ftlab.lora makes, under the config's names
+        check_alpha(cfg["alpha"], "alpha")
+        check_dropout(cfg["lora_dropout"], "lora_dropout")
+        if cfg["target_modules"] != "all-linear":  # peft's keyword for every linear layer but the head
+            cfg["target_modules"] = list(check_targets(cfg["target_modules"], "target_modules"))
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
     for key in ("r", "max_length"):
         if key == "max_length" and cfg[key] is None and task == "dpo":
             continue  # DPO's default: no truncation
@@ -142,6 +207,28 @@ def load_config(task: str, path: str | Path | None = None, overrides: dict | Non
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
     return cfg
+
+
+def check_output_dir(cfg: dict) -> Path:
+    """``cfg['output_dir']``, created and checked writable; a ConfigError if it holds files already
+    (unless ``cfg['overwrite']``) or cannot be written. Runs before any model loads."""
+    out = Path(cfg["output_dir"])
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir {str(out)!r} is a file, not a folder; pick a folder (--set output_dir=...).")
+    if out.is_dir() and not cfg["overwrite"]:
+        held = sorted(p.name for p in out.iterdir())
+        if held:
+            shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+            raise ConfigError(f"output_dir {str(out)!r} already holds files ({shown}), from an earlier run? Pick "
+                              "another (--set output_dir=...), or pass --overwrite (overwrite: true) to write over it.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):  # unnamed on Linux: other processes see an empty folder
+            pass
+    except OSError as err:
+        raise ConfigError(f"output_dir {str(out)!r} cannot be written ({err.strerror or err}); pick a folder "
+                          "you can write to (--set output_dir=...).") from None
+    return out
 
 
 def train_config(cfg: dict) -> TrainConfig:
@@ -250,8 +337,9 @@ def build(task: str, cfg: dict, rows: list[dict]):
     from ftlab.runtime import seed_everything
 
     seed_everything(cfg["seed"])  # LoRA's A (and a new head) are drawn now: the same on every run
+    targets = cfg["target_modules"]  # a list of names, or peft's "all-linear"
     lora = dict(r=cfg["r"], lora_alpha=cfg["alpha"], lora_dropout=cfg["lora_dropout"],
-                target_modules=list(cfg["target_modules"]))
+                target_modules=targets if isinstance(targets, str) else list(targets))
     if task == "sft":
         from ftlab.models import load_causal_lm
 
@@ -288,6 +376,7 @@ def run(task: str, cfg: dict, progress: bool = True):
     # The process group under torchrun / accelerate launch (gloo on CPUs, NCCL on GPUs); one
     # process otherwise. cpu=True as train()'s Accelerator has it: without it, accelerate 1.15
     # sets up a CPU-only machine's processes as independent single-process runs.
+    check_output_dir(cfg)  # before any model loads: a run never ends unable to save
     state = PartialState(cpu=device().type == "cpu")
     rows = read_rows(task, cfg)
     check_batch(cfg, len(rows), state.num_processes)  # before any model loads
@@ -332,15 +421,15 @@ def main(argv=None) -> int:
     parser.add_argument("--config", help="a YAML file of keys (see configs/)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config keys, e.g. --set lr=3e-4 num_steps=20")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an output_dir that already holds files (an earlier run's); without "
+                             "it such a folder is refused. Nothing is deleted: files of the same name are replaced")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     args = parser.parse_args(argv)
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set wants KEY=VALUE, got {item!r}")
-        overrides[key] = parse_value(value)
     try:
+        overrides = parse_sets(args.set)
+        if args.overwrite:
+            overrides["overwrite"] = True
         cfg = load_config(args.task, args.config, overrides)
         run(args.task, cfg, progress=not args.no_progress)
     except ConfigError as err:

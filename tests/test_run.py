@@ -127,3 +127,96 @@ def test_dpo_config_errors(tmp_path):
         load_config("dpo", CONFIGS / "dpo_tiny.yaml", {"beta": 0})
     with pytest.raises(ConfigError, match="sft_adapter"):
         load_config("dpo", CONFIGS / "dpo_tiny.yaml", {"sft_adapter": str(tmp_path)})
+
+
+# -- bad input: one line, exit 2, nothing trained -----------------------------------------------------
+
+def _one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ftlab.run: bad config: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_invalid_yaml_exits_2_with_the_line(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("lr: 1e-3\ntarget_modules: [q_proj, v_proj\n")
+    err = _one_line_error(capsys, ["sft", "--config", str(path)])
+    assert "broken.yaml is not valid YAML at line 3" in err
+
+
+def test_a_key_given_twice_in_the_yaml_is_an_error(tmp_path, capsys):
+    path = tmp_path / "twice.yaml"
+    path.write_text("lr: 1.0e-3\nr: 4\nlr: 3.0e-3\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml: key 'lr' is given twice \(lines 1 and 3\)"):
+        load_config("sft", path)
+    _one_line_error(capsys, ["sft", "--config", str(path)])
+
+
+@pytest.mark.parametrize("item, match", [("lr=[1,", r"--set value '\[1,' is not valid YAML"),
+                                         ("lr", "--set wants KEY=VALUE"), ("=3", "--set wants KEY=VALUE")])
+def test_a_bad_set_value_exits_2_with_one_line(capsys, item, match):
+    err = _one_line_error(capsys, ["sft", "--set", item])
+    assert __import__("re").search(match, err), err
+
+
+def test_profile_garbage_exits_2_before_loading_anything(capsys):
+    err = _one_line_error(capsys, ["sft", "--set", "profile=garbage"])
+    assert "profile='garbage' is not a profile; use one of ['tiny', 'full']" in err
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("alpha", float("inf"), r"alpha=inf: a finite number > 0"),
+    ("alpha", float("nan"), r"alpha=nan: a finite number > 0"),
+    ("alpha", 0, r"alpha=0: a finite number > 0"),
+    ("lora_dropout", "0.1x", r"lora_dropout='0.1x': a probability, a number in \[0, 1\)"),
+    ("lora_dropout", 1.0, r"lora_dropout=1.0: a probability"),
+    ("target_modules", [], r"target_modules=\[\]: it is empty"),
+    ("target_modules", ["q_proj", 7], r"target_modules=.*\[7\] are not layer names"),
+])
+def test_lora_values_are_checked_as_ftlab_lora_checks_them(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("sft", None, {key: value})
+
+
+def test_a_string_target_modules_is_one_layer_name():
+    assert load_config("sft", None, {"target_modules": "q_proj"})["target_modules"] == ["q_proj"]
+    assert load_config("sft", None, {"target_modules": "all-linear"})["target_modules"] == "all-linear"
+    assert load_config("classifier", None, {"target_modules": None})["target_modules"] == ["q_lin", "v_lin"]
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused_before_a_model_loads(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    err = _one_line_error(capsys, ["sft", "--set", f"output_dir={blocker / 'run'}"])
+    assert "run' cannot be written" in err
+    err = _one_line_error(capsys, ["sft", "--set", f"output_dir={blocker}"])
+    assert "is a file, not a folder" in err
+
+
+def test_an_earlier_runs_output_dir_is_refused_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "earlier"
+    out.mkdir()
+    (out / "history.json").write_text("{}")
+    err = _one_line_error(capsys, ["sft", "--set", f"output_dir={out}"])
+    assert "already holds files (history.json)" in err and "--overwrite" in err
+    cfg = load_config("sft", None, {"output_dir": str(out), "overwrite": True})
+    from ftlab.run import check_output_dir
+
+    assert check_output_dir(cfg) == out and sorted(p.name for p in out.iterdir()) == ["history.json"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert check_output_dir(load_config("sft", None, {"output_dir": str(empty)})) == empty
+    assert not any(empty.iterdir())  # the write probe leaves nothing behind
+    with pytest.raises(ConfigError, match="overwrite='yes' must be true or false"):
+        load_config("sft", None, {"overwrite": "yes"})
+
+
+def test_overwrite_flag_writes_over_an_earlier_run(tmp_path):
+    rc, out = _run(tmp_path, "sft", "sft_tiny.yaml", "num_steps=2")
+    assert rc == 0 and (out / "history.json").is_file()
+    assert _run(tmp_path, "sft", "sft_tiny.yaml", "num_steps=2")[0] == 2
+    rc = main(["sft", "--config", str(CONFIGS / "sft_tiny.yaml"), "--no-progress", "--overwrite",
+               "--set", "num_steps=1", f"output_dir={out}"])
+    assert rc == 0 and len(json.loads((out / "history.json").read_text())["losses"]) == 1
