@@ -226,13 +226,38 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 
+# The micro-world's parts (data/README.md): a folder that FTLAB_DATA names holds some of them.
+MICRO_WORLD = {
+    "world": "scripts/build_language_world.py",  # facts, instructions, preferences (.jsonl)
+    "lm": "scripts/build_language_world.py",     # the tiny Llama and its tokenizer
+    "text": "scripts/build_text_world.py",       # reviews and the tiny DistilBERT
+    "vision": "scripts/build_vision_world.py",   # drawn shapes and the tiny ResNet
+    "clip": "scripts/build_vision_world.py",     # the tiny CLIP
+}
+_UNSET = "unset it (shell: unset FTLAB_DATA; notebook: del os.environ['FTLAB_DATA']) to use the course's own data"
+
+
 def data_dir() -> Path:
-    """The micro-world's folder: ``FTLAB_DATA`` if set, the checkout's ``data/``, or the wheel's copy."""
+    """The micro-world's folder: ``FTLAB_DATA`` if set, the checkout's ``data/``, or the wheel's copy.
+
+    ``FTLAB_DATA`` must name a folder holding at least one of the micro-world's parts
+    (:data:`MICRO_WORLD`: ``world/``, ``lm/``, ``text/``, ``vision/``, ``clip/``); otherwise a
+    FileNotFoundError names the folder, what it should hold, and how to unset the variable.
+    """
     override = os.environ.get("FTLAB_DATA")
     if override:
-        path = Path(override)
+        path = Path(override).expanduser()
+        parts = ", ".join(f"{name}/" for name in MICRO_WORLD)
         if not path.is_dir():
-            raise FileNotFoundError(f"FTLAB_DATA={override!r} is not a folder.")
+            raise FileNotFoundError(f"FTLAB_DATA={override!r} is not a folder. It should name a micro-world folder "
+                                    f"holding {parts} (as the checkout's data/ does); or {_UNSET}.")
+        if not any((path / name).is_dir() for name in MICRO_WORLD):
+            found = sorted(p.name for p in path.iterdir())
+            shown = (", ".join(found[:6]) + (", ..." if len(found) > 6 else "")) if found else "nothing"
+            raise FileNotFoundError(f"FTLAB_DATA={override!r} names a folder without the micro-world: it holds "
+                                    f"{shown}, but should hold {parts} (as the checkout's data/ does; the "
+                                    f"scripts/build_*_world.py --out FOLDER write them). Point it at such a "
+                                    f"folder, or {_UNSET}.")
         return path
     checkout = Path(__file__).resolve().parent.parent / "data"
     if (checkout / "README.md").is_file():
@@ -244,6 +269,21 @@ def data_dir() -> Path:
         "The micro-world data was not found: looked in the checkout's data/ and in the installed "
         "package's ftlab/_data. Reinstall ftlab from the repository or set FTLAB_DATA."
     )
+
+
+def data_path(*parts: str) -> Path:
+    """``data_dir() / parts...``, or a FileNotFoundError that says which script builds it and,
+    when ``FTLAB_DATA`` chose the folder, that the variable did."""
+    root = data_dir()
+    path = root.joinpath(*parts)
+    if path.exists():
+        return path
+    script = MICRO_WORLD.get(parts[0] if parts else "", "the scripts/build_*_world.py")
+    if os.environ.get("FTLAB_DATA"):
+        raise FileNotFoundError(f"{path} is missing: FTLAB_DATA={os.environ['FTLAB_DATA']!r} chose that micro-world "
+                                f"folder, and it lacks {'/'.join(parts)} (built by {script} --out FOLDER). "
+                                f"Point FTLAB_DATA at a complete folder, or {_UNSET}.")
+    raise FileNotFoundError(f"{path} is missing; rebuild it with {script}.")
 
 
 def capped_rows(rows, batch_size: int):

@@ -165,16 +165,52 @@ def test_headline_prints_the_prefix_make_lessons_collects(capsys):
 
 
 def test_data_dir_honours_ftlab_data(no_env, tmp_path):
+    (tmp_path / "world").mkdir()
     no_env.setenv("FTLAB_DATA", str(tmp_path))
     assert runtime.data_dir() == tmp_path
 
 
 def test_data_dir_errors_on_a_missing_folder(no_env, tmp_path):
     no_env.setenv("FTLAB_DATA", str(tmp_path / "nope"))
-    with pytest.raises(FileNotFoundError, match="FTLAB_DATA"):
+    with pytest.raises(FileNotFoundError, match=r"FTLAB_DATA='.*nope' is not a folder.*world/, lm/.*unset FTLAB_DATA"):
         runtime.data_dir()
+
+
+def test_ftlab_data_without_the_micro_world_names_the_folder_and_how_to_unset_it(no_env, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    no_env.setenv("FTLAB_DATA", str(tmp_path))
+    expected = (rf"FTLAB_DATA='{tmp_path}' names a folder without the micro-world: it holds notes.txt, photos, "
+                r"but should hold world/, lm/, text/, vision/, clip/.*unset FTLAB_DATA.*del os.environ\['FTLAB_DATA'\]")
+    with pytest.raises(FileNotFoundError, match=expected):
+        runtime.data_dir()
+    from ftlab.data import load_instructions
+
+    with pytest.raises(FileNotFoundError, match="names a folder without the micro-world"):
+        load_instructions("train", profile="tiny")
+
+
+def test_ftlab_data_missing_one_part_names_the_variable_and_the_script(no_env, tmp_path):
+    (tmp_path / "vision").mkdir()
+    no_env.setenv("FTLAB_DATA", str(tmp_path))
+    from ftlab.data import load_facts
+
+    with pytest.raises(FileNotFoundError, match=r"facts.jsonl is missing: FTLAB_DATA=.*lacks world/facts.jsonl "
+                                                r"\(built by scripts/build_language_world.py --out FOLDER\)"):
+        load_facts()
+    assert runtime.data_path("vision") == tmp_path / "vision"
 
 
 def test_data_dir_defaults_to_the_checkouts_data(no_env):
     path = runtime.data_dir()
     assert (path / "README.md").is_file()
+
+
+def test_a_damaged_jsonl_line_is_named(no_env, tmp_path):
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / "facts.jsonl").write_text('{"prompt": "a", "answer": "b"}\n{"prompt": \n')
+    no_env.setenv("FTLAB_DATA", str(tmp_path))
+    from ftlab.data import load_facts
+
+    with pytest.raises(ValueError, match=r"facts.jsonl line 2 is not JSON"):
+        load_facts()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ftlab.runtime import data_dir, resolve_profile
+from ftlab.runtime import data_path, resolve_profile
 
 # Image and text-classification loaders live in their generator's module, imported on first use.
 _ELSEWHERE = {
@@ -51,9 +51,14 @@ def _check_split(split: str, what: str) -> None:
 def _jsonl_dataset(path: Path):
     from datasets import Dataset
 
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; rebuild it with scripts/build_language_world.py")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path} line {i} is not JSON ({err.msg}): the file is damaged; rebuild it "
+                                 "with scripts/build_language_world.py.") from None
     if not rows:
         raise ValueError(f"{path} holds no examples.")
     return Dataset.from_list(rows)
@@ -67,7 +72,7 @@ def load_instructions(split: str = "train", profile: str | None = None):
     """
     _check_split(split, "instruction")
     if resolve_profile(profile) == "tiny":
-        return _jsonl_dataset(data_dir() / "world" / f"instructions_{split}.jsonl")
+        return _jsonl_dataset(data_path("world", f"instructions_{split}.jsonl"))
     from datasets import load_dataset
 
     ds = load_dataset(FULL_INSTRUCTIONS, split="train").shuffle(seed=0)
@@ -88,7 +93,7 @@ def load_preferences(split: str = "train", profile: str | None = None):
     """Preference triples as a ``datasets.Dataset``: ``prompt``, ``chosen``, ``rejected``."""
     _check_split(split, "preference")
     if resolve_profile(profile) == "tiny":
-        return _jsonl_dataset(data_dir() / "world" / f"preferences_{split}.jsonl")
+        return _jsonl_dataset(data_path("world", f"preferences_{split}.jsonl"))
     from datasets import load_dataset
 
     ds = load_dataset(FULL_PREFERENCES, split="train" if split == "train" else "test").shuffle(seed=0)
@@ -107,7 +112,7 @@ def load_facts(split: str | None = None):
     ``split="heldout"`` keeps only the people no instruction or preference example asks about:
     the general knowledge that lessons 05 and 09 watch for forgetting.
     """
-    ds = _jsonl_dataset(data_dir() / "world" / "facts.jsonl")
+    ds = _jsonl_dataset(data_path("world", "facts.jsonl"))
     if split is None:
         return ds
     if split not in ("train", "heldout"):
