@@ -20,7 +20,7 @@ nothing about transformers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -31,6 +31,26 @@ def adapter_param_count(dim: int, bottleneck: int) -> int:
     return 2 * dim * bottleneck + bottleneck + dim
 
 
+def _check_bottleneck(bottleneck, dim: int) -> None:
+    if isinstance(bottleneck, bool) or not isinstance(bottleneck, int) or not 1 <= bottleneck <= dim:
+        raise ValueError(f"bottleneck={bottleneck!r} is not valid for dim={dim}: use an int from 1 "
+                         f"to {dim} (a bottleneck is narrower than the layer; 8 to 64 is usual).")
+
+
+def _names(value, what: str) -> set[str]:
+    """Layer names as a set; one string is one name (``set("lin2")`` would be its letters).
+    ``trainable_names=None`` means no head trains; ``target_names=None`` is an error."""
+    if value is None and what == "trainable_names":
+        return set()
+    if isinstance(value, str):
+        return {value}
+    names = list(value) if isinstance(value, Iterable) else None
+    if names is None or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"{what}={value!r}: give layer names, a string or a list of strings such as "
+                         "('out_lin', 'lin2').")
+    return set(names)
+
+
 class BottleneckAdapter(nn.Module):
     """``h + up(gelu(down(h)))`` on the last dimension: (..., dim) -> (..., dim).
 
@@ -39,9 +59,7 @@ class BottleneckAdapter(nn.Module):
 
     def __init__(self, dim: int, bottleneck: int = 16):
         super().__init__()
-        if isinstance(bottleneck, bool) or not isinstance(bottleneck, int) or not 1 <= bottleneck <= dim:
-            raise ValueError(f"bottleneck={bottleneck!r} is not valid for dim={dim}: use an int from 1 "
-                             f"to {dim} (a bottleneck is narrower than the layer; 8 to 64 is usual).")
+        _check_bottleneck(bottleneck, dim)
         self.down = nn.Linear(dim, bottleneck)
         self.act = nn.GELU()
         self.up = nn.Linear(bottleneck, dim)
@@ -79,20 +97,29 @@ def add_adapters(model: nn.Module, target_names: Sequence[str] = ("out_lin", "li
     them ``o_proj`` and ``down_proj``). The adapters and the modules named in ``trainable_names``
     (the new classification head) are the only trainable parameters. The model is changed in
     place. A model that already has adapters is refused, so a re-run cell cannot stack them.
+    A single string is one name. Every check runs before the model is changed.
     """
     if any(isinstance(m, Adapted) for m in model.modules()):
         raise ValueError("this model already has adapters (add_adapters ran on it before); load a "
                          "fresh model instead of adding a second set on top.")
+    wanted, head_names = _names(target_names, "target_names"), _names(trainable_names, "trainable_names")
+    if not wanted:
+        raise ValueError("target_names is empty: name the linear layers to put adapters after, e.g. ('out_lin', 'lin2').")
     targets = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in set(target_names)]
+               if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in wanted]
     if not targets:
-        raise ValueError(f"no nn.Linear named {list(target_names)} in {type(model).__name__}; its "
+        raise ValueError(f"no nn.Linear named {sorted(wanted)} in {type(model).__name__}; its "
                          f"linear layers are named {_linear_names(model)}.")
-    heads = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in set(trainable_names)]
-    missing = sorted(set(trainable_names) - {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()})
+    heads = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in head_names]
+    missing = sorted(head_names - {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()})
     if missing:
         raise ValueError(f"trainable_names {missing} match no module of {type(model).__name__} "
                          f"(its linear layers are named {_linear_names(model)}).")
+    for name, linear in targets:
+        try:
+            _check_bottleneck(bottleneck, linear.out_features)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
     for p in model.parameters():
         p.requires_grad = False
     for name, linear in targets:

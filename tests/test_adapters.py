@@ -98,3 +98,25 @@ def test_adapter_follows_the_wrapped_layer_dtype():
     adapted = Adapted(nn.Linear(8, 6).to(torch.float64), bottleneck=2)
     assert adapted.adapter.down.weight.dtype == torch.float64
     assert adapted(torch.randn(4, 8, dtype=torch.float64)).shape == (4, 6)
+
+
+def test_a_single_string_is_one_layer_name_not_its_letters():
+    model = add_adapters(_distilbert(), target_names="lin2", bottleneck=BOTTLENECK, trainable_names="classifier")
+    assert sum(isinstance(m, Adapted) for m in model.modules()) == LAYERS  # one per block: lin2 only
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad and ".adapter." not in n}
+    assert trainable == {"classifier"}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"target_names": None}, r"target_names=None: give layer names"),
+    ({"target_names": ()}, "target_names is empty"),
+    ({"target_names": ("lin2", 3)}, r"target_names=\('lin2', 3\): give layer names"),
+    ({"trainable_names": 5}, r"trainable_names=5: give layer names"),
+    ({"bottleneck": DIM + 1}, r"distilbert.transformer.layer.0.attention.out_lin: bottleneck=33 .* from 1 to 32"),
+])
+def test_bad_arguments_are_refused_before_the_model_changes(kwargs, match):
+    model = _distilbert()
+    with pytest.raises(ValueError, match=match):
+        add_adapters(model, **kwargs)
+    assert all(p.requires_grad for p in model.parameters())
+    assert not any(isinstance(m, Adapted) for m in model.modules())
