@@ -2,7 +2,7 @@
 # pins) and installs ftlab into it, editable; it reinstalls whenever requirements.txt or
 # pyproject.toml is newer than .venv/.stamp.
 #
-#   make test      unit tests, then every notebook executed as a test (tiny profile, offline)
+#   make test      unit tests and every lesson (run twice in one kernel), tiny profile, offline
 #   make test-floors  unit tests against the oldest versions pyproject.toml allows (.venv-floors/)
 #   make lessons   run every lesson headless -> build/lessons/ (HTML, executed notebooks, summary)
 #   make rehearse  every lesson in the full profile on a simulated T4 and L4, offline -> build/rehearsal/
@@ -20,9 +20,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp
 NOTEBOOKS ?= notebooks
-# Seconds one notebook cell may run under `make test` before nbmake stops it: catches a hang,
+# Seconds one notebook cell may run under `make test` before the test stops it: catches a hang,
 # not a slow lesson (make lessons reports lessons over 60 s).
 NB_CELL_TIMEOUT ?= 300
+# `make test` runs in TEST_WORKERS pytest-xdist processes (0: one process, no xdist), one torch
+# thread each: two torch threads per process on two shared cores spend their time waiting.
+TEST_WORKERS ?= 2
 # `make lab` installs this on first use; it is not in requirements.txt, to keep `make test` lean.
 JUPYTERLAB ?= jupyterlab==4.6.6
 # `make lessons PROFILE=full` runs the lessons at full scale (on a GPU machine with the hub).
@@ -52,24 +55,26 @@ $(STAMP): requirements.txt pyproject.toml
 
 venv: $(STAMP)
 
-# Unit tests, then the notebooks; both always run, and the target fails if either did.
+# One pytest session runs the unit tests and the lessons (tests/test_lessons_rerun.py: each lesson
+# in a fresh kernel, then "Run all" again in that kernel, so it runs twice in all) on TEST_WORKERS
+# processes; tests/conftest.py starts the long tests first and the short ones fill in. A failing
+# lesson is named in pytest's summary (FAILED ...[NN_topic]) and the target fails.
+# `pytest --nbmake notebooks` still runs the lessons once each, as they are.
+TEST_RUN := $(TEST_ENV) OMP_NUM_THREADS=1 NB_CELL_TIMEOUT=$(NB_CELL_TIMEOUT) FTLAB_NOTEBOOKS=$(NOTEBOOKS) \
+  $(PY) -m pytest -q -p no:cacheprovider $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --maxschedchunk 1)
+
 test: $(STAMP)
-	@rc=0; \
-	$(MAKE) --no-print-directory test-unit || rc=1; \
-	$(MAKE) --no-print-directory test-notebooks || rc=1; \
-	if [ $$rc -ne 0 ]; then echo "make test: FAILED (see above)"; fi; \
-	exit $$rc
+	$(TEST_RUN) tests --continue-on-collection-errors -m "not standins" \
+	  || { echo "make test: FAILED (see the summary above)"; exit 1; }
 
 test-unit: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest tests -q --continue-on-collection-errors -m "not standins"
+	$(TEST_RUN) tests --continue-on-collection-errors -m "not standins and not lessons"
 
 # pytest exits 5 when it collects nothing; with no notebooks yet that is not a failure.
 test-notebooks: $(STAMP)
 	@if ! ls $(NOTEBOOKS)/*.ipynb >/dev/null 2>&1; then \
 	  echo "no notebooks in $(NOTEBOOKS)/ (only .py twins? run make sync): nothing to execute"; exit 0; fi; \
-	echo "$(TEST_ENV) $(PY) -m pytest --nbmake --nbmake-timeout=$(NB_CELL_TIMEOUT) $(NOTEBOOKS) -q"; \
-	$(TEST_ENV) $(PY) -m pytest --nbmake --nbmake-timeout=$(NB_CELL_TIMEOUT) $(NOTEBOOKS) -q \
-	  -p no:cacheprovider; rc=$$?; \
+	$(TEST_RUN) tests/test_lessons_rerun.py; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no notebook collected"; rc=0; fi; \
 	exit $$rc
 

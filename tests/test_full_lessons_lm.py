@@ -9,7 +9,6 @@ here if missing) in a child process, as tests/test_standins.py does: they are ma
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -29,26 +28,7 @@ NOTEBOOKS = ROOT / "notebooks"
 # Lesson 09: full fine-tuning of 1.1B weights on a T4
 
 
-@pytest.fixture
-def card(monkeypatch):
-    from ftlab import runtime
-
-    def use(name):
-        monkeypatch.setenv("FTLAB_SIMULATE_GPU", name)
-        return runtime.simulated_gpu()
-    return use
-
-
-def _tinyllama_shaped(dtype):
-    """TinyLlama's depth, vocabulary and repo id with tiny widths: budget.plan_run prices it at real size."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=22, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=32000, max_position_embeddings=256)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).to(dtype)
-    model.config._name_or_path = "TinyLlama/TinyLlama_v1.1"
-    return model
+# card, tinyllama_shaped, rehearse and standins: tests/conftest.py
 
 
 def _batch(b=8, seq=64):
@@ -57,7 +37,7 @@ def _batch(b=8, seq=64):
 
 
 @pytest.mark.parametrize("name", ["t4", "l4"])
-def test_lesson09_full_finetune_fits_each_card_with_fp32_weights_and_8bit_adamw(card, name):
+def test_lesson09_full_finetune_fits_each_card_with_fp32_weights_and_8bit_adamw(card, tinyllama_shaped, name):
     """Lesson 09's full configuration: every weight trains, loaded in fp32 (master weights; the
     matmuls run in half under autocast), 8-bit AdamW, batch 8 x 64. On a T4 the plain AdamW run
     (8 bytes of state per weight) is refused before step 1; the 8-bit one fits with room."""
@@ -65,7 +45,7 @@ def test_lesson09_full_finetune_fits_each_card_with_fp32_weights_and_8bit_adamw(
     from ftlab.memory import make_optimizer
 
     gpu = card(name)
-    model = _tinyllama_shaped(torch.float32)
+    model = tinyllama_shaped(torch.float32)
     amp = "fp16" if name == "t4" else "bf16"
     plan = budget.plan_run(model, _batch(), optimizer=make_optimizer("adamw8bit", model.parameters()),
                            mixed_precision=amp, gpu=gpu)
@@ -99,18 +79,9 @@ def test_lesson09_config_says_what_the_calculator_says():
 # Against the stand-ins, in a child process
 
 
-def _rehearse_module():
-    spec = importlib.util.spec_from_file_location("rehearse", ROOT / "scripts" / "rehearse.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def standin_env():
-    rehearse = _rehearse_module()
-    rehearse.ensure_standins(rehearse.STANDINS)  # built once by make rehearse; rebuilt if stale
-    env = {**os.environ, **rehearse.standin_env(rehearse.STANDINS), "FTLAB_PROFILE": "full", "MPLBACKEND": "Agg",
+def standin_env(rehearse, standins):
+    env = {**os.environ, **rehearse.standin_env(standins), "FTLAB_PROFILE": "full", "MPLBACKEND": "Agg",
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
     for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_DATASETS_CACHE"):
         env.pop(key, None)

@@ -1,41 +1,87 @@
-"""Every lesson survives "Run all" twice in one kernel, as a student will do.
+"""Every lesson runs, then survives "Run all" a second time in the same kernel, as a student will do.
 
-nbmake runs each notebook once in a fresh kernel; this test runs every cell, then every cell
-again, in the same kernel. It catches state that a second run trips over: an injection applied
-twice, a dataset mapped twice, a file that already exists, an accelerate singleton.
+This is how `make test` executes the lessons, each exactly twice: the first run, in a fresh kernel,
+is what ``pytest --nbmake`` checks (the lesson runs top to bottom); the second runs every cell
+again in that kernel. It catches state that a second run trips over: an injection applied twice,
+a dataset mapped twice, a file that already exists, an accelerate singleton. The two runs must
+print the same ``Headline:`` lines (seeded, deterministic); text in parentheses (wall times) may
+differ. A failure names the lesson, the run (1 or 2) and the cell.
+
+Environment: ``FTLAB_NOTEBOOKS`` a folder of ``NN_*.ipynb`` to run instead of notebooks/ (`make
+test-notebooks NOTEBOOKS=...`); ``NB_CELL_TIMEOUT`` the seconds one cell may run (default 300).
+The tests carry the ``lessons`` marker: `make test-unit` leaves them out, `make test-notebooks`
+runs only them, and tests/conftest.py puts them first so that pytest-xdist starts the long ones
+first.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+pytestmark = pytest.mark.lessons
+
+ROOT = Path(__file__).resolve().parent.parent
+FOLDER = Path(os.environ.get("FTLAB_NOTEBOOKS") or ROOT / "notebooks").resolve()
+NOTEBOOKS = sorted(FOLDER.glob("[0-9][0-9]_*.ipynb"))
+HEADLINE = "Headline:"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def cell_timeout() -> int:
+    raw = os.environ.get("NB_CELL_TIMEOUT", "300")
+    try:
+        seconds = int(raw)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise ValueError(f"NB_CELL_TIMEOUT={raw!r}: it should be a whole number of seconds above 0, e.g. 300")
+    return seconds
+
+
+def headlines(nb) -> list[str]:
+    """The ``Headline:`` lines the notebook's code cells printed, parenthesised text cut off."""
+    return [line.split("(")[0].rstrip()
+            for cell in nb.cells if cell.cell_type == "code"
+            for out in cell.get("outputs", []) for line in out.get("text", "").splitlines()
+            if line.startswith(HEADLINE)]
+
+
+def run_twice(path: Path, timeout: int) -> list[list[str]]:
+    """Run every code cell of ``path``, then every one again, in one kernel; each run's headlines.
+
+    Fails the test with the lesson, the run and the cell when a cell raises or times out.
+    """
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    runs = []
+    with client.setup_kernel(env={**os.environ, "FTLAB_PROFILE": "tiny", "MPLBACKEND": "Agg"}):
+        for run in (1, 2):
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type != "code":
+                    continue
+                try:
+                    client.execute_cell(cell, index)
+                    failure = None
+                except (CellExecutionError, CellTimeoutError) as error:
+                    failure = ANSI.sub("", str(error))  # the kernel's traceback comes in colour
+                if failure is not None:
+                    when = "in a fresh kernel" if run == 1 else "on the second Run all in the same kernel"
+                    pytest.fail(f"{path.name} failed {when} (run {run} of 2), cell {index}:\n{failure}",
+                                pytrace=False)
+            runs.append(headlines(nb))
+    return runs
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_run_all_twice_in_one_kernel(path, monkeypatch):
-    monkeypatch.setenv("FTLAB_PROFILE", "tiny")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
-    headlines = []
-    with client.setup_kernel(env=dict(os.environ)):
-        for _run in range(2):
-            for index, cell in enumerate(nb.cells):
-                if cell.cell_type == "code":
-                    client.execute_cell(cell, index)  # raises CellExecutionError on any error
-            headlines.append([line for c in nb.cells if c.cell_type == "code"
-                              for o in c.get("outputs", []) for line in o.get("text", "").splitlines()
-                              if line.startswith("Headline:")])
-    # the second run reports the same headline result as the first (seeded, deterministic);
-    # wall times, in parentheses, may differ
-    assert headlines[0], f"{path.name} printed no Headline: line"
-    first = [line.split("(")[0] for line in headlines[0]]
-    second = [line.split("(")[0] for line in headlines[1]]
-    assert first == second
+def test_run_all_twice_in_one_kernel(path):
+    first, second = run_twice(path, cell_timeout())
+    assert first, f"{path.name} printed no {HEADLINE} line"
+    assert first == second, f"{path.name}: the second Run all printed other headlines than the first"

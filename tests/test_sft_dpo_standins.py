@@ -5,7 +5,8 @@ a chat turn with ``<|eot_id|>`` while its EOS is ``<|end_of_text|>``, and transf
 ``<|eot_id|>`` out of ``all_special_tokens``: before ``turn_end_ids`` looked at the added special
 tokens, generation never stopped after an answer and ``tokenize_example`` warned that the response
 had no EOS. These tests run the real loaders on the stand-ins (``scripts/build_standins.py``; the
-rehearsal's ``build/standins/`` when it is up to date, else a fresh build) and check what lessons
+rehearsal's ``build/standins/``, rebuilt first if a builder changed: the ``standins`` fixture of
+tests/conftest.py) and check what lessons
 05 and 06 rely on: the turn end is trained and stops generation, the labels equal TRL's, the
 truncation demo holds at the full ``max_length``, and the DPO evaluations start at 50% / 0.
 """
@@ -34,17 +35,7 @@ def _driver():
     return module
 
 
-@pytest.fixture(scope="module")
-def standins(tmp_path_factory):
-    built = ROOT / "build" / "standins"
-    builders = [ROOT / "scripts" / n for n in ("build_standins.py", "standins_lm.py")]
-    newest = max(p.stat().st_mtime for p in builders if p.exists())
-    manifest = built / "manifest.json"
-    if manifest.is_file() and manifest.stat().st_mtime >= newest:
-        return built
-    out = tmp_path_factory.mktemp("standins")
-    _driver().main(["--out", str(out), "--only", "lm"])
-    return out
+# standins: the rehearsal's build/standins/, up to date (tests/conftest.py)
 
 
 PROBE = textwrap.dedent(r'''

@@ -10,12 +10,7 @@ from ftlab.models import load_causal_lm
 from ftlab.train import causal_lm_loss, train
 
 
-@pytest.fixture
-def card(monkeypatch):
-    def use(name):
-        monkeypatch.setenv("FTLAB_SIMULATE_GPU", name)
-        return runtime.simulated_gpu()
-    return use
+# card and tinyllama_shaped: tests/conftest.py
 
 
 def test_t4_decides_fp16_and_l4_bf16(card, monkeypatch):
@@ -90,28 +85,16 @@ def test_max_steps_caps_a_run(monkeypatch, capsys):
     assert "capped at 2 of 5" in capsys.readouterr().out
 
 
-def _standin_tinyllama(layers=22):
-    """The real TinyLlama architecture (22 layers, its repo id) with tiny widths."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=32000, max_position_embeddings=256)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).half()
-    model.config._name_or_path = "TinyLlama/TinyLlama_v1.1"
-    return model
-
-
 def _lm_batch(b, seq, vocab=32000):
     ids = torch.randint(0, vocab, (b, seq))
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
 
 
-def test_plan_prices_a_standin_at_real_size_as_the_calculator_does(card):
+def test_plan_prices_a_standin_at_real_size_as_the_calculator_does(card, tinyllama_shaped):
     from peft import LoraConfig, get_peft_model
 
     t4 = card("t4")
-    model = get_peft_model(_standin_tinyllama(), LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
+    model = get_peft_model(tinyllama_shaped(), LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     plan = budget.plan_run(model, _lm_batch(4, 256), optimizer=opt, mixed_precision="fp16", gpu=t4)
     ref = estimate(known_config("TinyLlama-1.1B"), method="lora", precision="fp16", r=16,
@@ -123,9 +106,9 @@ def test_plan_prices_a_standin_at_real_size_as_the_calculator_does(card):
     assert plan.fits and "TinyLlama/TinyLlama_v1.1 at real size" in plan.line()
 
 
-def test_full_finetune_of_1b_on_a_t4_stops_before_step_1_with_advice(card):
+def test_full_finetune_of_1b_on_a_t4_stops_before_step_1_with_advice(card, tinyllama_shaped):
     card("t4")
-    model = _standin_tinyllama()
+    model = tinyllama_shaped()
     data = [_lm_batch(1, 64) for _ in range(4)]
     data = [{k: v[0] for k, v in d.items()} for d in data]
     with pytest.raises(MemoryError) as err:
@@ -143,7 +126,7 @@ def test_no_plan_on_a_plain_cpu(monkeypatch, capsys):
     assert "Memory plan" not in capsys.readouterr().out
 
 
-def test_plan_counts_the_runs_compute_at_real_size_and_its_minutes_on_the_card(card):
+def test_plan_counts_the_runs_compute_at_real_size_and_its_minutes_on_the_card(card, tinyllama_shaped):
     """The forward is counted on the meta device at TinyLlama's real size: within a few percent of
     2 x parameters x tokens (attention adds a little, the embedding lookup costs nothing). A LoRA
     micro-batch costs ~2 forwards (the weight gradients of 2.3M parameters are noise), a full
@@ -152,7 +135,7 @@ def test_plan_counts_the_runs_compute_at_real_size_and_its_minutes_on_the_card(c
 
     batch = _lm_batch(4, 256)
     n_real = 1_100_048_384
-    model = _standin_tinyllama()
+    model = tinyllama_shaped()
     fwd = budget.forward_flops(model, batch, budget._meta_twin(model, budget._real_config(model)[0]))
     approx = 2 * (n_real - 32000 * 2048) * 4 * 256  # every weight but the input embedding, once per token
     assert 0.97 < fwd / approx < 1.10
@@ -167,7 +150,7 @@ def test_plan_counts_the_runs_compute_at_real_size_and_its_minutes_on_the_card(c
     on_l4 = budget.plan_run(lora, batch, optimizer=opt, mixed_precision="bf16", gpu=l4, micro_batches=100)
     assert on_l4.minutes == pytest.approx(plan.minutes * 12 / 22)
 
-    full = _standin_tinyllama()
+    full = tinyllama_shaped()
     opt = torch.optim.AdamW(full.parameters())
     plan_full = budget.plan_run(full, batch, optimizer=opt, mixed_precision="fp16", gpu=t4, micro_batches=100)
     assert plan_full.train_flops == pytest.approx(3 * 100 * fwd)

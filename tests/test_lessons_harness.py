@@ -1,0 +1,158 @@
+"""How `make test` runs the lessons: each exactly twice, in one kernel, with the lesson named on failure.
+
+The first tests run tests/test_lessons_rerun.py in a child pytest on a folder of small notebooks
+(FTLAB_NOTEBOOKS): a lesson that passes, one that fails on its first run, one that fails only on
+the second "Run all", one whose headline changes between the runs and one whose headline differs
+only in parentheses. The last ones read `make -n` to check that `make test` executes the lessons
+in one pytest session, once (no nbmake pass besides the re-run test), on pytest-xdist workers with
+one torch thread each.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RERUN = "tests/test_lessons_rerun.py::test_run_all_twice_in_one_kernel"
+
+LESSONS = {
+    "00_fine": ['runs = globals().get("runs", 0) + 1',
+                'print(f"Headline: tiny: answer 42 (run {runs}, {runs * 1.5} s)")'],
+    "01_breaks": ['print("Headline: never")', 'raise ValueError("the set-up went wrong")'],
+    "02_twice": ['assert "seen" not in globals(), "state left by the first run"\nseen = True',
+                 'print("Headline: tiny: fine once")'],
+    "03_drifts": ['import random', 'print(f"Headline: tiny: {random.random():.6f}")'],
+    "04_silent": ['print("no headline here")'],
+}
+
+
+def _write(folder: Path, stem: str, cells: list[str]) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {stem}")]
+                                  + [nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / f"{stem}.ipynb")
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory):
+    """What the child pytest said about each lesson: {stem: (PASSED|FAILED, its summary line)}."""
+    folder = tmp_path_factory.mktemp("lessons")
+    for stem, cells in LESSONS.items():
+        _write(folder, stem, cells)
+    env = {**os.environ, "FTLAB_NOTEBOOKS": str(folder), "NB_CELL_TIMEOUT": "60", "OMP_NUM_THREADS": "1",
+           "COLUMNS": "1000"}  # summary lines in full
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                           "-rA", RERUN.split("::")[0]], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    out = done.stdout + done.stderr
+    found = {m.group(2): (m.group(1), m.group(0))
+             for m in re.finditer(r"^(PASSED|FAILED) " + re.escape(RERUN) + r"\[(\w+)\].*$", out, re.M)}
+    return done.returncode, found, out
+
+
+def test_only_the_folder_named_by_ftlab_notebooks_runs(outcome):
+    rc, found, out = outcome
+    assert set(found) == set(LESSONS), out[-3000:]
+    assert rc == 1  # some failed: pytest's exit code for failures
+
+
+def test_a_lesson_that_runs_twice_alike_passes_and_parenthesised_text_may_differ(outcome):
+    _, found, out = outcome
+    assert found["00_fine"][0] == "PASSED", out[-3000:]
+
+
+def test_a_failing_lesson_is_named_with_its_run_and_cell(outcome):
+    _, found, out = outcome
+    status, line = found["01_breaks"]
+    assert status == "FAILED"
+    assert "01_breaks.ipynb failed in a fresh kernel (run 1 of 2), cell 2" in line, line
+    assert "ValueError: the set-up went wrong" in out
+
+
+def test_state_that_trips_the_second_run_all_fails_the_lesson(outcome):
+    _, found, out = outcome
+    status, line = found["02_twice"]
+    assert status == "FAILED"
+    assert "02_twice.ipynb failed on the second Run all in the same kernel (run 2 of 2), cell 1" in line, line
+    assert "state left by the first run" in out
+
+
+def test_headlines_must_agree_between_the_runs(outcome):
+    _, found, out = outcome
+    status, line = found["03_drifts"]
+    assert status == "FAILED"
+    assert "03_drifts.ipynb: the second Run all printed other headlines than the first" in line, line
+
+
+def test_a_lesson_without_a_headline_fails(outcome):
+    _, found, _ = outcome
+    status, line = found["04_silent"]
+    assert status == "FAILED" and "04_silent.ipynb printed no Headline: line" in line, line
+
+
+def test_a_bad_cell_timeout_is_named(monkeypatch):
+    from test_lessons_rerun import cell_timeout
+
+    for bad in ("five", "0", "-3"):
+        monkeypatch.setenv("NB_CELL_TIMEOUT", bad)
+        with pytest.raises(ValueError, match=rf"NB_CELL_TIMEOUT='{bad}'.*whole number of seconds"):
+            cell_timeout()
+    monkeypatch.setenv("NB_CELL_TIMEOUT", "42")
+    assert cell_timeout() == 42
+    monkeypatch.delenv("NB_CELL_TIMEOUT")
+    assert cell_timeout() == 300
+
+
+def test_lessons_and_the_slowest_unit_tests_are_collected_first(tmp_path):
+    """xdist hands out tests in collection order: the long ones first, so none starts last."""
+    for stem in ("00_fine", "02_twice"):
+        _write(tmp_path, stem, LESSONS[stem])
+    env = {**os.environ, "FTLAB_NOTEBOOKS": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
+                           "tests/test_adapters.py", "tests/test_ddp.py", "tests/test_lessons_rerun.py"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    ids = [line for line in done.stdout.splitlines() if "::" in line]
+    assert ids[:2] == [f"{RERUN}[00_fine]", f"{RERUN}[02_twice]"], ids[:4]
+    assert ids[2:4] == ["tests/test_ddp.py::test_dpo_on_two_processes_matches_one_process_with_grad_accum_2",
+                        "tests/test_ddp.py::test_two_processes_match_one_process_with_grad_accum_2"], ids[:6]
+    assert ids[4].startswith("tests/test_adapters.py::")  # then pytest's own order
+    assert len(ids) == len(set(ids)) > 6
+
+
+# ---------------------------------------------------------------------------------------------
+# make test, as make would run it (make -n prints the commands without running them)
+
+
+def _dry_run(*args: str) -> list[str]:
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    done = subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "MAKEFLAGS": ""})
+    assert done.returncode == 0, done.stderr
+    # the pytest commands only (make -n also prints the venv's install recipe when it is stale)
+    return [line for line in done.stdout.splitlines() if " -m pytest " in line]
+
+
+def test_make_test_runs_the_lessons_once_in_one_xdist_session_with_one_thread():
+    (command,) = _dry_run("test")  # one pytest session: unit tests and lessons together
+    assert "--nbmake" not in command  # the lessons run only in tests/test_lessons_rerun.py
+    assert " tests " in command and '-m "not standins"' in command
+    assert "OMP_NUM_THREADS=1" in command and "NB_CELL_TIMEOUT=300" in command
+    assert re.search(r" -n 2 --maxschedchunk 1\b", command), command
+    assert "FTLAB_NOTEBOOKS=notebooks" in command
+
+
+def test_test_unit_and_test_notebooks_split_the_same_session():
+    (unit,) = _dry_run("test-unit")
+    assert '-m "not standins and not lessons"' in unit
+    (lessons,) = _dry_run("test-notebooks", "NOTEBOOKS=elsewhere", "TEST_WORKERS=0", "NB_CELL_TIMEOUT=90")
+    assert "tests/test_lessons_rerun.py" in lessons and "FTLAB_NOTEBOOKS=elsewhere" in lessons
+    assert "NB_CELL_TIMEOUT=90" in lessons and " -n " not in lessons  # TEST_WORKERS=0: no xdist
