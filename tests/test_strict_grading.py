@@ -72,3 +72,33 @@ def test_the_committed_lesson_is_blank_so_strict_mode_has_something_to_grade(les
     code = [c for c in lesson.cells if c.cell_type == "code"]
     answers = [c.source for c in code if "answer" in c.metadata.get("tags", [])]
     assert answers and all("..." in a or "NotImplementedError" in a for a in answers)
+
+
+def test_in_a_kernel_a_never_ending_answer_fails_in_seconds_and_the_kernel_runs_on(tmp_path, monkeypatch):
+    """The time limit's SIGALRM works where students run drills: in a Jupyter kernel's cells. The
+    check returns (twice: re-running the cell works), a right answer still passes after it, and
+    in strict mode the time-out is a DrillNotPassed, not a hang."""
+    import nbclient
+
+    cells = [
+        "import os, time\nfrom ftlab.drills import DrillNotPassed, check, reference\n"
+        "check('08b', reference('08b'))",
+        "def spin(*args):\n    while True:\n        pass",
+        "for attempt in range(2):\n    started = time.monotonic()\n    r = check('08b', spin)\n"
+        "    print('ELAPSED', round(time.monotonic() - started, 1), r.status)",
+        "print('AFTER', check('08b', reference('08b')).status)",
+        "os.environ['FTLAB_DRILLS'] = 'strict'\ntry:\n    check('08b', spin)\nexcept DrillNotPassed as err:\n"
+        "    print('STRICT', err)",
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    for key, value in {"FTLAB_PROFILE": "tiny", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}.items():
+        monkeypatch.setenv(key, value)  # the kernel inherits this environment
+    monkeypatch.delenv("FTLAB_DRILLS", raising=False)
+    nbclient.NotebookClient(nb, timeout=60, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    out = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    runs = [line.split() for line in out.splitlines() if line.startswith("ELAPSED")]
+    assert len(runs) == 2 and all(status == "fail" for _, _, status in runs), out
+    assert all(5 <= float(seconds) < 8 for _, seconds, _ in runs), out
+    assert out.count("ran out of time") == 4 and "AFTER pass" in out, out  # strict prints, then raises
+    assert "STRICT ❌ 08b: fail. Hint: Your function ran out of time" in out, out

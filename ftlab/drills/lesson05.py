@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from ftlab.train import IGNORE_INDEX  # the label the loss skips: one constant, one home
+
 from ._core import Drill, choice, code, numeric, register
 
 LESSON = "05_sft_masked_loss"
-IGNORE_INDEX = -100
 
 
 # -- 05a: SFT labels from the prompt's ids and the full ids, against TRL's boundary rule ----------
