@@ -112,6 +112,7 @@ def tokenize_pairs(rows: Sequence[Mapping], tokenizer, max_length: int | None = 
     """
     kept, kept_rows, dropped = [], [], 0
     for i, row in enumerate(rows):
+        _check_row(i, row)
         try:
             kept.append(tokenize_pair(row["prompt"], row["chosen"], row["rejected"], tokenizer, max_length, template))
             kept_rows.append(i)
@@ -125,6 +126,19 @@ def tokenize_pairs(rows: Sequence[Mapping], tokenizer, max_length: int | None = 
         print(f"tokenize_pairs: dropped {dropped} of {dropped + len(kept)} pairs that max_length={max_length} "
               "would leave with no response token")
     return PairDataset(kept, kept_rows, dropped)
+
+
+ROW_KEYS = ("prompt", "chosen", "rejected")
+
+
+def _check_row(i: int, row) -> None:
+    if not isinstance(row, Mapping):
+        raise TypeError(f"row {i} is a {type(row).__name__}; a DPO row is a dict with the keys {ROW_KEYS}.")
+    missing = [k for k in ROW_KEYS if k not in row]
+    if missing:
+        raise ValueError(f"row {i} has no {', '.join(repr(k) for k in missing)} (its keys: {sorted(row)}). "
+                         f"A DPO row needs {ROW_KEYS}: the prompt, the preferred response and the "
+                         "dispreferred one.")
 
 
 def trl_records(rows: Sequence[Mapping]) -> list[dict]:
@@ -247,12 +261,19 @@ def optimal_policy(ref_probs, rewards, beta: float) -> tuple[list[float], float]
     return policy.tolist(), kl
 
 
+def reward_sums(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+    """TRL's four reward metrics of a batch as SUMS over its pairs (0-d tensors): what a
+    ``loss_fn`` hands :func:`ftlab.train.train`, which averages them over each step's pairs."""
+    return {"rewards/chosen": chosen_rewards.sum(),
+            "rewards/rejected": rejected_rewards.sum(),
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float().sum(),
+            "rewards/margins": (chosen_rewards - rejected_rewards).sum()}
+
+
 def reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> dict[str, float]:
     """TRL's four reward metrics of a batch (means over the pairs)."""
-    return {"rewards/chosen": chosen_rewards.mean().item(),
-            "rewards/rejected": rejected_rewards.mean().item(),
-            "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
-            "rewards/margins": (chosen_rewards - rejected_rewards).mean().item()}
+    n = chosen_rewards.numel()
+    return {k: v.item() / n for k, v in reward_sums(chosen_rewards, rejected_rewards).items()}
 
 
 def dpo_batch(model, batch: Mapping, beta: float = 0.1, ref_model=None):
@@ -272,10 +293,43 @@ def _batches(pairs, batch_size, pad_token_id, device):
         yield {k: v.to(device) for k, v in batch.items()}
 
 
-def _check_batch_size(batch_size) -> None:
+def _eval_batches(fn: str, model, pairs, batch_size: int, pad_token_id: int):
+    """The evaluations' prologue: check the arguments, cap the pairs (rehearsal), and return the
+    collated batches of ``batch_size`` pairs on the model's device (a generator)."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"{fn}(model, pairs, ...) takes the policy model first; got a "
+                        f"{type(model).__name__}. Call {fn}(policy, held_out_pairs).")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is not valid: it is the number of pairs scored per "
                          "forward pass (2 x batch_size rows), an int >= 1.")
+    pairs = capped_rows(list(pairs), batch_size)
+    if not pairs:
+        raise ValueError(f"{fn} got no pairs to score: pass the held-out pairs from tokenize_pairs().")
+    _check_pairs(fn, pairs)
+    return _batches(pairs, batch_size, pad_token_id, next(model.parameters()).device)
+
+
+def _check_pairs(fn: str, pairs) -> None:
+    """Tokenized pairs (``tokenize_pair``'s output), or an error that says how to get them."""
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, Mapping):
+            raise TypeError(f"{fn}: pair {i} is a {type(pair).__name__}, not a tokenized pair "
+                            "{'chosen': {...}, 'rejected': {...}}. Build the pairs with "
+                            "dpo.tokenize_pairs(rows, tokenizer).")
+        if any(isinstance(v, str) for v in pair.values()):
+            raise TypeError(f"{fn} takes tokenized pairs, but pair {i} is text (keys {sorted(pair)}). "
+                            "Tokenize first: pairs = dpo.tokenize_pairs(rows, tokenizer).")
+        missing = [k for k in ("chosen", "rejected") if k not in pair]
+        if missing:
+            raise ValueError(f"{fn}: pair {i} has no {' or '.join(repr(k) for k in missing)} side (it has "
+                             f"{sorted(pair)}). A DPO pair needs both a chosen and a rejected response: "
+                             "build the pairs with dpo.tokenize_pairs(rows, tokenizer).")
+        for side in ("chosen", "rejected"):
+            seq = pair[side]
+            if not isinstance(seq, Mapping) or not {"input_ids", "attention_mask", "labels"} <= set(seq):
+                raise ValueError(f"{fn}: the {side} side of pair {i} is not tokenized (it needs input_ids, "
+                                 "attention_mask and labels). Build the pairs with dpo.tokenize_pairs(rows, "
+                                 "tokenizer).")
 
 
 # Pairs per forward pass in the evaluations: 8 rows of at most max_length tokens. Their logits are
@@ -294,16 +348,17 @@ def preference_margins(model, pairs: Sequence[Mapping], ref_model=None, batch_si
     which is the same model with its adapter disabled unless ``ref_model`` is given), and the
     log-probabilities are taken row by row (:func:`sequence_logprobs`).
     """
-    _check_batch_size(batch_size)
-    pairs = capped_rows(list(pairs), batch_size)
-    if not pairs:
-        raise ValueError("no pairs to score: pass the held-out pairs from tokenize_pairs().")
+    return _margins("preference_margins", model, pairs, ref_model, batch_size, pad_token_id)
+
+
+@torch.no_grad()
+def _margins(fn: str, model, pairs, ref_model, batch_size: int, pad_token_id: int) -> torch.Tensor:
+    batches = _eval_batches(fn, model, pairs, batch_size, pad_token_id)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     margins = []
     try:
-        for batch in _batches(pairs, batch_size, pad_token_id, device):
+        for batch in batches:
             policy_chosen, policy_rejected = sequence_logprobs(model, batch).chunk(2)
             ref_chosen, ref_rejected = reference_logprobs(model, batch, ref_model).chunk(2)
             margins.append(((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)).float().cpu())
@@ -342,7 +397,7 @@ def preference_accuracy(model, pairs: Sequence[Mapping], ref_model=None, batch_s
     every margin is 0 and the accuracy is 50%: the model has no preference of its own yet.
     ``batch_size`` pairs per forward pass (see :func:`preference_margins`).
     """
-    return margin_accuracy(preference_margins(model, pairs, ref_model, batch_size, pad_token_id))
+    return margin_accuracy(_margins("preference_accuracy", model, pairs, ref_model, batch_size, pad_token_id))
 
 
 @torch.no_grad()
@@ -354,16 +409,12 @@ def kl_to_reference(model, pairs: Sequence[Mapping], ref_model=None, batch_size:
     Memory-bounded: ``batch_size`` pairs per forward pass, and the two float32 log-softmaxes are
     taken one row's response positions at a time, never over the batch's (B, L, V) logits.
     """
-    _check_batch_size(batch_size)
-    pairs = capped_rows(list(pairs), batch_size)
-    if not pairs:
-        raise ValueError("no pairs to score: pass the held-out pairs from tokenize_pairs().")
+    batches = _eval_batches("kl_to_reference", model, pairs, batch_size, pad_token_id)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     total, tokens = 0.0, 0
     try:
-        for batch in _batches(pairs, batch_size, pad_token_id, device):
+        for batch in batches:
             inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
             logits = model(**inputs).logits
             context, scorer = _reference(model, ref_model)
@@ -438,48 +489,47 @@ def train_dpo(model, pairs: Sequence[Mapping], cfg: TrainConfig | None = None, *
     policy and one of the reference (adapter disabled, or ``ref_model``). ``history`` is train's
     (``history.losses`` = the DPO loss per step, averaged over the step's pairs); ``log`` holds one
     dict per optimizer step with ``step``, ``loss`` and TRL's four reward metrics, measured in
-    that step's forward pass (before its update, as TRL logs them).
+    that step's forward pass (before its update, as TRL logs them) and averaged over all the
+    step's pairs (every micro-batch, every process): the loss function hands them to ``train``
+    as sums, ``history.steps[i].metrics``. A resumed run's log holds the steps before the resume too.
+
+    Refused before step 1: untokenized or one-sided pairs, and a ``ref_model`` that is the policy
+    (or shares its trainable weights), whose loss would stay at log 2.
     """
     dpo_loss(torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.zeros(1), beta)  # bad beta: fail now
-    records: list[tuple[torch.Tensor, torch.Tensor]] = []  # one per micro-batch, in call order
+    pairs = list(pairs)
+    if not pairs:
+        raise ValueError("train_dpo got no pairs: pass the tokenized training pairs from tokenize_pairs().")
+    _check_pairs("train_dpo", pairs)
+    _check_separate_reference(model, ref_model)
 
     def loss_fn(m, batch):
         loss, chosen_rewards, rejected_rewards = dpo_batch(m, batch, beta, ref_model)
-        records.append((chosen_rewards.float().cpu(), rejected_rewards.float().cpu()))
-        return loss * chosen_rewards.numel()  # train() wants the SUM over the items (pairs)
+        # train() wants SUMS over the items (pairs): it averages them over each step's window
+        return loss * chosen_rewards.numel(), reward_sums(chosen_rewards, rejected_rewards)
 
     def count_fn(batch):
         return batch["input_ids"].shape[0] // 2
 
-    history = train(model, list(pairs), cfg, loss_fn=loss_fn, count_fn=count_fn,
+    history = train(model, pairs, cfg, loss_fn=loss_fn, count_fn=count_fn,
                     collate_fn=lambda rows: collate_pairs(rows, pad_token_id), eval_fn=eval_fn,
                     progress=progress, **overrides)
-    # train() calls loss_fn once per micro-batch; a step's window holds `items` pairs over all
-    # processes, each process an equal share (train() pads the data to a multiple of the world
-    # size), so this process's records split into steps by counting its pairs.
-    from accelerate import PartialState
-
-    world = PartialState().num_processes
-    log, i = [], 0
-    for rec in history.steps[len(history.steps) - _steps_covered(history, records, world):]:
-        chosen, rejected, n = [], [], 0
-        while n < rec.items // world:
-            c, r = records[i]
-            chosen.append(c)
-            rejected.append(r)
-            n += c.numel()
-            i += 1
-        log.append({"step": rec.step, "loss": rec.loss, **reward_metrics(torch.cat(chosen), torch.cat(rejected))})
+    log = [{"step": rec.step, "loss": rec.loss, **rec.metrics} for rec in history.steps]
     return history, log
 
 
-def _steps_covered(history, records, world: int = 1) -> int:
-    """How many of the last steps the records cover (all of them, unless the run resumed)."""
-    pairs = sum(c.numel() for c, _ in records)
-    covered, total = 0, 0
-    for rec in reversed(history.steps):
-        if total + rec.items // world > pairs:
-            break
-        total += rec.items // world
-        covered += 1
-    return covered
+def _check_separate_reference(model, ref_model) -> None:
+    """The reference must not move with the policy: if it shares a trainable weight, every
+    log-ratio stays 0, the loss stays at log 2 = 0.693 and the gradient is that of a constant."""
+    if ref_model is None:
+        return
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    shared = ref_model is model or any(id(p) in trainable for p in ref_model.parameters())
+    if shared:
+        raise ValueError(
+            "ref_model is the policy itself (or shares its trainable weights): the reference would "
+            "move with every update, so each log-ratio pi - pi_ref stays 0 and the loss stays at "
+            f"log 2 = {math.log(2):.3f}. Pass a frozen copy made before training "
+            "(ref_model = copy.deepcopy(model).eval().requires_grad_(False)), or ref_model=None with a "
+            "peft model: its adapter switched off is the reference."
+        )

@@ -35,9 +35,13 @@ Decisions worth knowing (each is tested in ``tests/test_train.py``):
 - Before step 1 on a GPU (real or simulated), the memory calculator predicts the run at the
   model's real size and a run that cannot fit the card stops with the numbers and what to try.
 - ``FTLAB_MAX_STEPS`` (``ftlab.runtime.max_steps``) caps the steps of every run: the rehearsal.
-- A checkpoint holds the trainable parameters and buffers (not frozen weights: rebuild the
-  model the same way before resuming), optimizer, scheduler, GradScaler, RNGs of every process
-  and the history. ``checkpoint_dir`` that already holds checkpoints needs ``resume=True``.
+- A checkpoint (:mod:`ftlab.checkpoint`) holds the trainable parameters and buffers (not frozen
+  weights: rebuild the model the same way before resuming), optimizer, schedule position,
+  GradScaler, RNGs of every process and the history. ``checkpoint_dir`` that already holds
+  checkpoints needs ``resume=True``. A resumed run applies the lr, schedule, warmup and number of
+  steps it is given (and prints which changed); only the data settings must stay the same.
+- ``loss_fn`` may return ``(loss_sum, metrics)``: the one extension point for per-step metrics,
+  summed and averaged over the window's items like the loss (``ftlab.dpo.train_dpo`` uses it).
 - With fp16, a step whose gradients overflow is skipped by the GradScaler (its grad_norm is
   recorded as inf) and is not an error; in fp32/bf16 a non-finite gradient norm is.
 """
@@ -47,8 +51,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import random
-import shutil
 import sys
 import time
 import warnings
@@ -58,17 +60,27 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import send_to_device
-from safetensors.torch import load_file, save_file
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
+from ftlab.checkpoint import (  # the first four stay importable from ftlab.train, where they lived
+    MODEL_FILE,  # noqa: F401
+    STATE_FILE,  # noqa: F401
+    CheckpointError,  # noqa: F401
+    trainable_state_dict,  # noqa: F401
+    check_writable,
+    latest_checkpoint,
+    newest_readable,
+    read_checkpoint,
+    restore,
+    save_checkpoint,
+)
 from ftlab.runtime import amp_dtype, capped, device, seed_everything, simulated_gpu
 
 IGNORE_INDEX = -100  # label value that the loss skips (prompt tokens, padding): the HF convention
@@ -121,9 +133,13 @@ class TrainConfig:
         for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), 1, "a number of optimizer steps, or None")
-        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            raise ValueError(f"weight_decay={self.weight_decay!r} is not valid: use a number >= 0 "
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
+                or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
+            raise ValueError(f"weight_decay={self.weight_decay!r} is not valid: use a finite number >= 0 "
                              "(0 = no decay; 0.01 to 0.1 is typical).")
+        if not isinstance(self.shuffle, bool):  # shuffle="no" is a true value: it would shuffle
+            raise ValueError(f"shuffle={self.shuffle!r} is not valid: use True (a new order every epoch) "
+                             "or False (the dataset's order).")
         if self.max_grad_norm is not None:
             _check_number("max_grad_norm", self.max_grad_norm,
                           "the clipping threshold, a number > 0 (1.0 is usual), or None for no clipping")
@@ -327,6 +343,7 @@ class StepRecord:
     grad_norm: float  # global gradient norm before clipping (inf/nan when fp16 overflowed and the step was skipped)
     items: int  # items the loss was averaged over (target tokens or examples)
     seconds: float  # wall time of this step
+    metrics: dict[str, float] = field(default_factory=dict)  # loss_fn's extra metrics, means per item
 
 
 @dataclass
@@ -402,118 +419,6 @@ def _peak_memory(dev: torch.device) -> tuple[int | None, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints: step_000020/{model.safetensors, training_state.pt, rng_state_<rank>.pt}
-
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "training_state.pt"
-
-
-def latest_checkpoint(checkpoint_dir) -> Path | None:
-    """The newest complete ``step_NNNNNN`` folder in ``checkpoint_dir``, or None."""
-    root = Path(checkpoint_dir)
-    found = [p for p in root.glob("step_*")
-             if p.name[5:].isdigit() and (p / STATE_FILE).is_file() and (p / MODEL_FILE).is_file()]
-    return max(found, key=lambda p: int(p.name[5:]), default=None)
-
-
-def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Parameters with ``requires_grad`` plus persistent buffers, as independent CPU tensors.
-
-    Frozen weights are not saved (a LoRA checkpoint stays small); rebuild the model the same way
-    before resuming. Tied weights appear once (``named_parameters`` drops duplicates), and every
-    tensor is cloned, so safetensors never sees two names sharing memory.
-    """
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    buffers = {name for name, _ in model.named_buffers()}
-    return {name: t.detach().to("cpu").contiguous().clone()
-            for name, t in model.state_dict().items() if name in trainable or name in buffers}
-
-
-def _rng_state() -> dict:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        # numpy arrays are not allowed by torch.load(weights_only=True); a tensor is
-        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _save_checkpoint(checkpoint_dir: Path, step: int, *, accelerator, raw_model, optimizer,
-                     scheduler, history, data_plan) -> Path:
-    """Write to ``step_N.tmp`` then rename, so a crash mid-write never leaves a half checkpoint."""
-    final = checkpoint_dir / f"step_{step:06d}"
-    tmp = checkpoint_dir / f"step_{step:06d}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    torch.save(_rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")  # one per process
-    if accelerator.is_main_process:
-        save_file(trainable_state_dict(raw_model), str(tmp / MODEL_FILE), metadata={"step": str(step)})
-        torch.save({
-            "step": step,
-            "data": data_plan,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-            "history": history.to_dict(),
-        }, tmp / STATE_FILE)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def _load_checkpoint(path: Path, *, accelerator, raw_model, optimizer, scheduler, data_plan):
-    """Restore model, optimizer, scheduler, scaler and RNGs. Returns (step, history)."""
-    if not (path / STATE_FILE).is_file() or not (path / MODEL_FILE).is_file():
-        raise FileNotFoundError(f"{path} is not a checkpoint: it needs {MODEL_FILE} and {STATE_FILE}.")
-    # Our own files: tensors and plain python values only, so the safe unpickler suffices.
-    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-    changed = {k: (v, data_plan[k]) for k, v in state["data"].items()
-               if k in data_plan and data_plan[k] != v}
-    if changed:
-        details = ", ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in changed.items())
-        raise ValueError(f"Cannot resume exactly from {path}: the data settings changed ({details}). "
-                         "Resume with the same dataset, batch_size, grad_accum, shuffle, seed and "
-                         "number of processes, or start a new run in a new checkpoint_dir.")
-
-    weights = load_file(str(path / MODEL_FILE))
-    missing, unexpected = raw_model.load_state_dict(weights, strict=False)
-    trainable = {name for name, p in raw_model.named_parameters() if p.requires_grad}
-    lacking = sorted(trainable & set(missing))
-    if unexpected or lacking:
-        raise ValueError(f"Checkpoint {path} does not fit this model: names not in the model "
-                         f"{sorted(unexpected)[:5]}, trainable parameters missing from the checkpoint "
-                         f"{lacking[:5]}. Build (and freeze, and inject adapters into) the model the "
-                         "same way as the run that saved it.")
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-    except ValueError as err:
-        raise ValueError(f"The optimizer state in {path} does not match this model's trainable "
-                         f"parameters ({err}). Freeze the same parameters as the saved run.") from err
-    scheduler.load_state_dict(state["scheduler"])
-    if accelerator.scaler is not None and state["scaler"] is not None:
-        accelerator.scaler.load_state_dict(state["scaler"])
-    rng_file = path / f"rng_state_{accelerator.process_index}.pt"
-    _set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
-    return state["step"], History.from_dict(state["history"])
-
-
-# ---------------------------------------------------------------------------------------------
 # Set-up helpers
 
 
@@ -537,13 +442,16 @@ def _make_accelerator(mixed_precision: str) -> Accelerator:
         # precision raises "AcceleratorState has already been initialized". A notebook re-runs
         # cells, so in a single process we start from a clean state each call. (Under
         # `accelerate launch`, the state belongs to the launcher and we leave it alone.)
+        # accelerate has no public reset: these private calls are the ones its own test base class
+        # (accelerate.test_utils.AccelerateTestCase) makes between tests, for the same reason.
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=device().type == "cpu")
     if mixed_precision == "fp16" and accelerator.device.type == "cpu":
         # Only a simulated T4 gets here (see _mixed_precision). accelerate leaves fp16 off on a
         # CPU, but torch runs fp16 autocast and a GradScaler there: switch both on, so the run
-        # takes the T4's code path (and fails where a T4 would).
+        # takes the T4's code path (and fails where a T4 would). (Attributes, not an API: no public
+        # setting turns them on for a CPU.)
         accelerator.native_amp = True
         accelerator.scaler = torch.amp.GradScaler("cpu")
     return accelerator
@@ -637,10 +545,18 @@ def lr_multiplier(step: int, *, schedule: str = "constant", warmup_steps: int = 
     raise ValueError(f"schedule={schedule!r} is not a schedule; use one of {LR_SCHEDULES}.")
 
 
-def _make_scheduler(optimizer, cfg: TrainConfig, total_steps: int) -> LambdaLR:
+def _make_scheduler(optimizer, cfg: TrainConfig, total_steps: int, done: int = 0) -> LambdaLR:
+    """The schedule of ``cfg`` over ``total_steps``, after ``done`` scheduler steps (a resumed run).
+
+    Each group's ``initial_lr`` is its peak lr. Built at ``done`` (``last_epoch=done - 1``: torch
+    takes one step on construction) rather than loaded from the checkpoint, so a resumed run runs
+    the lr, warmup and schedule it was given: a cosine stretched to more steps continues from
+    where the new curve is at step ``done``, not from the old curve's 0.
+    """
     # a partial (not a lambda) of a module-level function: LambdaLR's state_dict stays plain data
     return LambdaLR(optimizer, partial(lr_multiplier, schedule=cfg.lr_schedule,
-                                       warmup_steps=cfg.warmup_steps, total_steps=total_steps))
+                                       warmup_steps=cfg.warmup_steps, total_steps=total_steps),
+                    last_epoch=done - 1)
 
 
 def _format_eval(record: EvalRecord) -> str:
@@ -672,13 +588,35 @@ _NAN_CAUSES = ("Common causes: the learning rate is too high (try 10x lower, or 
 # The loop
 
 
-def _window_step(model, micro_batches, *, step, loss_fn, count_fn, accelerator) -> tuple[float, int]:
-    """Forward and backward over one window. Returns (mean loss per item, items N).
+def _split_loss(out) -> tuple[torch.Tensor, Mapping]:
+    """``loss_fn``'s result -> ``(loss_sum, metric_sums)``: a 0-d tensor, or a pair (tensor, dict)."""
+    loss_sum, metrics = out if isinstance(out, tuple) and len(out) == 2 else (out, {})
+    if not isinstance(loss_sum, torch.Tensor) or loss_sum.dim() != 0:
+        shape = tuple(loss_sum.shape) if isinstance(loss_sum, torch.Tensor) else type(loss_sum).__name__
+        raise TypeError(f"loss_fn must return a 0-d tensor, the SUM of the micro-batch's per-item "
+                        f"losses (or a pair (that tensor, a dict of metric sums)); got {shape}. "
+                        "(Use reduction='sum'.)")
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"loss_fn returned (loss_sum, {type(metrics).__name__}); the second element "
+                        "must be a dict of metric name -> SUM over the micro-batch's items.")
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not (isinstance(value, (int, float))
+                                           or (isinstance(value, torch.Tensor) and value.numel() == 1)):
+            raise TypeError(f"loss_fn's metric {name!r} is {type(value).__name__}"
+                            f"{tuple(value.shape) if isinstance(value, torch.Tensor) else ''}; a metric "
+                            "is one number (or a 1-element tensor), the SUM over the micro-batch's items.")
+    return loss_sum, metrics
+
+
+def _window_step(model, micro_batches, *, step, loss_fn, count_fn, accelerator
+                 ) -> tuple[float, int, dict[str, float]]:
+    """Forward and backward over one window. Returns (mean loss per item, items N, metric means).
 
     Each micro-batch contributes ``loss_sum / N`` where N counts the items of the WHOLE window
     (all micro-batches, all processes), so the accumulated gradient is the gradient of the
     window's mean loss: what one big batch gives. Averaging per-micro-batch means instead
-    would weigh a micro-batch of 3 target tokens like one of 300.
+    would weigh a micro-batch of 3 target tokens like one of 300. Metrics that ``loss_fn``
+    returns (sums over items, like the loss) are averaged the same way.
     """
     world = accelerator.num_processes
     local = sum(int(count_fn(b)) for b in micro_batches)
@@ -690,18 +628,14 @@ def _window_step(model, micro_batches, *, step, loss_fn, count_fn, accelerator) 
             "would be 0/0 = NaN. Check the label masking and truncation (a prompt longer than "
             "the max length masks the whole example; ftlab.sft's truncation avoids that)."
         )
-    loss_sum_total = 0.0
+    loss_sum_total, metric_sums = 0.0, {}
     for i, batch in enumerate(micro_batches):
         batch = send_to_device(batch, accelerator.device)
         last = i == len(micro_batches) - 1
         # DDP: all-reduce the gradients once per window, on the last backward
         with nullcontext() if last else accelerator.no_sync(model):
             with accelerator.autocast():
-                loss_sum = loss_fn(model, batch)
-            if not isinstance(loss_sum, torch.Tensor) or loss_sum.dim() != 0:
-                shape = tuple(loss_sum.shape) if isinstance(loss_sum, torch.Tensor) else type(loss_sum).__name__
-                raise TypeError(f"loss_fn must return a 0-d tensor, the SUM of the micro-batch's "
-                                f"per-item losses; got {shape}. (Use reduction='sum'.)")
+                loss_sum, metrics = _split_loss(loss_fn(model, batch))
             value = loss_sum.item()
             bad = not math.isfinite(value)
             if world > 1:  # all processes stop together, or the others wait forever in DDP's all-reduce
@@ -719,8 +653,13 @@ def _window_step(model, micro_batches, *, step, loss_fn, count_fn, accelerator) 
             # DDP averages gradients over the processes; multiplying by `world` turns that into a sum
             accelerator.backward(loss_sum * (world / total))
         loss_sum_total += value
-    loss_sum_total = accelerator.reduce(torch.tensor(loss_sum_total, device=accelerator.device), "sum")
-    return loss_sum_total.item() / total, total
+        for name, v in metrics.items():
+            metric_sums[name] = metric_sums.get(name, 0.0) + float(v)
+    names = sorted(metric_sums)  # every process returns the same names, reduced in one order
+    # float32, as before the metrics existed (the MPS backend has no float64)
+    sums = accelerator.reduce(torch.tensor([loss_sum_total] + [metric_sums[n] for n in names],
+                                           device=accelerator.device), "sum").tolist()
+    return sums[0] / total, total, {n: v / total for n, v in zip(names, sums[1:])}
 
 
 def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
@@ -739,18 +678,24 @@ def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
         cfg: a :class:`TrainConfig`; ``**overrides`` replace its fields (``lr=3e-4``).
         loss_fn: ``loss_fn(model, batch) -> 0-d tensor``, the SUM of per-item losses of a
             micro-batch. Default :func:`default_loss` (causal LM for (B, L) labels, else
-            classification).
+            classification). It may return ``(loss_sum, metrics)`` instead, ``metrics`` a dict of
+            name -> SUM over the same items (a number or 1-element tensor): each step records
+            their mean per item over its window in ``history.steps[i].metrics`` (lesson 06's
+            reward metrics come this way).
         count_fn: ``count_fn(batch) -> int``, items in the micro-batch. Default: the count that
             goes with the built-in losses, else :func:`count_examples`.
         collate_fn: list of examples -> batch. Default :func:`default_collate`.
         eval_fn: ``eval_fn(model) -> dict[str, float]``, called every ``eval_every`` steps and at
             the end, under ``torch.no_grad()`` with ``model.eval()``.
         optimizer: None (AdamW with ``lr`` and ``weight_decay``), an optimizer instance (used as
-            is, its own lr), or a factory ``params -> Optimizer`` (its lr is set to ``lr``).
+            is, its own lr; it must hold the trainable parameters, so build it after injecting
+            adapters), or a factory ``params -> Optimizer`` (its lr is set to ``lr``).
         checkpoint_dir: where ``step_NNNNNN`` checkpoints go (every ``checkpoint_every`` steps and
-            at the end). It must hold no checkpoints unless ``resume`` is set.
-        resume: True continues from the latest checkpoint in ``checkpoint_dir`` (or starts fresh
-            if there is none); a path continues from that checkpoint folder.
+            at the end; :mod:`ftlab.checkpoint`). It must be writable (checked before step 1) and
+            hold no checkpoints unless ``resume`` is set.
+        resume: True continues from the newest readable checkpoint in ``checkpoint_dir`` (or
+            starts fresh if there is none); a path continues from that checkpoint folder. The
+            run's lr, schedule, warmup and number of steps are the ones given to this call.
         progress: show the tqdm bar and eval lines. The summary line is always printed.
 
     Raises:
@@ -767,6 +712,9 @@ def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if resume is True and checkpoint_dir is None:
         raise ValueError("resume=True needs checkpoint_dir=... (where to look for the latest checkpoint).")
+    if not isinstance(resume, (bool, str, os.PathLike)):
+        raise TypeError(f"resume={resume!r} is not valid: use False, True (the newest checkpoint in "
+                        "checkpoint_dir) or the path of a step_NNNNNN checkpoint folder.")
     if not resume and checkpoint_dir is not None and latest_checkpoint(checkpoint_dir) is not None:
         raise ValueError(f"checkpoint_dir {str(checkpoint_dir)!r} already holds checkpoints (latest: "
                          f"{latest_checkpoint(checkpoint_dir).name}). Pass resume=True to continue "
@@ -775,6 +723,9 @@ def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
     if not params:
         raise ValueError("The model has no parameter with requires_grad=True: nothing to train. "
                          "Unfreeze a head, or inject LoRA adapters, first.")
+    _check_optimizer_holds(optimizer, params)
+    if checkpoint_dir is not None:
+        check_writable(checkpoint_dir, rank=int(os.environ.get("RANK", "0")))
 
     seed_everything(cfg.seed)  # re-running the cell repeats the run (dropout, data order)
     mixed_precision = _mixed_precision(cfg.precision, device())
@@ -788,41 +739,72 @@ def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
     if upcast and accelerator.is_main_process:
         print(f"train: {len(upcast)} trainable fp16 tensors kept in fp32 for the run (master weights: "
               "the GradScaler needs fp32 gradients); cast back to fp16 at the end.")
-    optimizer = _build_optimizer(optimizer, params, cfg)
+    base_optimizer = _build_optimizer(optimizer, params, cfg)
+    peak_lrs = [group.get("initial_lr", group["lr"]) for group in base_optimizer.param_groups]
     world, rank = accelerator.num_processes, accelerator.process_index
     plan_args = dict(batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, world_size=world,
                      shuffle=cfg.shuffle, seed=cfg.seed)
+    data_plan = {"num_examples": num_examples, **plan_args}
     steps_per_epoch = len(epoch_windows(num_examples, **plan_args))
     total_steps = cfg.num_steps or cfg.num_epochs * steps_per_epoch
     scheduler_steps = total_steps  # the schedule keeps its shape when the rehearsal cap cuts the run
     total_steps = capped(total_steps, "train steps")
     try:
-        _check_memory(model, train_data, num_examples, collate_fn, plan_args, optimizer, mixed_precision,
+        # Read the checkpoint (every file, checked) before the model is touched: an unreadable
+        # file or a run that does not fit fails here, with the model as it came in.
+        if resume is True:
+            ckpt = newest_readable(checkpoint_dir, rank=rank, data_plan=data_plan,
+                                   announce=accelerator.is_main_process)
+            if ckpt is None and accelerator.is_main_process:
+                print(f"train: no checkpoint in {checkpoint_dir} yet; starting at step 0.")
+        else:
+            ckpt = read_checkpoint(resume, rank=rank, data_plan=data_plan) if resume else None
+        if ckpt is not None and ckpt.step > scheduler_steps:
+            raise ValueError(f"Checkpoint {ckpt.path} is at step {ckpt.step}, past this run's {scheduler_steps} "
+                             "steps (num_steps, or num_epochs x steps per epoch). Ask for at least "
+                             f"{ckpt.step} steps to continue it.")
+        _check_memory(model, train_data, num_examples, collate_fn, plan_args, base_optimizer, mixed_precision,
                       announce=accelerator.is_main_process, micro_batches=scheduler_steps * cfg.grad_accum)
-    except MemoryError:
+    except BaseException:
         _restore_dtype(upcast)
         raise
-    scheduler = _make_scheduler(optimizer, cfg, scheduler_steps)
+    # The schedule this run was given, at the position the checkpoint reached (0 when fresh). Built
+    # before prepare, which patches optimizer.step under fp16 (torch warns about a later scheduler).
+    for group, peak in zip(base_optimizer.param_groups, peak_lrs):
+        group["initial_lr"] = peak
+    scheduler = _make_scheduler(base_optimizer, cfg, scheduler_steps,
+                                done=ckpt.scheduler_steps if ckpt is not None else 0)
     was_training = model.training
     model.train()
     raw_model, own_forward = model, model.__dict__.get("forward")
-    model, optimizer = accelerator.prepare(model, optimizer)  # device, DDP, autocast on forward
+    model, optimizer = accelerator.prepare(model, base_optimizer)  # device, DDP, autocast on forward
     conv_hooks = _convolutions_in_fp32(raw_model, mixed_precision, dev)
     model.zero_grad(set_to_none=True)  # stale gradients from a cell run earlier would be added
-    data_plan = {"num_examples": num_examples, **plan_args}
 
     step, history = 0, History()
-    resume_path = latest_checkpoint(checkpoint_dir) if resume is True else (Path(resume) if resume else None)
-    if resume_path is not None:
-        step, history = _load_checkpoint(resume_path, accelerator=accelerator, raw_model=raw_model,
-                                         optimizer=optimizer, scheduler=scheduler, data_plan=data_plan)
-    elif resume is True and accelerator.is_main_process:
-        print(f"train: no checkpoint in {checkpoint_dir} yet; starting at step 0.")
+    try:
+        if ckpt is not None:
+            restore(ckpt, accelerator=accelerator, raw_model=raw_model, optimizer=optimizer)
+            step, history = ckpt.step, History.from_dict(ckpt.state["history"])
+            changed = _changed_settings(ckpt.config, asdict(cfg))
+            if changed and accelerator.is_main_process:
+                print(f"train: resuming {ckpt.path.name} with changed settings, applied from step {step + 1}: "
+                      f"{changed}")
+    except BaseException:
+        _unprepare(raw_model, own_forward)
+        _restore_dtype(upcast)
+        raw_model.train(was_training)
+        raise
     history.resumed_from_step = step
     history.config = asdict(cfg)
     history.device = str(dev)
     history.precision = {"no": "fp32"}.get(mixed_precision, mixed_precision)
-    last_saved = step if resume_path is not None else None
+    last_saved = step if ckpt is not None else None
+
+    def save(at_step):
+        return save_checkpoint(checkpoint_dir, at_step, accelerator=accelerator, raw_model=raw_model,
+                               optimizer=optimizer, scheduler=scheduler, history=history.to_dict(),
+                               data_plan=data_plan, config=asdict(cfg))
 
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                disable=not progress or not accelerator.is_local_main_process)
@@ -842,8 +824,8 @@ def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
                 step += 1
                 micro_batches = [next(batches) for _ in share]  # the whole window first: N before backward
                 lr = optimizer.param_groups[0]["lr"]
-                loss, items = _window_step(model, micro_batches, step=step, loss_fn=loss_fn,
-                                           count_fn=count_fn, accelerator=accelerator)
+                loss, items, metrics = _window_step(model, micro_batches, step=step, loss_fn=loss_fn,
+                                                    count_fn=count_fn, accelerator=accelerator)
                 grad_norm = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm or math.inf))
                 if not math.isfinite(grad_norm) and accelerator.scaler is None:
                     raise FloatingPointError(
@@ -853,8 +835,8 @@ def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
                 if not accelerator.optimizer_step_was_skipped:
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                history.steps.append(StepRecord(step=step, loss=loss, lr=lr, grad_norm=grad_norm,
-                                                items=items, seconds=time.perf_counter() - step_start))
+                history.steps.append(StepRecord(step=step, loss=loss, lr=lr, grad_norm=grad_norm, items=items,
+                                                seconds=time.perf_counter() - step_start, metrics=metrics))
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
                 bar.update(1)
                 if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0:
@@ -862,17 +844,14 @@ def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
                     if progress and accelerator.is_main_process:
                         bar.write(_format_eval(history.evals[-1]))
                 if checkpoint_dir is not None and cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                    _save_checkpoint(checkpoint_dir, step, accelerator=accelerator, raw_model=raw_model,
-                                     optimizer=optimizer, scheduler=scheduler, history=history,
-                                     data_plan=data_plan)
+                    save(step)
                     last_saved = step
         if eval_fn is not None and (not history.evals or history.evals[-1].step != step):
             history.evals.append(_evaluate(raw_model, eval_fn, step))
             if progress and accelerator.is_main_process:
                 bar.write(_format_eval(history.evals[-1]))
         if checkpoint_dir is not None and last_saved != step:
-            _save_checkpoint(checkpoint_dir, step, accelerator=accelerator, raw_model=raw_model,
-                             optimizer=optimizer, scheduler=scheduler, history=history, data_plan=data_plan)
+            save(step)
     except FloatingPointError as err:
         err.history = history  # what happened up to the bad step, for a plot
         raise
@@ -891,13 +870,53 @@ def train(model: torch.nn.Module, train_data, cfg: TrainConfig | None = None, *,
     return history
 
 
+# Settings a resumed run may change (they are applied from the next step on); the data settings
+# may not (see ftlab.checkpoint.read_checkpoint), because the data order would not continue.
+RESUMABLE_CHANGES = ("lr", "num_steps", "num_epochs", "warmup_steps", "lr_schedule", "weight_decay",
+                     "max_grad_norm", "precision", "eval_every", "checkpoint_every")
+
+
+def _changed_settings(saved: Mapping, now: Mapping) -> str:
+    """``"lr 0.001 -> 0.002, ..."`` for the settings that differ from the run that saved a checkpoint."""
+    return ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in RESUMABLE_CHANGES
+                     if k in saved and saved[k] != now[k])
+
+
+def _check_optimizer_holds(optimizer, params: list[torch.nn.Parameter]) -> None:
+    """An optimizer instance must hold the trainable parameters; say so before step 1 if it does not.
+
+    The usual cause: the optimizer was built from ``model.parameters()`` before ``inject_lora``
+    (or before freezing), so it holds the old weights and would update nothing that trains.
+    """
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        return
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = [p for p in params if id(p) not in held]
+    if len(missing) == len(params):
+        raise ValueError(
+            f"The optimizer holds none of the model's {len(params)} trainable parameters, so no step would "
+            "change the model. It was probably built before inject_lora / get_peft_model (or before "
+            "freezing): build the optimizer after injecting the adapters, from the parameters that "
+            "train, e.g. torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=...), "
+            "or pass optimizer=None (AdamW) or a factory (params -> optimizer).")
+    if missing:
+        warnings.warn(f"The optimizer holds {len(params) - len(missing)} of the model's {len(params)} "
+                      f"trainable parameters; the other {len(missing)} get gradients but are never updated. "
+                      "Build the optimizer from [p for p in model.parameters() if p.requires_grad].",
+                      stacklevel=3)
+
+
 def _unprepare(raw_model: torch.nn.Module, own_forward) -> None:
     """Undo what ``accelerator.prepare`` attached to the model, so the next ``train`` starts clean.
 
     prepare wraps ``model.forward`` in autocast and marks the model ``_is_accelerate_prepared``
-    (a marked model is not prepared again: no device placement, no autocast, no DDP). accelerate's
-    ``unwrap_model(keep_fp32_wrapper=False)`` unwraps too far on HF models, whose ``forward`` is
-    itself decorated, so we put back exactly what was there.
+    (a marked model is not prepared again: no device placement, no autocast, no DDP). This edits
+    ``__dict__`` because no public API does the job (checked with accelerate 1.15):
+    ``accelerator.unwrap_model(model, keep_fp32_wrapper=False)`` follows ``__wrapped__`` past
+    the autocast wrapper into HF's own decorators (it compares each function with the saved bound
+    method, which never matches), so a LlamaForCausalLM comes back with the undecorated
+    ``forward`` pinned on the instance; and it leaves the ``_is_accelerate_prepared`` mark, which
+    nothing public clears. So we put back exactly what was there.
     """
     raw_model.__dict__.pop("_is_accelerate_prepared", None)
     raw_model.__dict__.pop("_original_forward", None)

@@ -326,3 +326,55 @@ def test_evaluations_are_memory_bounded_in_half_precision(lm):
         assert max(counter.rows) <= 2 * dpo.EVAL_PAIRS_PER_BATCH, fn.__name__
         assert sum(counter.rows) == 2 * 2 * len(pairs), fn.__name__  # policy + reference, every pair once
         assert 0 < mode.largest <= one_row, (fn.__name__, mode.largest, one_row)
+
+
+# ---------------------------------------------------------------------------------------------
+# Refused before step 1, and the log of a resumed run
+
+
+def test_the_policy_as_its_own_reference_is_refused(lm, rows):
+    model, tokenizer = lm
+    policy = _lora(model)
+    pairs = dpo.tokenize_pairs(rows[:2], tokenizer)
+    for ref in (policy, policy.base_model.model):  # itself, or the module its adapters live in
+        with pytest.raises(ValueError, match=r"ref_model is the policy itself.*log 2 = 0\.693.*deepcopy"):
+            dpo.train_dpo(policy, pairs, num_steps=1, batch_size=2, ref_model=ref, progress=False)
+
+
+def test_untokenized_and_one_sided_rows_are_clear_errors(lm, rows):
+    model, tokenizer = lm
+    policy = _lora(model)
+    with pytest.raises(TypeError, match=r"train_dpo takes tokenized pairs.*pair 0 is text.*tokenize_pairs\(rows, tokenizer\)"):
+        dpo.train_dpo(policy, rows[:2], num_steps=1, batch_size=2, progress=False)
+    no_rejected = [{"prompt": r["prompt"], "chosen": r["chosen"]} for r in rows[:2]]
+    with pytest.raises(ValueError, match=r"row 0 has no 'rejected' \(its keys: \['chosen', 'prompt'\]\)"):
+        dpo.tokenize_pairs(no_rejected, tokenizer)
+    one_sided = [{"chosen": p["chosen"]} for p in dpo.tokenize_pairs(rows[:2], tokenizer)]
+    with pytest.raises(ValueError, match=r"train_dpo: pair 0 has no 'rejected' side"):
+        dpo.train_dpo(policy, one_sided, num_steps=1, batch_size=2, progress=False)
+
+
+def test_evaluations_name_a_missing_model_or_empty_pairs(lm, rows):
+    model, tokenizer = lm
+    pairs = dpo.tokenize_pairs(rows[:2], tokenizer)
+    with pytest.raises(TypeError, match=r"preference_accuracy\(model, pairs, \.\.\.\) takes the policy model first; got a list"):
+        dpo.preference_accuracy([], pairs)
+    with pytest.raises(ValueError, match=r"preference_accuracy got no pairs"):
+        dpo.preference_accuracy(model, [])
+    with pytest.raises(TypeError, match=r"kl_to_reference takes tokenized pairs"):
+        dpo.kl_to_reference(_lora(model), rows[:2])
+
+
+def test_the_log_of_a_resumed_run_covers_every_step(lm, rows, tmp_path):
+    model, tokenizer = lm
+    pairs = dpo.tokenize_pairs(rows, tokenizer)
+    settings = dict(lr=1e-3, batch_size=2, grad_accum=2, beta=0.1, pad_token_id=tokenizer.pad_token_id,
+                    progress=False)
+    _, straight = dpo.train_dpo(_lora(model), pairs, num_steps=4, **settings)
+    dpo.train_dpo(_lora(model), pairs, num_steps=2, checkpoint_dir=tmp_path, **settings)
+    history, log = dpo.train_dpo(_lora(model), pairs, num_steps=4, checkpoint_dir=tmp_path, resume=True, **settings)
+    assert history.resumed_from_step == 2
+    assert [e["step"] for e in log] == [1, 2, 3, 4]  # before: only the steps after the resume
+    for ours, want in zip(log, straight):
+        for key in ("loss", *dpo.METRICS):
+            assert ours[key] == pytest.approx(want[key], abs=1e-6), (ours["step"], key)

@@ -268,6 +268,10 @@ def test_nan_loss_stops_training_and_names_the_step():
     ({"lr": -1e-3}, r"lr=-0.001 .*> 0"),
     ({"precision": "half"}, r"precision='half'.*'bf16'"),
     ({"lr_schedule": "step"}, r"lr_schedule='step'.*cosine"),
+    ({"weight_decay": float("nan")}, r"weight_decay=nan .*finite number >= 0"),
+    ({"weight_decay": float("inf")}, r"weight_decay=inf .*finite number >= 0"),
+    ({"weight_decay": True}, r"weight_decay=True .*finite number >= 0"),
+    ({"shuffle": "no"}, r"shuffle='no' .*True .*or False"),  # a true value: it used to shuffle
 ])
 def test_bad_settings_say_what_is_valid(setting, match):
     _, _, data = toy_classification(n=8)
@@ -432,3 +436,71 @@ def test_plot_history_returns_a_figure_with_labelled_axes():
     assert [t.get_text() for t in loss_ax.get_legend().get_texts()] == [
         "train loss", "eval_loss", "eval accuracy"]
     assert len(loss_ax.lines[0].get_xdata()) == 6
+
+
+# --- one metrics hook --------------------------------------------------------------------------
+
+
+def test_loss_fn_metrics_are_averaged_per_item_over_each_window():
+    X, y, data = toy_classification(n=20)
+    seen = []
+
+    def loss_fn(model, batch):
+        x, labels = batch
+        seen.append(labels)
+        return classification_loss(model, batch), {"positives": labels.sum(), "rows": len(labels)}
+
+    # 20 examples, batch 4, grad_accum 2: windows of 8, 8 and 4 examples
+    history = train(mlp(), data, num_epochs=1, batch_size=4, grad_accum=2, loss_fn=loss_fn, progress=False)
+    windows = [torch.cat(seen[0:2]), torch.cat(seen[2:4]), seen[4]]
+    assert [s.items for s in history.steps] == [8, 8, 4]
+    for record, labels in zip(history.steps, windows):
+        assert record.metrics == {"positives": pytest.approx(labels.float().mean().item()), "rows": 1.0}
+    plain = train(mlp(), data, num_epochs=1, batch_size=4, grad_accum=2, progress=False)
+    assert plain.losses == history.losses and plain.steps[0].metrics == {}
+
+
+def test_a_metric_that_is_not_a_number_is_a_clear_error():
+    _, _, data = toy_classification(n=8)
+
+    def loss_fn(model, batch):
+        return classification_loss(model, batch), {"logits": model(batch[0])}
+
+    with pytest.raises(TypeError, match=r"metric 'logits' is Tensor\(4, 2\).*SUM over the micro-batch"):
+        train(mlp(), data, num_steps=1, batch_size=4, loss_fn=loss_fn, progress=False)
+
+
+# --- an optimizer that holds the wrong parameters ----------------------------------------------
+
+
+def test_an_optimizer_built_before_inject_lora_is_refused_before_step_1():
+    from ftlab.lora import inject_lora
+
+    model = tiny_llama()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)  # built too early
+    inject_lora(model, ("q_proj", "v_proj"), r=2)
+    calls = []
+
+    def loss_fn(m, batch):
+        calls.append(1)
+        return causal_lm_loss(m, batch)
+
+    with pytest.raises(ValueError, match=r"holds none of the model's 8 trainable.*build the optimizer after injecting"):
+        train(model, lm_data(), num_steps=2, batch_size=2, optimizer=optimizer, loss_fn=loss_fn,
+              count_fn=count_causal_lm_items, progress=False)
+    assert calls == []  # before: both steps ran and the adapters never moved
+
+
+# --- one home for IGNORE_INDEX -----------------------------------------------------------------
+
+
+def test_ignore_index_is_defined_once_in_ftlab_train():
+    import re
+    from pathlib import Path
+
+    import ftlab
+
+    root = Path(ftlab.__file__).parent
+    homes = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                   if re.search(r"^\s*IGNORE_INDEX\s*[:=]", p.read_text(), flags=re.M))
+    assert homes == ["train.py"]  # the others import it: from ftlab.train import IGNORE_INDEX
