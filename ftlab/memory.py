@@ -414,7 +414,7 @@ def _parameter_count(model) -> int:
     """A bare parameter count as an int: a whole, finite number > 0 (7e9 is fine, 7.5 is not)."""
     value = float(model)
     if not math.isfinite(value) or value <= 0 or value != int(value):
-        raise ValueError(f"model={model!r}: a parameter count is a whole number > 0 (e.g. 7e9 or 1_100_000_000), "
+        raise ValueError(f"model={model!r}: a parameter count is a whole, positive number (e.g. 7e9 or 1_100_000_000), "
                          "or pass a Hugging Face config for the exact count.")
     return int(value)
 
