@@ -27,7 +27,13 @@ Decisions worth knowing (each is tested in ``tests/test_lora.py``):
   matches as in peft's list form (the full name or its dotted ending); a single string is one
   name (peft would read it as a regex).
 - ``r`` must be at most min(d_in, d_out) (peft allows more, which only wastes parameters).
-- The factors are fp32 on a half-precision base, as peft makes them by default.
+- The factors are fp32 on a half-precision base, as peft makes them by default, and the forward
+  follows peft's order: the input is cast to fp32, the scaled update is added to the base output
+  in fp32, and the sum is rounded once to the base's dtype (so bf16 logits equal peft's).
+- ``alpha`` must be finite and > 0, ``dropout`` a number in [0, 1), ``target_names`` layer
+  names (:func:`check_alpha`, :func:`check_dropout`, :func:`check_targets`; ``ftlab.run``
+  checks its config with the same functions). A damaged adapter_config.json or a truncated
+  weights file is a ValueError that names the file.
 - Merged layers are frozen, like the base they replace (as peft's ``merge_and_unload``).
 - ``save_adapter`` writes one (r, alpha, dropout, rsLoRA) for all layers; ``target_modules``
   are short names when they pick exactly the wrapped layers, else full names;

@@ -373,10 +373,10 @@ def run(task: str, cfg: dict, progress: bool = True):
     from ftlab.runtime import device
     from ftlab.train import train
 
+    check_output_dir(cfg)  # on every process, before any model loads: a run never ends unable to save
     # The process group under torchrun / accelerate launch (gloo on CPUs, NCCL on GPUs); one
     # process otherwise. cpu=True as train()'s Accelerator has it: without it, accelerate 1.15
     # sets up a CPU-only machine's processes as independent single-process runs.
-    check_output_dir(cfg)  # before any model loads: a run never ends unable to save
     state = PartialState(cpu=device().type == "cpu")
     rows = read_rows(task, cfg)
     check_batch(cfg, len(rows), state.num_processes)  # before any model loads
