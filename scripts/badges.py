@@ -18,6 +18,7 @@ import argparse
 import json
 import re
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,37 +48,24 @@ class Lesson:
     slug: str  # "start_here": the notebook is notebooks/00_start_here.ipynb
     title: str
     teaches: str
-    gpu: str  # what to pick in Colab's "Change runtime type"
+    runtime: str  # what to pick in Colab's "Change runtime type"
 
     @property
     def stem(self) -> str:
         return f"{self.number}_{self.slug}"
 
 
-LESSONS = (
-    Lesson("00", "start_here", "Start here", "set-up, profiles, a tour of ftlab",
-           "any (CPU ok)"),
-    Lesson("01", "linear_probe", "Linear probe",
-           "frozen ResNet and CLIP: probe, zero-shot, k-shot, partial fine-tuning", "T4"),
-    Lesson("02", "lora_from_scratch", "LoRA from scratch", "LoRA by hand, proven equal to peft",
-           "T4"),
-    Lesson("03", "peft_methods", "PEFT methods",
-           "full FT vs probe vs LoRA vs adapters vs prompt tuning vs IA3; merge; adapter swap",
-           "T4"),
-    Lesson("04", "qlora", "QLoRA",
-           "NF4 by hand, proven equal to bitsandbytes; QLoRA on a ~1B model", "T4 or L4"),
-    Lesson("05", "sft_masked_loss", "SFT with a masked loss",
-           "instruction tuning with the prompt masked, proven equal to TRL", "T4 or L4"),
-    Lesson("06", "dpo", "DPO", "preference tuning, proven equal to TRL", "T4 or L4"),
-    Lesson("07", "memory_budget", "Memory budget",
-           "the memory calculator: what fits on a T4 / L4", "CPU ok"),
-    Lesson("08", "drills", "Drills", "drills D1-D5 and a mixed review", "CPU ok"),
-    Lesson("09", "forgetting_and_continual", "Forgetting and continual learning",
-           "catastrophic forgetting measured; one adapter per task", "T4"),
-    Lesson("10", "scaling_out", "Scaling out",
-           "the same training under accelerate: DDP, FSDP/ZeRO memory",
-           "CPU ok; multi-GPU optional"),
-)
+LESSONS_FILE = NOTEBOOKS / "lessons.toml"
+
+
+def read_lessons(path: Path = LESSONS_FILE) -> tuple[Lesson, ...]:
+    """The course's lessons, in order, from ``notebooks/lessons.toml`` (the one list of them)."""
+    with path.open("rb") as f:
+        entries = tomllib.load(f)["lesson"]
+    return tuple(Lesson(e["number"], e["slug"], e["title"], e["teaches"], e["runtime"]) for e in entries)
+
+
+LESSONS = read_lessons()
 
 
 def _checkout_ftlab():
@@ -237,7 +225,7 @@ def lesson_table(url: str, folder: Path = NOTEBOOKS, minutes: Path = MINUTES) ->
         else:
             name, open_cell = lesson.title, "coming"
         rows.append(f"| {lesson.number} | {name} | {lesson.teaches} | {open_cell} | "
-                    f"{lesson.gpu} | {colab_minutes(lesson.stem, minutes)} |")
+                    f"{lesson.runtime} | {colab_minutes(lesson.stem, minutes)} |")
     return "\n".join(rows)
 
 

@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 import time
+import tomllib
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +47,13 @@ class Result:
 
 
 def lesson_files(selected: list[str], folder: Path = NOTEBOOKS) -> list[Path]:
-    """``NN_*.ipynb`` in ``folder`` (or a ``.py`` twin whose ``.ipynb`` is not made yet), sorted."""
-    stems = sorted({p.stem for p in folder.glob("[0-9][0-9]_*") if p.suffix in (".ipynb", ".py")})
+    """The lessons ``folder/lessons.toml`` lists, in its order: each ``NN_slug.ipynb`` (or its ``.py``
+    twin if the ``.ipynb`` is not made yet). ``selected``: number prefixes such as ``["04", "05"]``."""
+    listing = folder / "lessons.toml"
+    if not listing.is_file():
+        raise SystemExit(f"{listing} is missing: it lists the lessons to run (see notebooks/lessons.toml)")
+    with listing.open("rb") as f:
+        stems = [f"{e['number']}_{e['slug']}" for e in tomllib.load(f)["lesson"]]
     if selected:
         stems = [s for s in stems if any(s.startswith(sel) for sel in selected)]
     return [folder / f"{s}.ipynb" if (folder / f"{s}.ipynb").exists() else folder / f"{s}.py"

@@ -442,6 +442,22 @@ def test_lesson_table_lists_every_planned_lesson(tmp_path):
     assert all("coming" in r for i, r in enumerate(rows) if i != 2)
 
 
+def test_lessons_toml_lists_exactly_the_notebooks_on_disk():
+    """notebooks/lessons.toml is the one list of lessons: every listed lesson has its notebook and
+    twin, every notebook is listed, in number order; make lessons / rehearse run that list."""
+    import tomllib
+
+    run_lessons = _load_script("run_lessons")
+    stems = [f"{e['number']}_{e['slug']}" for e in tomllib.loads((NOTEBOOKS / "lessons.toml").read_text())["lesson"]]
+    assert [lesson.stem for lesson in badges.LESSONS] == stems
+    assert stems == sorted(stems) and len(set(stems)) == len(stems)
+    on_disk = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    assert stems == on_disk
+    assert all((NOTEBOOKS / f"{s}.py").is_file() for s in stems)
+    assert [p.stem for p in run_lessons.lesson_files([])] == stems
+    assert [p.stem for p in run_lessons.lesson_files(["04", "10"])] == ["04_qlora", "10_scaling_out"]
+
+
 def test_lesson_table_minutes_come_from_the_rehearsals_estimate(tmp_path):
     """The "minutes (full)" column is docs/lesson_minutes.json, written by `make rehearse`; a lesson
     it does not list shows "?" rather than a typed guess."""

@@ -163,7 +163,7 @@ def test_manifest_names_every_standin(built):
     resnet = manifest["torchvision resnet50 (ResNet50_Weights.DEFAULT)"]
     assert resnet["shrunk"] is False and resnet["path"] == "torch/hub/checkpoints/resnet50-11ad3fa6.pth"
     assert manifest["openai/clip-vit-base-patch32"]["standin"]["parameters"] < 5_000_000
-    assert manifest["uoft-cs/cifar10"]["standin"]["rows"] == {"train": 300, "test": 100}
+    assert manifest["uoft-cs/cifar10"]["standin"]["rows"] == SV.CIFAR10_ROWS == {"train": 10_000, "test": 2_000}
     json.dumps(manifest)  # the driver writes it as JSON
 
 
@@ -229,7 +229,7 @@ def test_eurosat_folder(probe):
 
 def test_cifar10_splits_and_features(probe):
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    for split, rows in (("train", 300), ("test", 100)):
+    for split, rows in SV.CIFAR10_ROWS.items():
         s = probe["cifar10"][split]
         assert s["rows"] == rows and s["columns"] == ["img", "label"]
         assert s["features"] == {"img": "Image", "label": "ClassLabel"} and s["names"] == names
@@ -239,8 +239,9 @@ def test_cifar10_splits_and_features(probe):
 
 def test_sst2_splits_and_features(probe):
     sst2 = probe["sst2"]
-    assert {k: v["rows"] for k, v in sst2.items()} == {"train": 400, "validation": 150, "test": 100}
-    assert probe["lesson03_rows"] == [320, 150]  # lesson 03 asks for 8,000 / 872: it gets what there is
+    assert {k: v["rows"] for k, v in sst2.items()} == SV.SST2_ROWS
+    # lesson 03 asks for 8,000 training reviews and SST-2's 872 validation sentences: as on Colab
+    assert probe["lesson03_rows"] == [8000, 872]
     for split, s in sst2.items():
         assert s["columns"] == ["idx", "sentence", "label"]
         assert s["features"] == {"idx": "int32", "sentence": "string", "label": "int64"}
