@@ -111,20 +111,25 @@ def test_a_bad_cell_timeout_is_named(monkeypatch):
     assert cell_timeout() == 300
 
 
-def test_lessons_and_the_slowest_unit_tests_are_collected_first(tmp_path):
+def test_lessons_and_the_slowest_unit_tests_are_collected_first():
     """xdist hands out tests in collection order: the long ones first, so none starts last."""
-    for stem in ("00_fine", "02_twice"):
-        _write(tmp_path, stem, LESSONS[stem])
-    env = {**os.environ, "FTLAB_NOTEBOOKS": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
-                           "tests/test_adapters.py", "tests/test_ddp.py", "tests/test_lessons_rerun.py"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    ids = [line for line in done.stdout.splitlines() if "::" in line]
-    assert ids[:2] == [f"{RERUN}[00_fine]", f"{RERUN}[02_twice]"], ids[:4]
-    assert ids[2:4] == ["tests/test_ddp.py::test_dpo_on_two_processes_matches_one_process_with_grad_accum_2",
-                        "tests/test_ddp.py::test_two_processes_match_one_process_with_grad_accum_2"], ids[:6]
-    assert ids[4].startswith("tests/test_adapters.py::")  # then pytest's own order
-    assert len(ids) == len(set(ids)) > 6
+    import conftest
+
+    class Item:
+        def __init__(self, nodeid, lesson=False):
+            self.nodeid, self.lesson = nodeid, lesson
+
+        def get_closest_marker(self, name):
+            return object() if name == "lessons" and self.lesson else None
+
+    ddp = "tests/test_ddp.py::test_dpo_on_two_processes_matches_one_process_with_grad_accum_2"
+    llama = "tests/test_memory.py::test_the_llama_3_2_1b_architecture_quantized_on_cpu_matches_the_static_estimate"
+    items = [Item("tests/test_adapters.py::test_a"), Item(ddp), Item(f"{RERUN}[00_a]", lesson=True),
+             Item("tests/test_adapters.py::test_b"), Item(llama), Item(f"{RERUN}[01_b]", lesson=True)]
+    conftest.pytest_collection_modifyitems(None, items)
+    assert [i.nodeid for i in items] == [llama, f"{RERUN}[00_a]", f"{RERUN}[01_b]", ddp,
+                                         "tests/test_adapters.py::test_a", "tests/test_adapters.py::test_b"]
+    assert conftest.SLOW_SECONDS[llama] > conftest.LESSON_SECONDS > conftest.SLOW_SECONDS[ddp] > 0
 
 
 # ---------------------------------------------------------------------------------------------
