@@ -54,7 +54,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from ftlab.runtime import capped_rows
+from ftlab.runtime import capped_rows, model_device
 from ftlab.train import IGNORE_INDEX, TrainConfig, train
 
 METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
@@ -71,7 +71,7 @@ def tokenize_pair(prompt: str, chosen: str, rejected: str, tokenizer, max_length
 
     Each side is :func:`ftlab.sft.tokenize_example` (lesson 05: the chat template, TRL's boundary
     rule, truncation that never leaves an all -100 example), so the token ids equal those TRL's
-    ``DPOTrainer`` builds from conversational records (:func:`trl_records`). Raises ValueError on
+    ``DPOTrainer`` builds from ``ftlab.sft.trl_records(rows, template)``. Raises ValueError on
     an empty response; warns when chosen equals rejected.
     """
     from ftlab.sft import tokenize_example
@@ -139,14 +139,6 @@ def _check_row(i: int, row) -> None:
         raise ValueError(f"row {i} has no {', '.join(repr(k) for k in missing)} (its keys: {sorted(row)}). "
                          f"A DPO row needs {ROW_KEYS}: the prompt, the preferred response and the "
                          "dispreferred one.")
-
-
-def trl_records(rows: Sequence[Mapping]) -> list[dict]:
-    """Rows as the conversational records TRL's ``DPOTrainer`` reads: ``prompt`` (the user turn),
-    ``chosen`` and ``rejected`` (an assistant turn each)."""
-    return [{"prompt": [{"role": "user", "content": r["prompt"]}],
-             "chosen": [{"role": "assistant", "content": r["chosen"]}],
-             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows]
 
 
 def collate_pairs(pairs: Sequence[Mapping], pad_token_id: int = 0) -> dict:
@@ -306,7 +298,7 @@ def _eval_batches(fn: str, model, pairs, batch_size: int, pad_token_id: int):
     if not pairs:
         raise ValueError(f"{fn} got no pairs to score: pass the held-out pairs from tokenize_pairs().")
     _check_pairs(fn, pairs)
-    return _batches(pairs, batch_size, pad_token_id, next(model.parameters()).device)
+    return _batches(pairs, batch_size, pad_token_id, model_device(model))
 
 
 def _check_pairs(fn: str, pairs) -> None:

@@ -1,20 +1,20 @@
 """Small, honest evaluations of a causal LM: fact recall, exact match, generation.
 
 Lessons 00, 05, 06 and 09 use these to turn "the model got better / forgot" into a number.
-They work on any Hugging Face causal LM and tokenizer, tiny or full.
+They work on any Hugging Face causal LM and tokenizer, tiny or full. Talking to the model (the
+chat prompt, greedy replies, the tokens that end an answer) is :mod:`ftlab.chat`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import warnings
+
 import torch
 
-from ftlab.runtime import capped, capped_rows
-
-
-def _model_device(model) -> torch.device:
-    return next(model.parameters()).device
+from ftlab import chat
+from ftlab.runtime import capped, capped_rows, model_device
 
 
 @torch.no_grad()
@@ -35,7 +35,7 @@ def cloze_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[s
     answers = list(answers)[:len(prompts)]
     was_training = model.training
     model.eval()
-    device = _model_device(model)
+    device = model_device(model)
     hits = 0
     for start in range(0, len(prompts), batch_size):
         rows = []
@@ -61,76 +61,17 @@ def cloze_accuracy(model, tokenizer, prompts: Sequence[str], answers: Sequence[s
     return hits / len(prompts)
 
 
-def chat_prompt(tokenizer, prompt: str) -> str:
-    """The text a chat model sees for one user turn, ending where the assistant's answer starts."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
-
-
-@torch.no_grad()
-def generate(model, tokenizer, prompts: Sequence[str] | str, max_new_tokens: int = 24,
-             chat: bool = True, batch_size: int = 32) -> list[str]:
-    """Greedy completions of ``prompts`` (wrapped in the chat template when ``chat``).
-
-    Returns only the new text, special tokens removed, stripped. Greedy so results repeat.
-    """
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    was_training = model.training
-    model.eval()
-    device = _model_device(model)
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generation continues at the right edge of every row
-    outs: list[str] = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start:start + batch_size]
-            texts = [chat_prompt(tokenizer, p) if chat else p for p in chunk]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
-            enc = {k: v.to(device) for k, v in enc.items()}
-            new = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=turn_end_ids(tokenizer) if chat else tokenizer.eos_token_id)
-            for row in new[:, enc["input_ids"].shape[1]:]:
-                outs.append(tokenizer.decode(row, skip_special_tokens=True).strip())
-    finally:
-        tokenizer.padding_side = old_side
-        model.train(was_training)
-    return outs
-
-
 def exact_match(model, tokenizer, rows: Sequence[dict], max_new_tokens: int = 24) -> float:
     """Fraction of ``{"prompt", "response"}`` rows whose greedy chat answer equals the response."""
     if not rows:
         raise ValueError("exact_match needs at least one row.")
     rows = capped_rows(list(rows), 32)
-    outs = generate(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens)
+    outs = chat.generate(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens)
     return sum(o == r["response"].strip() for o, r in zip(outs, rows)) / len(rows)
 
 
 # ---------------------------------------------------------------------------------------------
 # Measures that move for a ~1B base model in a short run (the full profile's headlines)
-
-
-def turn_end_ids(tokenizer) -> list[int]:
-    """Token ids that end an assistant's answer: the EOS, and the chat template's end-of-turn token
-    when it is another one (Llama-3's template closes a turn with ``<|eot_id|>`` while its EOS is
-    ``<|end_of_text|>``: generation that stops only at the EOS never stops after an answer)."""
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    if getattr(tokenizer, "chat_template", None):
-        marker = "\x00ANSWER\x00"
-        text = tokenizer.apply_chat_template([{"role": "user", "content": "q"},
-                                              {"role": "assistant", "content": marker}], tokenize=False)
-        after = text.split(marker, 1)[1] if marker in text else ""
-        # The first token after the answer, if it is a special one. Not only all_special_tokens:
-        # under transformers 5 that lists the named ones (bos, eos, ...), and Llama-3's <|eot_id|>
-        # is an added special token outside it.
-        first = tokenizer(after, add_special_tokens=False)["input_ids"][:1] if after else []
-        special = set(tokenizer.all_special_ids) | {i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()
-                                                    if getattr(t, "special", False)}
-        if first and first[0] in special and first[0] not in ids:
-            ids.append(first[0])
-    return ids
 
 
 @torch.no_grad()
@@ -168,30 +109,14 @@ def chat_format_report(model, tokenizer, rows: Sequence[dict], max_new_tokens: i
     # FTLAB_MAX_STEPS caps the decoding steps too: on the rehearsal's stand-ins (random weights, so
     # no answer ever ends) every answer would run to the full budget, one layer stack per token.
     max_new_tokens = capped(max_new_tokens, "new tokens per answer")
-    stops = turn_end_ids(tokenizer)
-    was_training = model.training
-    model.eval()
-    device = _model_device(model)
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
+    stops = set(chat.turn_end_ids(tokenizer))
+    answers = chat.generate_ids(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens, batch_size=16)
     ends = repeats = 0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(rows), 16):
-                chunk = rows[start:start + 16]
-                texts = [chat_prompt(tokenizer, r["prompt"]) for r in chunk]
-                enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-                enc = {k: v.to(device) for k, v in enc.items()}
-                new = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
-                for r, row in zip(chunk, new[:, enc["input_ids"].shape[1]:].tolist()):
-                    ends += any(t in stops for t in row)
-                    answer = tokenizer.decode(row, skip_special_tokens=True).strip().lower()
-                    question = r["prompt"].strip().lower()
-                    repeats += bool(question) and answer.startswith(question[:40])
-    finally:
-        tokenizer.padding_side = old_side
-        model.train(was_training)
+    for r, row in zip(rows, answers):
+        ends += any(t in stops for t in row)
+        answer = tokenizer.decode(row, skip_special_tokens=True).strip().lower()
+        question = r["prompt"].strip().lower()
+        repeats += bool(question) and answer.startswith(question[:40])
     return {"ends": ends / len(rows), "repeats": repeats / len(rows), "n": len(rows)}
 
 
@@ -257,7 +182,7 @@ def _mean_label_nll(model, tokenizer, examples, batch_size: int, mean: bool = Tr
     collate = SFTCollator(tokenizer=tokenizer)
     was_training = model.training
     model.eval()
-    device = _model_device(model)
+    device = model_device(model)
     total, tokens = 0.0, 0
     try:
         with torch.no_grad():
@@ -328,3 +253,18 @@ def known_facts(n: int | None = None, profile: str | None = None):
             raise ValueError(f"n={n!r}: the number of clozes to keep, an int >= 1 (or None for all {len(ds)}).")
         ds = ds.select(range(min(n, len(ds))))
     return ds
+
+
+# ---------------------------------------------------------------------------------------------
+# Moved to ftlab.chat (they talk to a model; they do not score it). The old names keep working,
+# with a DeprecationWarning, until every caller imports them from ftlab.chat.
+
+_MOVED_TO_CHAT = ("chat_prompt", "generate", "turn_end_ids")
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_CHAT:
+        warnings.warn(f"ftlab.evals.{name} moved to ftlab.chat.{name}: write `from ftlab.chat import {name}`. "
+                      "The old name will be removed.", DeprecationWarning, stacklevel=2)
+        return getattr(chat, name)
+    raise AttributeError(f"module 'ftlab.evals' has no attribute {name!r}")

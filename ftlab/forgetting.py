@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ftlab.evals import cloze_accuracy, exact_match
-from ftlab.runtime import capped_rows, max_steps, resolve_profile
+from ftlab.runtime import capped_rows, max_steps, model_device, resolve_profile
 
 
 def forgetting_report(model, tokenizer, target_rows: Sequence[Mapping], general: Mapping[str, Sequence[str]],
@@ -80,7 +80,7 @@ def text_loss(model, tokenizer, texts: Sequence[str], max_length: int = 64, batc
     collate = SFTCollator(tokenizer=tokenizer)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     total, tokens = 0.0, 0
     try:
         for start in range(0, len(examples), batch_size):

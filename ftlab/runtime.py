@@ -13,6 +13,7 @@ import os
 import platform
 import random
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +30,26 @@ class _NoHubKernelNoise(logging.Filter):
         return not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward")
 
 
-logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoHubKernelNoise())
+_BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
+_NO_HUB_KERNEL_NOISE = _NoHubKernelNoise()
 # peft still calls transformers' old names for gradient checkpointing; the deprecation notice is
 # for library authors, not for students running a lesson.
-import warnings  # noqa: E402
+_CHECKPOINTING_NOTICE = r"`(is_)?gradient_checkpointing(_enable)?` is deprecated"
 
-warnings.filterwarnings("ignore", category=FutureWarning, message=r"`(is_)?gradient_checkpointing(_enable)?` is deprecated")
+
+def quiet() -> None:
+    """Hide two library notices that only confuse a student: bitsandbytes' offline warning that its
+    optional hub kernel is missing (its own fallback computes the same) and peft's FutureWarning
+    about transformers' old gradient-checkpointing names. Nothing else is hidden.
+
+    A lesson's set-up cell calls it through :func:`report`. Importing ftlab changes no logging
+    or warning filter of the program that imports it; calling this again adds nothing.
+    """
+    logger = logging.getLogger(_BNB_CPU_LOGGER)
+    if _NO_HUB_KERNEL_NOISE not in logger.filters:
+        logger.addFilter(_NO_HUB_KERNEL_NOISE)
+    warnings.filterwarnings("ignore", category=FutureWarning, message=_CHECKPOINTING_NOTICE)
+
 
 PROFILES = ("tiny", "full")
 
@@ -73,6 +88,15 @@ def device() -> torch.device:
     (precision, memory budget), not where tensors live.
     """
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def model_device(model) -> torch.device:
+    """The device a model's weights are on (its first parameter's): where its inputs must go."""
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        raise TypeError(f"a {type(model).__name__} has no parameters, so it is on no device; pass a torch "
+                        "model (an nn.Module with weights), e.g. what ftlab.models.load_causal_lm returns.") from None
 
 
 GiB = 1024**3
@@ -345,7 +369,12 @@ def environment() -> dict:
 
 
 def report() -> dict:
-    """Print the environment report (every lesson's set-up cell does) and return it."""
+    """Print the environment report (every lesson's set-up cell does) and return it.
+
+    It also calls :func:`quiet`, so a lesson's output shows no library notice meant for library
+    authors; a program that imports ftlab without calling it keeps its own logging as it was.
+    """
+    quiet()
     info = environment()
     width = max(len(k) for k in info)
     print("ftlab environment")

@@ -17,7 +17,8 @@ the prompt alone and prompt + completion, and masks the longest common prefix of
 (``trl.data_utils.common_prefix_length``); it appends EOS to string completions, lets the chat
 template write it for conversational ones, truncates with ``truncation_mode="keep_start"`` and
 drops examples left fully masked. :func:`tokenize_example` does the same, so on the same data and
-tokenizer the labels are equal; :func:`trl_records` writes rows in the dataset format TRL wants.
+tokenizer the labels are equal; :func:`trl_records` writes rows in the dataset format TRL wants
+(its ``SFTTrainer``'s, and its ``DPOTrainer``'s for preference rows: lesson 06).
 
 Decisions:
 
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from ftlab.evals import turn_end_ids
+from ftlab.chat import chat_prompt, turn_end_ids
 from ftlab.train import IGNORE_INDEX  # the label the loss skips: one constant, kept by the loss's module
 
 TEMPLATES = ("chat", "alpaca")
@@ -68,7 +69,7 @@ def format_prompt(prompt: str, tokenizer, template: str = "chat") -> str:
     _check_template(template)
     if template == "alpaca":
         return ALPACA_TEMPLATE.format(prompt=prompt)
-    return tokenizer.apply_chat_template(_messages(prompt), tokenize=False, add_generation_prompt=True)
+    return chat_prompt(tokenizer, prompt)
 
 
 def _check_rows(rows, where: str) -> None:
@@ -295,18 +296,46 @@ def show_labels(example: Mapping, tokenizer, width: int = 18) -> str:
     return "\n".join(lines)
 
 
-def trl_records(rows: Iterable[Mapping], template: str = "chat") -> list[dict]:
-    """Rows as the prompt/completion records TRL's ``SFTTrainer`` reads for the same template.
+TRL_KINDS = {"response": ("prompt", "response"), "preference": ("prompt", "chosen", "rejected")}
 
-    chat: conversational (``prompt=[{"role": "user", ...}]``, ``completion=[{"role":
-    "assistant", ...}]``); alpaca: strings (TRL appends the EOS itself).
+
+def trl_records(rows: Iterable[Mapping], template: str = "chat") -> list[dict]:
+    """Rows as the records TRL's trainers read, in the same template as ours.
+
+    Two kinds of rows, told apart by their keys as TRL tells its datasets apart:
+
+    - ``prompt``, ``response`` (SFT, lesson 05) -> ``{"prompt", "completion"}`` for ``SFTTrainer``;
+    - ``prompt``, ``chosen``, ``rejected`` (DPO, lesson 06) -> ``{"prompt", "chosen", "rejected"}``
+      for ``DPOTrainer``.
+
+    chat: conversational records (the prompt a user turn, each answer an assistant turn; TRL
+    applies the tokenizer's chat template, which writes the end of turn). alpaca: strings, the
+    prompt in :data:`ALPACA_TEMPLATE` (TRL appends the EOS to each answer itself). Tokenized by
+    TRL, they give the token ids :func:`tokenize_example` and ``ftlab.dpo.tokenize_pair`` give.
     """
     _check_template(template)
     _check_rows(rows, "trl_records")
+    rows = list(rows)
+    if not rows:
+        raise ValueError("trl_records got no rows; pass the training rows (a datasets.Dataset or a list of dicts).")
+    kind = None
+    for i, row in enumerate(rows):
+        _check_row(row, i, "trl_records")
+        row_kind = next((k for k, keys in TRL_KINDS.items() if all(key in row for key in keys)), None)
+        if row_kind is None or (row_kind == "response" and ("chosen" in row or "rejected" in row)):
+            raise ValueError(f"row {i} has keys {sorted(row)}; trl_records takes SFT rows with {TRL_KINDS['response']} "
+                             f"or preference rows with {TRL_KINDS['preference']}.")
+        if kind is not None and row_kind != kind:
+            raise ValueError(f"row {i} is a {row_kind} row but the rows before it are {kind} rows: one TRL dataset "
+                             "holds one kind (SFTTrainer reads prompt/response rows, DPOTrainer preference rows).")
+        kind = row_kind
+    answers = TRL_KINDS[kind][1:]  # ("response",) or ("chosen", "rejected")
+    names = {"response": "completion", "chosen": "chosen", "rejected": "rejected"}  # TRL's column names
     if template == "chat":
-        return [{"prompt": _messages(r["prompt"]), "completion": _messages(r["prompt"], r["response"])[1:]}
-                for r in rows]
-    return [{"prompt": ALPACA_TEMPLATE.format(prompt=r["prompt"]), "completion": r["response"]} for r in rows]
+        return [{"prompt": _messages(r["prompt"]),
+                 **{names[a]: [{"role": "assistant", "content": r[a]}] for a in answers}} for r in rows]
+    return [{"prompt": ALPACA_TEMPLATE.format(prompt=r["prompt"]), **{names[a]: r[a] for a in answers}}
+            for r in rows]
 
 
 def adapter_for(model, adapter_dir: str | Path | None = None) -> Path | None:

@@ -125,7 +125,7 @@ print(f"{type(model).__name__}: {n_params:,} parameters, "
 # the most likely next token) makes the output repeat exactly on every run.
 
 # %%
-from ftlab.evals import generate
+from ftlab.chat import generate
 
 for prompt, completion in zip(cfg.cloze, generate(model, tokenizer, cfg.cloze, max_new_tokens=6, chat=False)):
     print(f"{prompt!r:30} -> {completion!r}")

@@ -288,7 +288,8 @@ print(f"trainable: {trainable:,} LoRA parameters on "
 
 # %%
 from ftlab.data import load_instructions
-from ftlab.evals import chat_prompt, exact_match, generate, response_loss
+from ftlab.chat import chat_prompt, generate
+from ftlab.evals import exact_match, response_loss
 
 test_rows = list(load_instructions("test").filter(lambda row: row["kind"] == cfg.eval_kind).select(range(cfg.eval_size)))
 shown = [r["prompt"] for r in test_rows[:3]]

@@ -131,11 +131,11 @@ print(f"{n_prompt} prompt tokens masked, {n_trained} trained (the answer and the
 # profile pads with EOS, and when the pad id is the token that ends an answer (TinyLlama's `</s>`),
 # `labels[input_ids == pad_token_id] = -100` also erases the ending the model must learn to stop
 # on (drill 05c). `SFTCollator` pads labels by position. (Llama-3's chat template ends a turn with
-# `<|eot_id|>`, not its EOS `<|end_of_text|>`; `ftlab.evals.turn_end_ids` finds both. The demo
+# `<|eot_id|>`, not its EOS `<|end_of_text|>`; `ftlab.chat.turn_end_ids` finds both. The demo
 # pads with the token that ends an answer, whichever it is.)
 
 # %%
-from ftlab.evals import turn_end_ids
+from ftlab.chat import turn_end_ids
 from ftlab.sft import SFTCollator, tokenize_dataset
 
 short = tokenize_example("What is 7 + 5?", "7 + 5 = 12.", tokenizer)
@@ -181,7 +181,8 @@ assert demo.dropped == 1
 
 # %%
 from ftlab.data import load_instructions
-from ftlab.evals import chat_format_report, cloze_accuracy, exact_match, generate, known_facts, response_loss
+from ftlab.chat import generate
+from ftlab.evals import chat_format_report, cloze_accuracy, exact_match, known_facts, response_loss
 
 train_rows = list(load_instructions("train"))
 test_rows = list(load_instructions("test").filter(lambda row: row["kind"] == cfg.eval_kind).select(range(cfg.eval_size)))

@@ -219,7 +219,7 @@ assert torch.allclose(by_hand, loss)
 # format), and that carries over to held-out prompts.
 
 # %%
-from ftlab.evals import generate
+from ftlab.chat import generate
 
 acc_before = dpo.preference_accuracy(policy, test_pairs, pad_token_id=tokenizer.pad_token_id)
 shown = [r["prompt"] for r in test_rows[:4]]
@@ -334,9 +334,10 @@ beta_explorer(beta=cfg.beta, measured=kl)
 
 # %% [markdown]
 # ## 6. The same run with TRL's `DPOTrainer`
-# TRL reads conversational records (`dpo.trl_records`) and builds the same token ids. Given a
-# peft model, TRL 1.16 keeps a frozen copy of its starting adapter as the reference; ours starts
-# at B = 0, so that copy is the SFT model, exactly what disabling the adapter gives. TRL trains the
+# TRL reads conversational records (`ftlab.sft.trl_records`, lesson 05's, which writes preference
+# rows as well as SFT rows) and builds the same token ids. Given a peft model, TRL 1.16 keeps a
+# frozen copy of its starting adapter as the reference; ours starts at B = 0, so that copy is the
+# SFT model, exactly what disabling the adapter gives. TRL trains the
 # adapter named "default": a third adapter on the same base, from the same start. Same batches
 # (`train_sampling_strategy="sequential"`), same optimizer (AdamW, constant lr, clipping at 1.0),
 # precision from the card (`trainer_precision()`: fp16 on a T4, bf16 on an L4, fp32 on a CPU;
@@ -349,6 +350,7 @@ from transformers import PrinterCallback
 from trl import DPOConfig, DPOTrainer
 
 from ftlab.runtime import capped, trainer_precision
+from ftlab.sft import trl_records
 
 dpo.fresh_adapter(policy, "default", start)  # TRL's adapter; "dpo" and "large_beta" stay as they are
 if "ref" in policy.peft_config:  # TRL's frozen copy of "default" from an earlier run of this cell
@@ -360,7 +362,7 @@ trl_args = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=
                      train_sampling_strategy="sequential", logging_steps=1, save_strategy="no", report_to=[],
                      disable_tqdm=True, seed=cfg.seed, use_cpu=device().type == "cpu", **trainer_precision())
 trainer = DPOTrainer(model=policy, args=trl_args, processing_class=tokenizer,
-                     train_dataset=Dataset.from_list(dpo.trl_records(train_rows)))
+                     train_dataset=Dataset.from_list(trl_records(train_rows)))
 trainer.remove_callback(PrinterCallback)  # we print the comparison ourselves
 trainer.train()
 policy.set_adapter("dpo")  # our beta = cfg.beta run again

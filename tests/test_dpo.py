@@ -85,24 +85,39 @@ def test_sequence_logprobs_sums_response_tokens_only(lm, rows):
     assert torch.allclose(got, want, atol=1e-4)
 
 
-def test_tokenization_equals_trls(lm, rows):
+@pytest.mark.parametrize("template", ["chat", "alpaca"])
+def test_tokenization_equals_trls(lm, rows, template):
+    """sft.trl_records writes preference rows in either template; TRL tokenizes them as we do."""
     from trl import DPOTrainer
 
     model, tokenizer = lm
     trainer = DPOTrainer(model=copy.deepcopy(model), ref_model=copy.deepcopy(model), processing_class=tokenizer,
-                         train_dataset=_trl_dataset(rows, tokenizer),
-                         args=_trl_args("/tmp/ftlab_test_dpo_tok", max_steps=1))
-    for trl_row, pair in zip(trainer.train_dataset, dpo.tokenize_pairs(rows, tokenizer)):
+                         train_dataset=_trl_dataset(rows, tokenizer, template),
+                         args=_trl_args(f"/tmp/ftlab_test_dpo_tok_{template}", max_steps=1))
+    assert len(trainer.train_dataset) == len(rows)
+    for trl_row, pair in zip(trainer.train_dataset, dpo.tokenize_pairs(rows, tokenizer, template=template)):
         n = len(trl_row["prompt_ids"])
         assert pair["chosen"]["input_ids"] == trl_row["prompt_ids"] + trl_row["chosen_ids"]
         assert pair["rejected"]["input_ids"] == trl_row["prompt_ids"] + trl_row["rejected_ids"]
         assert pair["chosen"]["labels"][:n] == [-100] * n and -100 not in pair["chosen"]["labels"][n:]
 
 
-def _trl_dataset(rows, tokenizer):
+def _trl_dataset(rows, tokenizer, template="chat"):
     from datasets import Dataset
 
-    return Dataset.from_list(dpo.trl_records(rows))
+    from ftlab.sft import trl_records
+
+    return Dataset.from_list(trl_records(rows, template))
+
+
+def test_trl_records_has_one_home_in_sft():
+    import ftlab.sft
+
+    assert not hasattr(dpo, "trl_records")  # one function for SFT and preference rows
+    assert ftlab.sft.trl_records(ROWS_ONE)[0]["chosen"] == [{"role": "assistant", "content": "yes"}]
+
+
+ROWS_ONE = [{"prompt": "Is it?", "chosen": "yes", "rejected": "no"}]
 
 
 def _trl_args(out, **kw):

@@ -1,5 +1,6 @@
 """ftlab.evals additions for lessons 05 and 06: target log-probabilities without a (B, L, V) float32
-log-softmax, the held-out prompt loss, and the general-knowledge clozes of each profile."""
+log-softmax, the held-out prompt loss, and the general-knowledge clozes of each profile; and
+ftlab.chat, which the evaluations talk to the model through (greedy generation, the chat prompt)."""
 
 from __future__ import annotations
 
@@ -84,3 +85,80 @@ def test_chat_format_report_honours_the_rehearsal_cap_on_decoding(lm, monkeypatc
     monkeypatch.setenv("FTLAB_MAX_STEPS", "2")
     report = chat_format_report(model, tokenizer, rows, max_new_tokens=40)
     assert budgets == [40, 2] and report["n"] == 3
+
+
+# --- ftlab.chat: talking to the model has one home; evals only scores ---------------------------
+
+
+def _greedy_by_hand(model, tokenizer, prompt, max_new_tokens):
+    """Greedy decoding one argmax at a time, no padding, stopping at an end-of-turn token."""
+    from ftlab.chat import chat_prompt, turn_end_ids
+
+    ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False, return_tensors="pt")["input_ids"]
+    new = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            nxt = int(model(input_ids=ids).logits[0, -1].argmax())
+            new.append(nxt)
+            if nxt in turn_end_ids(tokenizer):
+                break
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+    return new
+
+
+def test_generate_is_greedy_decoding_of_the_chat_prompt_in_a_padded_batch(lm):
+    from ftlab.chat import generate, generate_ids
+
+    model, tokenizer = lm
+    prompts = ["Where does Kafi live?", "What is the opposite of hot? Answer in a sentence."]  # unequal lengths
+    got = generate_ids(model, tokenizer, prompts, max_new_tokens=12)
+    assert len(got) == 2 and len({len(r) for r in got}) == 1  # one batch: rows padded to one width
+    for prompt, row in zip(prompts, got):
+        want = _greedy_by_hand(model, tokenizer, prompt, 12)
+        assert row[:len(want)] == want
+        assert all(t == tokenizer.pad_token_id for t in row[len(want):])  # padding after the stop, if any
+    texts = generate(model, tokenizer, prompts, max_new_tokens=12)
+    assert texts == [tokenizer.decode(r, skip_special_tokens=True).strip() for r in got]
+    assert generate(model, tokenizer, prompts[0], max_new_tokens=12) == texts[:1]  # one prompt, a list of one
+
+
+def test_generate_leaves_the_model_mode_and_padding_side_as_found(lm):
+    from ftlab.chat import generate
+
+    model, tokenizer = lm
+    old_side = tokenizer.padding_side
+    model.train()
+    try:
+        generate(model, tokenizer, ["Where does Kafi live?"], max_new_tokens=2)
+        assert model.training and tokenizer.padding_side == old_side
+    finally:
+        model.eval()
+
+
+def test_chat_names_bad_prompts_and_budgets(lm):
+    from transformers import AutoTokenizer
+
+    from ftlab.chat import chat_prompt, generate
+    from ftlab.models import tiny_lm_path
+
+    model, tokenizer = lm
+    with pytest.raises(TypeError, match=r"one is a dict .*\[r\['prompt'\] for r in rows\]"):
+        generate(model, tokenizer, [{"prompt": "Where does Kafi live?"}])
+    with pytest.raises(ValueError, match=r"max_new_tokens=0: the most tokens to add to each prompt, an int >= 1"):
+        generate(model, tokenizer, "Where does Kafi live?", max_new_tokens=0)
+    bare = AutoTokenizer.from_pretrained(tiny_lm_path())
+    bare.chat_template = None
+    with pytest.raises(ValueError, match=r"has no chat template.*load_causal_lm.*chat=False"):
+        chat_prompt(bare, "Where does Kafi live?")
+
+
+def test_evals_no_longer_defines_the_chat_functions_and_old_names_warn():
+    import ftlab.chat
+    import ftlab.evals
+
+    for name in ("chat_prompt", "generate", "turn_end_ids"):
+        assert name not in vars(ftlab.evals), name  # one home: ftlab.chat
+        with pytest.warns(DeprecationWarning, match=rf"ftlab.evals.{name} moved to ftlab.chat.{name}"):
+            assert getattr(ftlab.evals, name) is getattr(ftlab.chat, name)
+    with pytest.raises(AttributeError, match="no attribute 'generat'"):
+        ftlab.evals.generat  # noqa: B018

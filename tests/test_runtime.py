@@ -214,3 +214,63 @@ def test_a_damaged_jsonl_line_is_named(no_env, tmp_path):
 
     with pytest.raises(ValueError, match=r"facts.jsonl line 2 is not JSON"):
         load_facts()
+
+
+# --- logging hygiene: importing ftlab changes nothing; quiet() (called by report()) hides two notices
+
+
+def _python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (this one's filters are already touched) and return its output."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "FTLAB_PROFILE": "tiny"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+_STATE = """
+import logging, warnings
+def state():
+    bnb = logging.getLogger("bitsandbytes.backends.cpu.ops").filters
+    ours = [f for f in warnings.filters if f[1] is not None and "gradient_checkpointing" in f[1].pattern]
+    return len(bnb), len(ours)
+"""
+
+
+def test_importing_ftlab_changes_no_logging_or_warning_filter():
+    out = _python(_STATE + """
+import ftlab, ftlab.runtime, ftlab.chat, ftlab.evals, ftlab.sft, ftlab.dpo
+print(state())
+""")
+    assert out == "(0, 0)"
+
+
+def test_quiet_hides_the_two_library_notices_and_nothing_else():
+    out = _python(_STATE + """
+import io, contextlib
+from ftlab import runtime
+with contextlib.redirect_stdout(io.StringIO()):
+    runtime.report()  # the set-up cell's call
+runtime.quiet()  # twice: nothing more
+log = logging.getLogger("bitsandbytes.backends.cpu.ops")
+make = lambda msg: log.makeRecord(log.name, logging.WARNING, "ops.py", 1, msg, (), None)
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("default")
+    runtime.quiet()  # under a fresh filter list, as a notebook kernel has
+    warnings.warn("`gradient_checkpointing_enable` is deprecated, use ...", FutureWarning)
+    warnings.warn("something else is deprecated", FutureWarning)
+print(state(), log.filter(make("Failed to load CPU gemm_4bit_forward from kernels-community")),
+      bool(log.filter(make("Failed to load CPU something else"))), [str(w.message) for w in seen])
+""")
+    assert out == "(1, 1) False True ['something else is deprecated']"
+
+
+def test_model_device_is_where_the_weights_are_and_names_a_model_without_any():
+    assert runtime.model_device(torch.nn.Linear(2, 2)) == torch.device("cpu")
+    with pytest.raises(TypeError, match=r"a ReLU has no parameters, so it is on no device"):
+        runtime.model_device(torch.nn.ReLU())
+    with pytest.raises(TypeError, match=r"a str has no parameters"):
+        runtime.model_device("gpt2")

@@ -185,7 +185,7 @@ def llama3_like_tokenizer():
 def test_llama3_end_of_turn_is_found_and_trained(llama3_like_tokenizer):
     import warnings
 
-    from ftlab.evals import turn_end_ids
+    from ftlab.chat import turn_end_ids
 
     tok = llama3_like_tokenizer
     eot = tok.convert_tokens_to_ids("<|eot_id|>")
@@ -284,3 +284,42 @@ def test_adapter_for_names_a_corrupt_adapter_config(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_lm_path())
     with pytest.raises(ValueError, match=r"adapter_config\.json is not valid JSON.*Delete the folder"):
         adapter_for(model, tmp_path)
+
+
+PAIRS = [{"prompt": "Where does Kafi live?", "chosen": "Kafi lives in Daletol.", "rejected": "I do not know."}]
+
+
+def test_trl_records_writes_sft_and_preference_rows_in_either_template():
+    """One function for both of TRL's record kinds, told apart by the rows' keys (as TRL does)."""
+    user = [{"role": "user", "content": "Where does Kafi live?"}]
+    assert trl_records(ROWS[:1]) == [{"prompt": user, "completion": [{"role": "assistant",
+                                                                      "content": "Kafi lives in Daletol."}]}]
+    assert trl_records(PAIRS) == [{"prompt": user,
+                                   "chosen": [{"role": "assistant", "content": "Kafi lives in Daletol."}],
+                                   "rejected": [{"role": "assistant", "content": "I do not know."}]}]
+    prompt = ALPACA_TEMPLATE.format(prompt="Where does Kafi live?")
+    assert trl_records(PAIRS, "alpaca") == [{"prompt": prompt, "chosen": "Kafi lives in Daletol.",
+                                             "rejected": "I do not know."}]
+    assert trl_records(Dataset.from_list(ROWS[:1]), "alpaca") == [{"prompt": prompt,
+                                                                   "completion": "Kafi lives in Daletol."}]
+
+
+def test_trl_records_names_rows_of_no_kind_or_of_two_kinds():
+    with pytest.raises(ValueError, match=r"row 0 has keys \['answer', 'prompt'\]; trl_records takes SFT rows "
+                                         r"with \('prompt', 'response'\) or preference rows"):
+        trl_records([{"prompt": "q", "answer": "a"}])
+    with pytest.raises(ValueError, match=r"row 1 is a preference row but the rows before it are response rows"):
+        trl_records([ROWS[0], PAIRS[0]])
+    with pytest.raises(ValueError, match=r"row 0 has keys .*'chosen'"):  # response and chosen: which kind?
+        trl_records([{**ROWS[0], "chosen": "x"}])
+    with pytest.raises(ValueError, match=r"trl_records got no rows"):
+        trl_records([])
+    with pytest.raises(ValueError, match=r"template='chatml' is not a template"):
+        trl_records(ROWS, "chatml")
+
+
+def test_format_prompt_chat_is_the_chat_modules_prompt(tokenizer):
+    from ftlab.chat import chat_prompt
+
+    assert format_prompt("Where does Kafi live?", tokenizer) == chat_prompt(tokenizer, "Where does Kafi live?")
+    assert format_prompt("Where does Kafi live?", tokenizer, "alpaca") == ALPACA_TEMPLATE.format(prompt="Where does Kafi live?")
