@@ -6,7 +6,7 @@ ResNet-50 and 10 classes). This module holds what lesson 01 builds around that i
 
 - :func:`build_linear_probe` and :func:`trainable_count`: the seed's API. Full profile: a
   torchvision ResNet (``DEFAULT`` ImageNet weights) with a fresh ``fc``. Tiny profile: the
-  micro-world CNN (:class:`ftlab._tinyvision.TinyResNet`, 128 features), which stands in for
+  micro-world CNN (:class:`ftlab.models.vision.TinyResNet`, 128 features), which stands in for
   every ResNet name, so ``backbone="resnet50"`` means "the tiny CNN" there.
 - :func:`unfreeze` and :func:`differential_lr_groups`: partial and full fine-tuning, with a
   backbone learning rate much smaller than the head's.
@@ -70,9 +70,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from ftlab._tinyvision import (RESNETS, backbone_features, clip_encode_images, clip_encode_text,
-                               load_vision_backbone, logistic_probe_accuracy)
-from ftlab.models import count_parameters
+from ftlab.models.info import count_parameters, model_device
+from ftlab.models.vision import (RESNETS, backbone_features, clip_encode_images, clip_encode_text,
+                                 load_vision_backbone)
 from ftlab.runtime import cache_dir as _ftlab_cache_dir
 from ftlab.runtime import max_steps
 
@@ -366,8 +366,8 @@ def extract_features(model, dataset, *, use_cache: bool = True, cache_dir: str |
     """Run a frozen backbone over ``dataset`` once: ``N`` images -> :class:`FeatureSet` ``[N, D]``.
 
     ``model``: a ResNet-style net (its penultimate features, ``fc.in_features`` wide, via
-    :func:`ftlab._tinyvision.backbone_features`) or a ``transformers.CLIPModel`` (unit-length
-    image embeddings, :func:`ftlab._tinyvision.clip_encode_images`). ``dataset`` yields
+    :func:`ftlab.models.vision.backbone_features`) or a ``transformers.CLIPModel`` (unit-length
+    image embeddings, :func:`ftlab.models.vision.clip_encode_images`). ``dataset`` yields
     ``(image [3, H, W], label)``. Runs on the model's device, in eval mode, in fp32.
     Under ``FTLAB_MAX_STEPS`` only that many batches of ``batch_size`` images are read
     (:func:`capped_examples`).
@@ -446,7 +446,7 @@ def accuracy(model: nn.Module, data, batch_size: int = 256) -> float:
     data = capped_examples(data, batch_size, "accuracy")
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     right = 0
     try:
         for x, y in _in_order(data, batch_size):
@@ -478,6 +478,45 @@ def train_head(head: nn.Linear, data: FeatureSet, cfg=None, **overrides):
     _check_labels(data.labels, head.out_features, "train_head")
     overrides.setdefault("progress", False)
     return train(head, data, cfg, loss_fn=classification_loss, **overrides)
+
+
+def logistic_probe_accuracy(train_x: torch.Tensor, train_y, test_x: torch.Tensor, test_y,
+                            weight_decay: float = 1e-3, steps: int = 100) -> float:
+    """Test accuracy (0..1) of a linear classifier fit on frozen features with L-BFGS.
+
+    ``train_x [N, D]`` and ``test_x [M, D]`` float features, ``train_y [N]`` and ``test_y [M]``
+    int labels (tensors or lists). Features are standardised with the training mean/std, then
+    multinomial logistic regression (``weight_decay`` times the squared weights added to the
+    loss) is fit full batch from zero weights, so the result depends on neither batching, a
+    learning rate nor a seed: the quick, repeatable probe of the k-shot curve, the build scripts
+    and the tests. Lessons 01 and 03 also train heads with :func:`ftlab.train.train`.
+    """
+    train_y, test_y = torch.as_tensor(train_y).long(), torch.as_tensor(test_y).long()
+    if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"features must be [N, D] with the same D for train and test; got "
+                         f"{tuple(train_x.shape)} and {tuple(test_x.shape)}.")
+    if len(train_x) != len(train_y) or len(test_x) != len(test_y) or len(train_x) == 0 or len(test_x) == 0:
+        raise ValueError(f"need one label per feature row and at least one row each; got {len(train_x)} "
+                         f"train rows with {len(train_y)} labels, {len(test_x)} test rows with {len(test_y)}.")
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    xtr, xte = (train_x - mean) / std, (test_x - mean) / std
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    head = nn.Linear(xtr.shape[1], num_classes)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=steps, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(head(xtr), train_y) + weight_decay * head.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        return (head(xte).argmax(1) == test_y).float().mean().item()
 
 
 def ridge_probe(train: FeatureSet, num_classes: int | None = None, l2: float = 1e-2) -> nn.Linear:

@@ -161,6 +161,7 @@ import math
 
 import pandas as pd
 
+from ftlab.models.text import classifier_accuracy
 from ftlab.runtime import device
 from ftlab.train import TrainConfig, classification_loss, train
 
@@ -186,17 +187,9 @@ def fit(model, lr, head_lr=None, data=None):
                  optimizer=optimizer, loss_fn=classification_loss, collate_fn=collate, progress=False)
 
 
-@torch.no_grad()
 def accuracy(model, ds, batch_size=256):
-    """Share of ``ds`` the classifier labels right."""
-    model.eval()
-    hits = 0
-    for start in range(0, len(ds), batch_size):
-        batch = collate(ds.select(range(start, min(start + batch_size, len(ds)))))
-        labels = batch.pop("labels")
-        logits = model(**{k: v.to(device()) for k, v in batch.items()}).logits
-        hits += (logits.argmax(-1).cpu() == labels).sum().item()
-    return hits / len(ds)
+    """Share of ``ds`` the classifier labels right (ftlab.models.text.classifier_accuracy)."""
+    return classifier_accuracy(model, tokenizer, ds["text"], ds["label"], batch_size, cfg.max_length)
 
 
 results = {}
@@ -222,18 +215,12 @@ def record(method, model, history):
 # %%
 from torch.utils.data import TensorDataset
 
+from ftlab.models.text import sentence_features
 
-@torch.no_grad()
+
 def cls_features(model, ds, batch_size=256):
-    """(len(ds), dim) hidden states of [CLS] from the frozen encoder."""
-    model.eval()
-    feats = []
-    for start in range(0, len(ds), batch_size):
-        batch = collate(ds.select(range(start, min(start + batch_size, len(ds)))))
-        hidden = model.distilbert(input_ids=batch["input_ids"].to(device()),
-                                  attention_mask=batch["attention_mask"].to(device())).last_hidden_state
-        feats.append(hidden[:, 0].float().cpu())
-    return torch.cat(feats)
+    """(len(ds), dim) hidden states of [CLS] from the frozen encoder (the token the head reads)."""
+    return sentence_features(model, tokenizer, ds["text"], "cls", batch_size, cfg.max_length)
 
 
 train_x, test_x = cls_features(model, train_ds), cls_features(model, test_ds)

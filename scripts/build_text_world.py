@@ -36,8 +36,10 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import DistilBertConfig, DistilBertForMaskedLM, DistilBertTokenizer
 
-from ftlab import _tinytext as T
 from ftlab.data import reviews as R
+from ftlab.models.text import classifier_accuracy, load_text_encoder, sentence_features
+from ftlab.probe import logistic_probe_accuracy
+from ftlab.train import TrainConfig, classification_loss, train
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -95,6 +97,75 @@ def mlm_loss(model: DistilBertForMaskedLM, ids, attention_mask, labels) -> torch
     return torch.nn.functional.cross_entropy(model.vocab_projector(h), labels[chosen])
 
 
+def mask_tokens(input_ids: torch.Tensor, tokenizer, mask_prob: float = 0.15,
+                generator: torch.Generator | None = None, replace_all: bool = False):
+    """BERT's masking: returns ``(masked_ids, labels)``, both (batch, seq).
+
+    ``mask_prob`` of the real (non-special, non-padding) tokens are chosen. For training, 80% of
+    them become ``[MASK]``, 10% a random token, 10% stay (so the model cannot assume that only
+    ``[MASK]`` positions matter); ``replace_all=True`` masks every chosen token (for evaluation).
+    ``labels`` holds the original id at chosen positions and -100 (ignored by the loss) elsewhere.
+    """
+    special = torch.tensor(tokenizer.all_special_ids)
+    real = ~torch.isin(input_ids, special)
+    chosen = (torch.rand(input_ids.shape, generator=generator) < mask_prob) & real
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    masked = input_ids.clone()
+    if replace_all:
+        masked[chosen] = tokenizer.mask_token_id
+        return masked, labels
+    roll = torch.rand(input_ids.shape, generator=generator)
+    masked[chosen & (roll < 0.8)] = tokenizer.mask_token_id
+    to_random = chosen & (roll >= 0.8) & (roll < 0.9)
+    masked[to_random] = torch.randint(len(tokenizer), input_ids.shape, generator=generator)[to_random]
+    return masked, labels
+
+
+@torch.no_grad()
+def mlm_accuracy(mlm_model, tokenizer, texts: list[str], mask_prob: float = 0.15,
+                 seed: int = 0, batch_size: int = 64) -> float:
+    """Fraction of masked tokens a masked LM (``DistilBertForMaskedLM``, on the CPU) predicts exactly.
+
+    Every chosen token is replaced by ``[MASK]``; the choice comes from ``seed``, so the number
+    repeats. A model that learnt nothing scores about 1/vocab.
+    """
+    mlm_model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    hits = total = 0
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                          max_length=64, return_tensors="pt")
+        ids, labels = mask_tokens(batch["input_ids"], tokenizer, mask_prob, gen, replace_all=True)
+        logits = mlm_model(input_ids=ids, attention_mask=batch["attention_mask"]).logits
+        chosen = labels != -100
+        hits += (logits.argmax(-1)[chosen] == labels[chosen]).sum().item()
+        total += chosen.sum().item()
+    return hits / max(total, 1)
+
+
+def fine_tune(model, tokenizer, texts: list[str], labels: list[int], epochs: int, lr: float,
+              batch_size: int, seed: int = 0, weight_decay: float = 0.01):
+    """Train every parameter with ``requires_grad`` with :func:`ftlab.train.train`; its History.
+
+    Lesson 03's loop: AdamW, the learning rate warming up over the first tenth of the steps (a
+    fresh head and big early updates can kill every ReLU of ``pre_classifier``, after which the
+    loss sits at log 2 for good) and then decaying linearly to zero, gradients clipped at 1,
+    fp32. Serves full fine-tuning and a peft model (only adapters and ``modules_to_save`` train).
+    """
+    rows = [{"text": t, "label": int(y)} for t, y in zip(texts, labels, strict=True)]
+
+    def collate(batch):
+        enc = tokenizer([r["text"] for r in batch], padding=True, truncation=True, max_length=64,
+                        return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                "labels": torch.tensor([r["label"] for r in batch])}
+
+    steps = epochs * math.ceil(len(rows) / batch_size)
+    cfg = TrainConfig(lr=lr, num_epochs=epochs, batch_size=batch_size, weight_decay=weight_decay,
+                      warmup_steps=max(1, steps // 10), lr_schedule="linear", precision="fp32", seed=seed)
+    return train(model, rows, cfg, loss_fn=classification_loss, collate_fn=collate, progress=False)
+
+
 def pretrain(tokenizer, corpus: list[str], heldout: list[str], encoder: dict = ENCODER,
              recipe: dict = PRETRAIN) -> DistilBertForMaskedLM:
     """Masked-LM pretraining: predict 15% of the tokens from the rest (BERT's 80/10/10 masking).
@@ -121,14 +192,14 @@ def pretrain(tokenizer, corpus: list[str], heldout: list[str], encoder: dict = E
             g["lr"] = lr
         idx = torch.randint(len(enc), (bs,), generator=gen).tolist()
         batch = tokenizer.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt")
-        ids, labels = T.mask_tokens(batch["input_ids"], tokenizer, 0.15, gen)
+        ids, labels = mask_tokens(batch["input_ids"], tokenizer, 0.15, gen)
         loss = mlm_loss(model, ids, batch["attention_mask"], labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % 500 == 0 or step == steps:
-            acc = T.mlm_accuracy(model, tokenizer, heldout)
+            acc = mlm_accuracy(model, tokenizer, heldout)
             print(f"  step {step:5d}  loss {loss.item():.3f}  lr {lr:.1e}  held-out MLM acc {acc:.3f}"
                   f"  {time.time() - t0:.0f}s", flush=True)
             model.train()
@@ -144,7 +215,7 @@ def by_kind(model, tokenizer, rows: list[dict]) -> dict:
     groups["rare_words"] = [r for r in rows if rare & set(r["text"].lower().rstrip(".").replace(",", "").split())]
     groups["common_words"] = [r for r in rows if r not in groups["rare_words"]]
     for name, g in groups.items():
-        out[name] = round(T.classifier_accuracy(model, tokenizer, [r["text"] for r in g],
+        out[name] = round(classifier_accuracy(model, tokenizer, [r["text"] for r in g],
                                                 [r["label"] for r in g]), 3)
     return out
 
@@ -161,7 +232,7 @@ def evaluate_recipes(splits: dict[str, list[dict]]) -> dict:
     def record(name, model, tokenizer, seconds, trainable, total=None):
         # the share is of the plain model's parameters (peft keeps a frozen copy of the head too)
         total = total or sum(p.numel() for p in model.parameters())
-        acc = T.classifier_accuracy(model, tokenizer, xte, yte)
+        acc = classifier_accuracy(model, tokenizer, xte, yte)
         results[name] = {"test_accuracy": round(acc, 4), "trainable_params": trainable,
                          "trainable_share": round(trainable / total, 4), "seconds": round(seconds, 1),
                          "by_kind": by_kind(model, tokenizer, test)}
@@ -170,11 +241,11 @@ def evaluate_recipes(splits: dict[str, list[dict]]) -> dict:
 
     # (a) linear probe on frozen, mean-pooled features of the pretrained body
     for pretrained in (True, False):
-        model, tokenizer = T.load_text_encoder("tiny", pretrained=pretrained)
+        model, tokenizer = load_text_encoder("tiny", pretrained=pretrained)
         t0 = time.time()
-        ftr = T.sentence_features(model, tokenizer, xtr)
-        fte = T.sentence_features(model, tokenizer, xte)
-        acc = T.linear_probe_accuracy(ftr, ytr, fte, yte)
+        ftr = sentence_features(model, tokenizer, xtr)
+        fte = sentence_features(model, tokenizer, xte)
+        acc = logistic_probe_accuracy(ftr, ytr, fte, yte)
         name = "probe_pretrained" if pretrained else "probe_random_features"
         results[name] = {"test_accuracy": round(acc, 4), "trainable_params": ftr.shape[1] * 2 + 2,
                          "seconds": round(time.time() - t0, 1)}
@@ -183,9 +254,9 @@ def evaluate_recipes(splits: dict[str, list[dict]]) -> dict:
     # (b) full fine-tuning of the pretrained encoder (three seeds, like LoRA below: LoRA is
     # compared with it seed by seed), (c) the same from random init
     for pretrained, seed in ((True, 0), (True, 1), (True, 2), (False, 0)):
-        model, tokenizer = T.load_text_encoder("tiny", pretrained=pretrained, seed=seed)
+        model, tokenizer = load_text_encoder("tiny", pretrained=pretrained, seed=seed)
         t0 = time.time()
-        T.finetune_classifier(model, tokenizer, xtr, ytr, epochs=FT["epochs"], lr=FT["lr"],
+        fine_tune(model, tokenizer, xtr, ytr, epochs=FT["epochs"], lr=FT["lr"],
                               batch_size=FT["batch_size"], seed=seed)
         name = "full_ft_pretrained" if pretrained else "full_ft_random_init"
         record(name if seed == 0 else f"{name}_seed{seed}", model, tokenizer,
@@ -195,7 +266,7 @@ def evaluate_recipes(splits: dict[str, list[dict]]) -> dict:
     # seeds (head init and batch order): the spread is part of what we report.
     for recipe, name in ((LORA, "lora_r2_all"), (LORA_QV, "lora_r8_qv")):
         for seed in recipe["seeds"]:
-            model, tokenizer = T.load_text_encoder("tiny", seed=seed)
+            model, tokenizer = load_text_encoder("tiny", seed=seed)
             config = LoraConfig(r=recipe["r"], lora_alpha=recipe["lora_alpha"],
                                 lora_dropout=recipe["lora_dropout"], target_modules=list(recipe["targets"]),
                                 modules_to_save=["pre_classifier", "classifier"], task_type="SEQ_CLS")
@@ -204,7 +275,7 @@ def evaluate_recipes(splits: dict[str, list[dict]]) -> dict:
             model = get_peft_model(model, config)
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             t0 = time.time()
-            T.finetune_classifier(model, tokenizer, xtr, ytr, epochs=FT["epochs"], lr=recipe["lr"],
+            fine_tune(model, tokenizer, xtr, ytr, epochs=FT["epochs"], lr=recipe["lr"],
                                   batch_size=FT["batch_size"], seed=seed)
             record(name if seed == 0 else f"{name}_seed{seed}", model, tokenizer, time.time() - t0,
                    trainable, total=base_params)
@@ -240,13 +311,13 @@ No dropout anywhere (`dropout`, `attention_dropout`, `seq_classif_dropout` are 0
 |---|---|
 | masked-token accuracy on `corpus_heldout.jsonl` (15% masked, seed 0) | {mlm:.3f} |
 
-Test accuracy (500 reviews; chance is 0.5), with lesson 03's recipes: AdamW, {epochs} epochs,
-batch {bs}, 10% warm-up then linear decay. lr {lr} for full fine-tuning (pretrained and random
+Test accuracy (500 reviews; chance is 0.5), with lesson 03's recipes, trained by `ftlab.train.train`:
+AdamW, {epochs} epochs, batch {bs}, 10% warm-up then linear decay, fp32. lr {lr} for full fine-tuning (pretrained and random
 init alike); {lora_lr} for LoRA r={lora_r} (alpha={lora_alpha}) on every linear layer
 ({lora_targets}); {qv_lr} for LoRA r={qv_r} (alpha={qv_alpha}) on `q_lin`/`v_lin`
 only. The new head (`pre_classifier`, `classifier`) trains in every recipe. A `_seedN` row repeats the recipe
 with seed N (head init and batch order). The probe is logistic regression on standardised,
-frozen, mean-pooled last hidden states. "rare words" are the test reviews with an opinion word
+frozen, mean-pooled last hidden states (L-BFGS, `ftlab.probe.logistic_probe_accuracy`). "rare words" are the test reviews with an opinion word
 the train split never uses; the share is of the plain model's {total:,} parameters.
 
 | recipe | test acc | plain | negation | contrast | rare words | trainable params | share | seconds |
@@ -378,7 +449,7 @@ def main() -> None:
                    + ("   # the encoder of an earlier full run (see Known limits)" if args.skip_pretraining else ""),
         "parameters": sum(p.numel() for p in model.distilbert.parameters()),
         "vocab_size": len(tokenizer),
-        "mlm_accuracy_heldout": round(T.mlm_accuracy(model, tokenizer, heldout), 4),
+        "mlm_accuracy_heldout": round(mlm_accuracy(model, tokenizer, heldout), 4),
     }
     print(f"held-out MLM accuracy {quality['mlm_accuracy_heldout']:.3f}", flush=True)
     quality["recipes"] = evaluate_recipes(splits)

@@ -13,9 +13,9 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 from torch.utils.data import TensorDataset
 
-from ftlab import _tinyvision as V
 from ftlab import probe as P
 from ftlab.data import shapes as S
+from ftlab.models import vision as V
 
 torch.set_num_threads(1)
 
@@ -28,7 +28,7 @@ def _tiny(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def target():
-    return S.shapes_dataset("target", "train", profile="tiny"), S.shapes_dataset("target", "test", profile="tiny")
+    return S.load_image_classification("target", "train", profile="tiny"), S.load_image_classification("target", "test", profile="tiny")
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def test_a_new_or_trained_head_still_hits_the_cache(tmp_path):
 
 def test_micro_world_split_and_subsets_have_distinct_keys(target):
     train, test = target
-    assert P.data_fingerprint(train) == P.data_fingerprint(S.shapes_dataset("target", "train", profile="tiny"))
+    assert P.data_fingerprint(train) == P.data_fingerprint(S.load_image_classification("target", "train", profile="tiny"))
     assert P.data_fingerprint(train) != P.data_fingerprint(test)
     assert P.data_fingerprint(S.take(train, 10, seed=0)) != P.data_fingerprint(S.take(train, 10, seed=1))
 
@@ -369,7 +369,7 @@ def test_take_keeps_classes_and_targets(target):
     assert sub.targets == [train.targets[i] for i in sub.indices]
     assert S.take(train, None) is train and S.take(train, 10**6) is train
     with pytest.raises(ValueError, match="full profile"):
-        S.shapes_dataset("eurosat", "train", profile="tiny")
+        S.load_image_classification("eurosat", "train", profile="tiny")
 
 
 def test_full_profile_code_path_runs_on_a_torchvision_resnet(tmp_path):
@@ -407,10 +407,10 @@ def test_eurosat_split_is_seeded_disjoint_and_named_for_prompts(monkeypatch):
             return torch.zeros(3, 8, 8), self.targets[i]
 
     monkeypatch.setattr(torchvision.datasets, "EuroSAT", FakeEuroSAT)
-    train = S.shapes_dataset("eurosat", "train", profile="full")
-    test = S.shapes_dataset("eurosat", "test", profile="full")
+    train = S.load_image_classification("eurosat", "train", profile="full")
+    test = S.load_image_classification("eurosat", "test", profile="full")
     assert len(train) == len(test) == 1000
     assert sorted(set(train.targets)) == list(range(10)) and train.targets.count(3) == 100
     assert not set(train.indices) & set(test.indices)
-    assert train.indices == S.shapes_dataset("eurosat", "train", profile="full").indices
+    assert train.indices == S.load_image_classification("eurosat", "train", profile="full").indices
     assert train.classes[folders.index("SeaLake")] == "lake or sea"

@@ -105,8 +105,8 @@ image, label = euro[0]
 r["eurosat"] = {"classes": euro.classes, "rows": len(euro), "size": list(image.size), "mode": image.mode,
                 "first": os.path.relpath(euro.samples[0][0], os.environ["FTLAB_CACHE"]),
                 "per_class": [euro.targets.count(c) for c in range(len(euro.classes))]}
-from ftlab.data.shapes import shapes_dataset  # lesson 01's split: k-shot sets are drawn from train
-r["eurosat"]["lesson_train_per_class"] = [shapes_dataset("eurosat", "train", profile="full").targets.count(c)
+from ftlab.data.shapes import load_image_classification  # lesson 01's split: k-shot sets are drawn from train
+r["eurosat"]["lesson_train_per_class"] = [load_image_classification("eurosat", "train", profile="full").targets.count(c)
                                           for c in range(len(euro.classes))]
 
 from datasets import load_dataset
@@ -118,9 +118,9 @@ for split in ("train", "test"):
                            "features": {k: type(v).__name__ for k, v in ds.features.items()},
                            "names": ds.features["label"].names, "size": list(img.size), "mode": img.mode,
                            "labels": sorted(set(ds["label"]))}
-from ftlab.data.reviews import take, text_classification_dataset  # lesson 03's sizing: 8,000 asked
-r["lesson03_rows"] = [len(take(text_classification_dataset("train", profile="full"), 8000, seed=0)),
-                      len(take(text_classification_dataset("test", profile="full"), 872))]
+from ftlab.data.reviews import take, load_text_classification  # lesson 03's sizing: 8,000 asked
+r["lesson03_rows"] = [len(take(load_text_classification("train", profile="full"), 8000, seed=0)),
+                      len(take(load_text_classification("test", profile="full"), 872))]
 sst2 = load_dataset("stanfordnlp/sst2")
 r["sst2"] = {split: {"rows": len(ds), "columns": ds.column_names,
                      "features": {k: getattr(v, "dtype", type(v).__name__) for k, v in ds.features.items()},

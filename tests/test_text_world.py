@@ -6,13 +6,15 @@ margin), so a rebuilt or damaged ``data/text`` that lost its quality fails here.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from ftlab import _tinytext as T
 from ftlab.data import reviews as R
+from ftlab.models import text as T
 from ftlab.runtime import data_dir
 
 # Documented in data/text/QUALITY.md (the measured value minus a margin).
@@ -23,6 +25,16 @@ FINETUNE_LR = 5e-4  # FT["lr"] in scripts/build_text_world.py
 HEAD_INIT_STD = 0.1  # HEAD_INIT_STD in scripts/build_text_world.py
 # Lesson 03's LoRA recipe (LORA in scripts/build_text_world.py): rank 2 on every linear layer.
 LORA_TARGETS = ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"]
+
+
+@pytest.fixture(scope="module")
+def build():
+    """scripts/build_text_world.py as a module: its MLM accuracy and fine-tuning recipe."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / "build_text_world.py"
+    spec = importlib.util.spec_from_file_location("build_text_world", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +63,7 @@ def test_shipped_splits_equal_the_generator(splits):
 
 def test_split_sizes_labels_and_kinds():
     for split, n in (("train", 2000), ("validation", 500), ("test", 500)):
-        ds = R.text_classification_dataset(split, profile="tiny")
+        ds = R.load_text_classification(split, profile="tiny")
         assert ds.column_names == ["text", "label"]
         assert len(ds) == n
         assert ds.features["label"].names == ["negative", "positive"]
@@ -89,7 +101,7 @@ def test_labels_follow_negation_and_contrast():
 
 def test_unknown_split_is_a_clear_error():
     with pytest.raises(ValueError, match="'train', 'validation', 'test'"):
-        R.text_classification_dataset("dev", profile="tiny")
+        R.load_text_classification("dev", profile="tiny")
 
 
 def test_full_profile_maps_sst2(monkeypatch):
@@ -108,9 +120,9 @@ def test_full_profile_maps_sst2(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_sst2)
     monkeypatch.setattr(R, "FULL_VALIDATION_SIZE", 100)
-    train = R.text_classification_dataset("train", profile="full")
-    val = R.text_classification_dataset("validation", profile="full")
-    test = R.text_classification_dataset("test", profile="full")
+    train = R.load_text_classification("train", profile="full")
+    val = R.load_text_classification("validation", profile="full")
+    test = R.load_text_classification("test", profile="full")
     assert (len(train), len(val), len(test)) == (900, 100, 40)
     assert train.column_names == ["text", "label"]
     assert test[0]["text"].startswith("val") and val[0]["text"].startswith("train")
@@ -121,7 +133,7 @@ def test_full_profile_maps_sst2(monkeypatch):
 def test_take_sizes_a_text_set_to_the_rows_it_has():
     """Lesson 03's full config asks for 8,000 SST-2 reviews; a smaller copy (the rehearsal's 320)
     must give all of its rows, not an IndexError from select(range(8000))."""
-    ds = R.text_classification_dataset("train", profile="tiny").select(range(320))
+    ds = R.load_text_classification("train", profile="tiny").select(range(320))
     assert len(R.take(ds, 8000, seed=0)) == 320 and len(R.take(ds, 8000)) == 320
     assert R.take(ds, 8000)["text"] == ds["text"]  # no seed: the rows as they are
     assert R.take(ds, 50)["text"] == ds["text"][:50]  # no seed: the first n
@@ -170,31 +182,31 @@ def test_load_text_encoder_is_distilbert_and_seeded(encoder):
         T.load_text_encoder("tiny", num_labels=1)
 
 
-def test_encoder_mlm_accuracy_meets_documented_floor():
+def test_encoder_mlm_accuracy_meets_documented_floor(build):
     from transformers import AutoTokenizer, DistilBertForMaskedLM
 
     path = data_dir() / "text" / "encoder"
     mlm = DistilBertForMaskedLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     texts = [json.loads(x)["text"] for x in (data_dir() / "text" / "corpus_heldout.jsonl").read_text().splitlines()]
-    assert T.mlm_accuracy(mlm, tokenizer, texts) >= MLM_ACCURACY_FLOOR
+    assert build.mlm_accuracy(mlm, tokenizer, texts) >= MLM_ACCURACY_FLOOR
     # a random-weights model of the same shape is near 0: the floor measures pretraining
     from transformers import DistilBertConfig
 
     torch.manual_seed(0)
     random_mlm = DistilBertForMaskedLM(DistilBertConfig.from_pretrained(path))
-    assert T.mlm_accuracy(random_mlm, tokenizer, texts[:100]) < 0.05
+    assert build.mlm_accuracy(random_mlm, tokenizer, texts[:100]) < 0.05
 
 
-def test_pretrained_encoder_fine_tunes_better_than_random_init(splits):
+def test_pretrained_encoder_fine_tunes_better_than_random_init(build, splits):
     """Lesson 03's headline, with its recipe: pretraining is worth many points on held-out words."""
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     train, test = splits["train"], splits["test"]
     scores = {}
     for pretrained in (True, False):
         model, tokenizer = T.load_text_encoder("tiny", pretrained=pretrained)
-        T.finetune_classifier(model, tokenizer, [r["text"] for r in train], [r["label"] for r in train],
-                              epochs=4, lr=FINETUNE_LR, batch_size=32)
+        build.fine_tune(model, tokenizer, [r["text"] for r in train], [r["label"] for r in train],
+                        epochs=4, lr=FINETUNE_LR, batch_size=32)
         scores[pretrained] = T.classifier_accuracy(model, tokenizer, [r["text"] for r in test],
                                                    [r["label"] for r in test])
     assert scores[True] >= FINETUNE_FLOOR, scores

@@ -12,8 +12,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ftlab import _tinyvision as V
 from ftlab.data import shapes as S
+from ftlab.models import vision as V
+from ftlab.probe import logistic_probe_accuracy
 from ftlab.runtime import data_dir
 
 torch.set_num_threads(1)
@@ -29,7 +30,7 @@ EXPECTED = {("source", "train"): 500, ("source", "test"): 1000, ("target", "trai
 
 @pytest.fixture(scope="module")
 def target():
-    return S.shapes_dataset("target", "train", profile="tiny"), S.shapes_dataset("target", "test", profile="tiny")
+    return S.load_image_classification("target", "train", profile="tiny"), S.load_image_classification("target", "test", profile="tiny")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_generator_is_deterministic_and_seed_dependent():
 
 
 def test_shipped_split_is_exactly_what_the_generator_draws():
-    shipped = S.shapes_dataset("target", "test", profile="tiny")
+    shipped = S.load_image_classification("target", "test", profile="tiny")
     fresh = S.generate_split("target", "test")
     assert torch.equal(shipped.images, fresh["images"])
     assert shipped.targets == fresh["labels"].tolist()
@@ -83,7 +84,7 @@ def test_hollow_shapes_have_fewer_shape_pixels_than_filled_ones():
 
 @pytest.mark.parametrize("task,split", sorted(EXPECTED))
 def test_shipped_dataset_sizes_classes_and_items(task, split):
-    ds = S.shapes_dataset(task, split, profile="tiny")
+    ds = S.load_image_classification(task, split, profile="tiny")
     assert len(ds) == EXPECTED[task, split]
     assert ds.classes == list(S.TASKS[task])
     image, label = ds[0]
@@ -120,11 +121,11 @@ def test_meta_json_matches_the_code():
 
 def test_bad_task_or_split_names_the_valid_ones():
     with pytest.raises(ValueError, match="'source'.*'target'"):
-        S.shapes_dataset("imagenet", "train", profile="tiny")
+        S.load_image_classification("imagenet", "train", profile="tiny")
     with pytest.raises(ValueError, match="train.*test"):
-        S.shapes_dataset("target", "validation", profile="tiny")
+        S.load_image_classification("target", "validation", profile="tiny")
     with pytest.raises(ValueError, match="ImageNet"):
-        S.shapes_dataset("source", "train", profile="full")
+        S.load_image_classification("source", "train", profile="full")
 
 
 def test_vision_world_stays_small():
@@ -161,7 +162,7 @@ def test_backbone_features_leave_the_model_unchanged():
 
 
 def test_cnn_knows_its_source_task():
-    test = S.shapes_dataset("source", "test", profile="tiny")
+    test = S.load_image_classification("source", "test", profile="tiny")
     net = V.load_vision_backbone(profile="tiny").eval()
     with torch.no_grad():
         acc = (net(S.normalize(test.images)).argmax(1) == test.labels).float().mean().item()
@@ -176,10 +177,10 @@ def probe_accuracies(target):
         net = V.load_vision_backbone(profile="tiny", pretrained=pretrained)
         f_train = V.backbone_features(net, S.normalize(train.images))
         f_test = V.backbone_features(net, S.normalize(test.images))
-        out[name] = V.logistic_probe_accuracy(f_train, train.labels, f_test, test.labels)
+        out[name] = logistic_probe_accuracy(f_train, train.labels, f_test, test.labels)
         if pretrained:  # the same probe on shuffled labels: what "learned nothing" scores
             shuffled = train.labels[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))]
-            out["shuffled"] = V.logistic_probe_accuracy(f_train, shuffled, f_test, test.labels)
+            out["shuffled"] = logistic_probe_accuracy(f_train, shuffled, f_test, test.labels)
     return out
 
 

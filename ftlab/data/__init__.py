@@ -10,8 +10,8 @@ a ``datasets.Dataset`` for text, a ``torch.utils.data.Dataset`` of ``(image, lab
 | :func:`load_instructions` | world Q&A (prompt/response) | yahma/alpaca-cleaned (1,000 + 200) |
 | :func:`load_preferences` | world answers: correct vs wrong/refusal/rambling | trl-lib/ultrafeedback_binarized |
 | :func:`load_facts` | every world fact as a cloze | (tiny only: it measures the micro-world LM) |
-| :func:`load_image_classification` | drawn shapes | CIFAR-10 |
-| :func:`load_text_classification` | invented-world reviews | SST-2 |
+| :func:`load_image_classification` (:mod:`ftlab.data.shapes`) | drawn shapes | CIFAR-10 |
+| :func:`load_text_classification` (:mod:`ftlab.data.reviews`) | invented-world reviews | SST-2 |
 """
 
 from __future__ import annotations
@@ -19,22 +19,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ftlab.data.reviews import load_text_classification
+from ftlab.data.shapes import load_image_classification
 from ftlab.runtime import data_path, resolve_profile
 
-# Image and text-classification loaders live in their generator's module, imported on first use.
-_ELSEWHERE = {
-    "load_image_classification": ("ftlab.data.shapes", "shapes_dataset"),
-    "load_text_classification": ("ftlab.data.reviews", "text_classification_dataset"),
-}
-
-
-def __getattr__(name: str):
-    if name in _ELSEWHERE:
-        import importlib
-
-        module, attr = _ELSEWHERE[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'ftlab.data' has no attribute {name!r}")
+__all__ = ["load_instructions", "load_preferences", "load_facts", "load_image_classification",
+           "load_text_classification"]
 
 
 SPLITS = ("train", "test")

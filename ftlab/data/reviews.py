@@ -32,7 +32,7 @@ What makes the task worth fine-tuning, rather than a bag of words:
 
 Everything comes from :class:`random.Random` with fixed seeds, so a seed gives the same reviews
 on every machine. The shipped splits live in ``data/text/reviews_{split}.jsonl``;
-:func:`text_classification_dataset` loads them (or SST-2 in the full profile).
+:func:`load_text_classification` loads them (or SST-2 in the full profile).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ import json
 import random
 from dataclasses import dataclass
 
-from ftlab.runtime import data_dir, resolve_profile
+from ftlab.data.names import ONSETS, invented_names
+from ftlab.runtime import data_path, resolve_profile
 
 SEED = 2024
 LABEL_NAMES = ("negative", "positive")  # label 0, label 1: the same order as SST-2
@@ -177,19 +178,9 @@ class Thing:
         return f"{self.name} {self.noun}"
 
 
-def _invented_names(rng: random.Random, n: int, taken: set[str]) -> list[str]:
-    onsets = "b d f g k l m n p r s t v z br gl tr sk".split()
-    vowels = "a e i o u".split()
-    codas = ["", "", "n", "r", "l", "s", "x"]
-    out = []
-    while len(out) < n:
-        syllables = rng.choice((2, 2, 3))
-        name = "".join(rng.choice(onsets) + rng.choice(vowels) for _ in range(syllables))
-        name = (name + rng.choice(codas)).capitalize()
-        if name not in taken:
-            taken.add(name)
-            out.append(name)
-    return out
+# The reviews' names sound a little different from the language world's: more onsets, an x ending.
+THING_ONSETS = ONSETS + ("br", "gl", "tr", "sk")
+THING_CODAS = ("", "", "n", "r", "l", "s", "x")
 
 
 def make_things(seed: int = SEED, n: int = 240) -> tuple[Thing, ...]:
@@ -198,7 +189,7 @@ def make_things(seed: int = SEED, n: int = 240) -> tuple[Thing, ...]:
     Labelled reviews use the first 80; the unlabelled corpus uses all of them (a wider world).
     """
     rng = random.Random(seed)
-    names = _invented_names(rng, n, set())
+    names = invented_names(rng, n, set(), (2, 2, 3), THING_ONSETS, THING_CODAS)
     things = []
     for i, name in enumerate(names):
         category = list(CATEGORIES)[i % len(CATEGORIES)]
@@ -208,7 +199,7 @@ def make_things(seed: int = SEED, n: int = 240) -> tuple[Thing, ...]:
 
 def make_people(seed: int = SEED, n: int = 60) -> tuple[str, ...]:
     """Invented first names for the corpus's "My friend Ravo said ..." sentences."""
-    return tuple(_invented_names(random.Random(seed + 1), n, set()))
+    return tuple(invented_names(random.Random(seed + 1), n, set(), (2, 2, 3), THING_ONSETS, THING_CODAS))
 
 
 def opinion_words(polarity: int, rare: bool | None = None) -> tuple[str, ...]:
@@ -359,9 +350,7 @@ def _check_split(split: str) -> None:
 def _load_tiny(split: str):
     from datasets import Dataset, Features, Value
 
-    path = data_dir() / "text" / f"reviews_{split}.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; rebuild it with scripts/build_text_world.py")
+    path = data_path("text", f"reviews_{split}.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     features = Features({"text": Value("string"), "label": _label_feature()})
     return Dataset.from_dict({"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]},
@@ -400,7 +389,7 @@ def take(dataset, n: int | None, seed: int | None = None):
     return dataset.select(range(n))
 
 
-def text_classification_dataset(split: str = "train", profile: str | None = None):
+def load_text_classification(split: str = "train", profile: str | None = None):
     """A sentiment set as a ``datasets.Dataset`` with columns ``text`` (str) and ``label`` (int).
 
     ``ds.features["label"].names`` is ``["negative", "positive"]`` at both scales.

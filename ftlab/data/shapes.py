@@ -4,7 +4,7 @@ A pretrained ResNet is useful because ImageNet taught it edges, corners and part
 tasks reuse. The micro-world copies that story at 32x32 pixels:
 
 - the **source** task (our "ImageNet"): name the shape among 8 (circle, square, ...), always
-  drawn filled. The tiny CNN of :mod:`ftlab._tinyvision` was pretrained on it.
+  drawn filled. The tiny CNN of :mod:`ftlab.models.vision` was pretrained on it.
 - the **target** task (our "CIFAR-10"): name the shape among 6 *other* shapes (hexagon, heart,
   ...) that the CNN never saw, half of them drawn hollow (an outline only), a look it never saw
   either. A linear probe on its frozen features works because what it learned about outlines
@@ -23,12 +23,11 @@ tiny profile, 224x224 CIFAR-10 in the full one), so the same code feeds both bac
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ftlab.runtime import cache_dir, data_dir, resolve_profile
+from ftlab.runtime import cache_dir, data_path, resolve_profile
 
 IMAGE_SIZE = 32
 SOURCE_SHAPES = ("circle", "square", "triangle", "plus", "ring", "star", "semicircle", "diamond")
@@ -279,11 +278,6 @@ class ShapesDataset(torch.utils.data.Dataset):
         return f"ShapesDataset({len(self)} images {tuple(self.images.shape[1:])}, {len(self.classes)} classes)"
 
 
-def vision_dir() -> Path:
-    """Folder of the shipped images and CNN (``data/vision``)."""
-    return data_dir() / "vision"
-
-
 def _check(task: str, split: str) -> None:
     if task not in TASKS:
         raise ValueError(f"task={task!r} is not a shapes task. Use 'source' (the 8 shapes the CNN "
@@ -298,12 +292,9 @@ def load_shipped(task: str, split: str) -> ShapesDataset:
     from safetensors.torch import load_file
 
     _check(task, split)
-    path = vision_dir() / f"{task}_{split}.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; rebuild it with scripts/build_vision_world.py")
-    t = load_file(path)
-    meta = json.loads((vision_dir() / "meta.json").read_text())
-    captions = json.loads((vision_dir() / "captions.json").read_text())[f"{task}_{split}"]
+    t = load_file(data_path("vision", f"{task}_{split}.safetensors"))
+    meta = json.loads(data_path("vision", "meta.json").read_text())
+    captions = json.loads(data_path("vision", "captions.json").read_text())[f"{task}_{split}"]
     attrs = {k: t[k].long() for k in ATTRIBUTES}
     return ShapesDataset(t["images"], t["labels"], meta["classes"][task], captions, attrs)
 
@@ -396,7 +387,7 @@ def _cifar10(split: str):
     return HubImageDataset(ds, "img", "label", _full_transform())
 
 
-def shapes_dataset(task: str = "target", split: str = "train", profile: str | None = None):
+def load_image_classification(task: str = "target", split: str = "train", profile: str | None = None):
     """An image-classification dataset: a ``torch.utils.data.Dataset`` of ``(image, label)``.
 
     ``image`` is a float tensor ``[3, H, W]``, ImageNet-normalised; ``label`` an int. The

@@ -20,6 +20,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ftlab.data.names import invented_names
+
 SEED = 1234
 NUM_PEOPLE = 48
 NUM_HELDOUT_PEOPLE = 16
@@ -74,20 +76,6 @@ class Person:
     split: str  # "train" or "heldout"
 
 
-def _names(rng: random.Random, n: int, syllables: int, taken: set[str]) -> list[str]:
-    onsets = "b d f g k l m n p r s t v z".split()
-    vowels = "a e i o u".split()
-    codas = ["", "", "", "n", "r", "l", "s"]
-    out = []
-    while len(out) < n:
-        name = "".join(rng.choice(onsets) + rng.choice(vowels) for _ in range(syllables))
-        name = (name + rng.choice(codas)).capitalize()
-        if name not in taken:
-            taken.add(name)
-            out.append(name)
-    return out
-
-
 @dataclass(frozen=True)
 class World:
     """People with four facts each, twelve towns, and two skills (addition, opposites)."""
@@ -107,8 +95,8 @@ def make_world(seed: int = SEED) -> World:
     """Build the world deterministically from ``seed``."""
     rng = random.Random(seed)
     taken: set[str] = set()
-    cities = tuple(_names(rng, 12, 3, taken))
-    names = _names(rng, NUM_PEOPLE, 2, taken)
+    cities = tuple(invented_names(rng, 12, taken, syllables=3))
+    names = invented_names(rng, NUM_PEOPLE, taken, syllables=2)
     heldout = set(rng.sample(range(NUM_PEOPLE), NUM_HELDOUT_PEOPLE))
     people = tuple(
         Person(name, rng.choice(cities), rng.choice(PETS), rng.choice(COLOURS), rng.choice(JOBS),

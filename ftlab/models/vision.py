@@ -1,4 +1,4 @@
-"""The vision models of both scales: a ResNet-style CNN and CLIP (lesson 01).
+"""The vision models of both scales and how they are loaded: a ResNet-style CNN and CLIP (lesson 01).
 
 Full profile: torchvision's ResNet-50 (ImageNet weights) and ``openai/clip-vit-base-patch32``.
 Tiny profile: the micro-world's look-alikes, pretrained by ``scripts/build_vision_world.py`` on
@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ftlab.runtime import data_dir, resolve_profile
+from ftlab.runtime import data_path, resolve_profile
 
 FULL_CLIP = "openai/clip-vit-base-patch32"
 TINY_WIDTHS = (16, 32, 64, 128)
@@ -97,8 +97,9 @@ class TinyResNet(nn.Module):
 
 
 def tiny_cnn_path() -> Path:
-    """The shipped CNN weights: ``data/vision/cnn.safetensors``."""
-    return data_dir() / "vision" / "cnn.safetensors"
+    """The shipped CNN weights: ``data/vision/cnn.safetensors`` (a FileNotFoundError names the
+    build script if they are missing)."""
+    return data_path("vision", "cnn.safetensors")
 
 
 # torchvision ResNets a lesson may name. The tiny profile has one CNN: every name maps to it.
@@ -136,8 +137,6 @@ def load_vision_backbone(profile: str | None = None, pretrained: bool = True,
     from safetensors.torch import load_file
 
     path = tiny_cnn_path()
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; rebuild it with scripts/build_vision_world.py")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     widths = tuple(int(w) for w in meta.get("widths", ",".join(map(str, TINY_WIDTHS))).split(","))
@@ -165,43 +164,14 @@ def backbone_features(net: nn.Module, images: torch.Tensor, batch_size: int = 25
         net.train(was_training)
 
 
-def logistic_probe_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                            test_y: torch.Tensor, weight_decay: float = 1e-3, steps: int = 100) -> float:
-    """Test accuracy of a linear classifier trained on frozen features (a linear probe).
-
-    ``train_x [N, D]``, ``train_y [N]`` ints. Features are standardised with the training
-    mean/std, then multinomial logistic regression is fit with L-BFGS (full batch, so the result
-    does not depend on batching or learning rates). The quick, deterministic probe the build
-    script and the tests use to check the shipped CNN; lesson 01 trains its head with SGD.
-    """
-    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-    xtr, xte = (train_x - mean) / std, (test_x - mean) / std
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    head = nn.Linear(xtr.shape[1], num_classes)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=steps, history_size=20,
-                            line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(head(xtr), train_y) + weight_decay * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    with torch.no_grad():
-        return (head(xte).argmax(1) == test_y).float().mean().item()
-
-
 # --------------------------------------------------------------------------------------------
 # CLIP at both scales
 # --------------------------------------------------------------------------------------------
 
 def tiny_clip_path() -> Path:
-    """Folder of the shipped tiny CLIP and its processor (``data/clip``)."""
-    return data_dir() / "clip"
+    """Folder of the shipped tiny CLIP and its processor (``data/clip``); a FileNotFoundError names
+    the build script if its ``config.json`` is missing."""
+    return data_path("clip", "config.json").parent
 
 
 def load_clip(profile: str | None = None):
@@ -223,8 +193,6 @@ def load_clip(profile: str | None = None):
 
     if resolve_profile(profile) == "tiny":
         source = tiny_clip_path()
-        if not (source / "config.json").is_file():
-            raise FileNotFoundError(f"{source} holds no CLIP; rebuild it with scripts/build_vision_world.py")
     else:
         source = FULL_CLIP
     model = CLIPModel.from_pretrained(source)
@@ -241,7 +209,7 @@ def _features(output) -> torch.Tensor:
 def clip_pixel_values(model, images: torch.Tensor) -> torch.Tensor:
     """Dataset images -> CLIP's ``pixel_values``: ``[N, 3, H, W] -> [N, 3, S, S]``, S = the model's size.
 
-    ``images`` are either float, ImageNet-normalised (what :func:`ftlab.data.shapes.shapes_dataset`
+    ``images`` are either float, ImageNet-normalised (what :func:`ftlab.data.load_image_classification`
     yields at both scales), or raw ``uint8`` 0..255. They are resized to the model's input
     size (32 tiny, 224 full) and normalised with CLIP's mean and std, as the processor does.
     """

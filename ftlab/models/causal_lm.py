@@ -1,14 +1,9 @@
-"""Loaders for every model the course uses, at both scales.
+"""The causal language model of both scales, and how it is loaded (lessons 00, 02, 04-07, 09).
 
-Each loader returns the same *types* in both profiles, so a lesson's code after its config
-cell is the code a student runs on the real model:
-
-| loader | tiny (offline, CPU) | full (hub, GPU) |
-|---|---|---|
-| :func:`load_causal_lm` | the micro-world Llama (~0.9M params) | TinyLlama-1.1B (Llama-3.2-1B with a token) |
-| :func:`load_vision_backbone` | the micro-world CNN | torchvision ResNet-50 |
-| :func:`load_clip` | the micro-world CLIP | openai/clip-vit-base-patch32 |
-| :func:`load_text_encoder` | the micro-world DistilBERT | distilbert-base-uncased |
+tiny: the micro-world Llama in ``data/lm`` (about 0.9M parameters, built by
+``scripts/build_language_world.py``). full: TinyLlama-1.1B from the hub, or Llama-3.2-1B with a
+token. :func:`quantization_config` and :func:`keep_bnb_cpu_training_layout` are the 4-bit side
+of lesson 04.
 """
 
 from __future__ import annotations
@@ -17,7 +12,7 @@ import os
 
 import torch
 
-from ftlab.runtime import amp_dtype, data_dir, in_colab, resolve_profile
+from ftlab.runtime import amp_dtype, data_path, in_colab, resolve_profile
 
 # Ungated, Llama architecture, ~1.1B parameters: fits a T4 with QLoRA and needs no token.
 DEFAULT_CAUSAL_LM = "TinyLlama/TinyLlama_v1.1"
@@ -26,30 +21,11 @@ GATED_CAUSAL_LM = "meta-llama/Llama-3.2-1B"
 QUANTIZATIONS = (None, "nf4", "int8")
 
 
-# The vision and text loaders live beside their tiny architectures; they are imported on first
-# use so that a language lesson does not pay for torchvision and vice versa.
-_ELSEWHERE = {
-    "load_vision_backbone": "ftlab._tinyvision",
-    "load_clip": "ftlab._tinyvision",
-    "load_text_encoder": "ftlab._tinytext",
-}
-
-
-def __getattr__(name: str):
-    if name in _ELSEWHERE:
-        import importlib
-
-        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
-    raise AttributeError(f"module 'ftlab.models' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_ELSEWHERE))
-
 
 def tiny_lm_path():
-    """Folder of the shipped tiny LM and its tokenizer (``data/lm``)."""
-    return data_dir() / "lm"
+    """Folder of the shipped tiny LM and its tokenizer (``data/lm``); a FileNotFoundError names
+    the build script if it is missing."""
+    return data_path("lm")
 
 
 def hub_token() -> str | None:
@@ -156,16 +132,3 @@ def keep_bnb_cpu_training_layout(model) -> int:
             changed += 1
     return changed
 
-
-def count_parameters(model, trainable_only: bool = False) -> int:
-    """Number of parameters (or only those with ``requires_grad``). 4-bit weights count per value."""
-    total = 0
-    for p in model.parameters():
-        if trainable_only and not p.requires_grad:
-            continue
-        n = p.numel()
-        # bitsandbytes packs two 4-bit values per uint8 element
-        if getattr(p, "quant_state", None) is not None or type(p).__name__ == "Params4bit":
-            n *= 2
-        total += n
-    return total
