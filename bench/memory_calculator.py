@@ -5,7 +5,7 @@
 Part 1: a small Llama (random weights, no download) trained one step in nine set-ups (full /
 LoRA / QLoRA, fp32 / bf16, gradient checkpointing on/off, AdamW / 8-bit AdamW / SGD, several
 batch x sequence sizes). For each: predicted / measured for every part. Static parts are counted
-tensors; activations are the bytes saved for backward (ftlab.memory.measure).
+tensors; activations are the bytes saved for backward (ftlab.measure.measure).
 
 Part 2: the real Llama-3.2-1B architecture with random weights, its decoder linears quantized to
 NF4 by bitsandbytes on the CPU, prepared for k-bit training, LoRA on all linears: counted static
@@ -23,7 +23,7 @@ import time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ftlab import memory
+from ftlab import measure, memory
 
 SMALL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
              intermediate_size=320, vocab_size=500, tie_word_embeddings=True, head_dim=32)
@@ -36,8 +36,8 @@ def part1():
     print(f"{'method':6} {'prec':5} {'ckpt':5} {'b x s':>7} {'optimizer':10} {'weights':>8} {'grads':>7} "
           f"{'optim':>7} {'activ.':>7} {'measured activations':>21}")
     worst = 0.0
-    for method, precision, ckpt, b, s, targets, opt in memory.VALIDATION_SETUPS:
-        predicted, measured = memory.measure_setup(folder, method, precision, ckpt, b, s, targets, opt)
+    for method, precision, ckpt, b, s, targets, opt in measure.VALIDATION_SETUPS:
+        predicted, measured = measure.measure_setup(folder, method, precision, ckpt, b, s, targets, opt)
         ratios = [getattr(predicted, p) / getattr(measured, p) if getattr(measured, p) else 1.0
                   for p in ("weights", "gradients", "optimizer", "activations")]
         worst = max(worst, *(abs(r - 1) for r in ratios))
@@ -47,10 +47,10 @@ def part1():
 
 
 def part2():
-    config = LlamaConfig(**memory.LLAMA_32_1B)
+    config = LlamaConfig(**measure.LLAMA_32_1B)
     t0 = time.time()
-    model = memory.random_qlora_model(config, r=16)
-    counted = memory.param_bytes(model)
+    model = measure.random_qlora_model(config, r=16)
+    counted = measure.param_bytes(model)
     predicted = memory.estimate(config, method="qlora", precision="bf16", r=16, target_modules="all-linear")
     print(f"Part 2: Llama-3.2-1B architecture, random weights, NF4 by bitsandbytes on CPU ({time.time() - t0:.0f} s)")
     print(f"  parameters {predicted.n_params:,}; LoRA r=16 on all linears: {predicted.trainable:,} trainable")

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ftlab.memory import CUDA_CONTEXT, GiB, MemoryEstimate, _activations, _adam_bytes, nf4_bytes, shape_from_config
+from ftlab.memory import (CUDA_CONTEXT, GiB, MemoryEstimate, activation_bytes, nf4_bytes, optimizer_state_bytes,
+                          shape_from_config)
 
 # Hub repo -> its published config (the values of its config.json), for pricing at real size.
 REAL_CONFIGS = {
@@ -281,7 +282,7 @@ def plan_run(model, batch, *, optimizer, mixed_precision: str, gpu, micro_batche
         if p.requires_grad:
             trainable += numel
             grads += numel * p.element_size()
-            opt += _adam_bytes(numel, opt_name)
+            opt += optimizer_state_bytes(numel, opt_name)
 
     if torch.is_tensor(batch):
         shape = tuple(batch.shape)
@@ -305,7 +306,8 @@ def plan_run(model, batch, *, optimizer, mixed_precision: str, gpu, micro_batche
     if llama_shape is not None and hasattr(hf, "lm_head"):
         b, seq = shape
         targets = tuple(sorted(lora_targets))
-        acts, _ = _activations(llama_shape, method, 2 if half else 4, targets, lora_rank or 1, b, seq, checkpointing)
+        acts, _ = activation_bytes(llama_shape, method, 2 if half else 4, targets, lora_rank or 1, b, seq,
+                                   checkpointing)
         transient = 2 * 4 * b * (seq - 1) * llama_shape.vocab
         modelled = True
     est = MemoryEstimate(int(weights), int(grads), int(opt), int(acts), int(trainable), int(n_params),

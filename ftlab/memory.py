@@ -12,10 +12,13 @@ Training memory has four parts:
   batch x sequence length, and gradient checkpointing trades most of them for a second forward.
 
 :func:`estimate` predicts the four from a Hugging Face config (or model, or a bare parameter
-count for back-of-envelope work); :func:`measure` measures the same four on a real training step:
-counted tensors for the static parts, and for activations the bytes saved for backward, seen
-through ``torch.autograd.graph.saved_tensors_hooks`` (so it works on a CPU; on a GPU it also
-reports ``torch.cuda.max_memory_allocated``). ``tests/test_memory.py`` holds the two together.
+count for back-of-envelope work); :func:`max_batch_size` and :func:`fit_table` ask it what fits
+which card. This module is arithmetic only: it builds no model and needs neither transformers nor
+a GPU (:func:`known_config` imports transformers for its config class when called).
+
+The other side of the comparison is ``ftlab.measure``: it builds a model the way the lessons train
+it, runs one real step and counts the same four parts (:func:`side_by_side` here prints the two).
+``tests/test_memory.py`` holds them together.
 
 The activation model is derived op by op from Hugging Face's Llama decoder layer with SDPA
 attention (Llama, TinyLlama, Mistral and Qwen2 share it); ``docs/memory.md`` lists the terms.
@@ -25,19 +28,15 @@ from __future__ import annotations
 
 import math
 import numbers
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import torch
-import torch.nn as nn
-
 from ftlab.lora import lora_params  # noqa: F401  (re-exported: the calculator's formula lives in ftlab.lora)
-from ftlab.quant import bits_per_parameter, require_bitsandbytes
+from ftlab.quant import bits_per_parameter
 
-__all__ = ["GPUS", "ModelShape", "MemoryEstimate", "estimate", "measure", "lora_params", "nf4_bytes",
-           "shape_from_config", "training_model", "side_by_side", "param_bytes", "make_optimizer",
-           "measure_setup", "VALIDATION_SETUPS", "METHODS", "OPTIMIZERS", "PRECISIONS",
-           "KNOWN_MODELS", "known_config", "SHARDINGS", "shard"]
+__all__ = ["GiB", "CUDA_CONTEXT", "GPUS", "ModelShape", "MemoryEstimate", "estimate", "lora_params", "nf4_bytes",
+           "shape_from_config", "side_by_side", "METHODS", "OPTIMIZERS", "PRECISIONS", "LINEAR_NAMES",
+           "KNOWN_MODELS", "known_config", "SHARDINGS", "shard", "activation_bytes", "optimizer_state_bytes",
+           "resolve_targets", "check_choice", "RECIPES", "max_batch_size", "fit_table", "format_fit_table"]
 
 GiB = 1024**3
 # Memory a training process can allocate on each card: the card's total as nvidia-smi reports
@@ -243,7 +242,8 @@ def _capacity(gpu) -> int:
     raise ValueError(f"gpu must be one of {list(GPUS)} or a positive number of bytes, got {gpu!r}")
 
 
-def _resolve_targets(target_modules) -> tuple[str, ...]:
+def resolve_targets(target_modules) -> tuple[str, ...]:
+    """LoRA's ``target_modules`` as a tuple of projection names ("all-linear": every one of LINEAR_NAMES)."""
     if target_modules in ("all-linear", "all_linear", "all"):
         return LINEAR_NAMES
     if isinstance(target_modules, str):
@@ -256,7 +256,10 @@ def _resolve_targets(target_modules) -> tuple[str, ...]:
     return targets
 
 
-def _adam_bytes(numel: int, optimizer: str) -> float:
+def optimizer_state_bytes(numel: int, optimizer: str) -> float:
+    """Bytes of optimizer state for one trainable tensor of ``numel`` values (a name in OPTIMIZERS):
+    AdamW two fp32 moments, 8-bit AdamW two 8-bit moments plus an fp32 scale per 256 (32-bit state
+    below bitsandbytes' 4096-value threshold), SGD with momentum one fp32 buffer, plain SGD none."""
     if optimizer == "adamw":
         return 8 * numel
     if optimizer == "adamw8bit":
@@ -266,9 +269,16 @@ def _adam_bytes(numel: int, optimizer: str) -> float:
     return 0
 
 
-def _check_choice(name, value, options):
+def check_choice(name, value, options):
+    """A ValueError that names the argument and its options unless ``value`` is one of ``options``."""
     if value not in options:
         raise ValueError(f"{name}={value!r}; use one of {list(options)}")
+
+
+def check_flag(name, value):
+    """A ValueError unless ``value`` is True or False: a string such as "no" would read as on."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r}: pass True or False (a string or a number is not read as a switch)")
 
 
 def estimate(model, method: str = "full", precision: str = "bf16", optimizer: str = "adamw", r: int = 16,
@@ -300,9 +310,12 @@ def estimate(model, method: str = "full", precision: str = "bf16", optimizer: st
     ``world_size`` and ``sharding`` (lesson 10) make it the memory of ONE of ``world_size``
     data-parallel GPUs, each with its own micro-batch of ``batch_size``: see :func:`shard`.
     """
+    for name, flag in (("grad_checkpointing", grad_checkpointing), ("master_weights", master_weights),
+                       ("double_quant", double_quant)):
+        check_flag(name, flag)
     if not isinstance(world_size, int) or isinstance(world_size, bool) or world_size < 1:
         raise ValueError(f"world_size must be a positive integer (data-parallel GPUs), got {world_size!r}")
-    _check_choice("sharding", sharding, SHARDINGS)
+    check_choice("sharding", sharding, SHARDINGS)
     one = _estimate_one(model, method, precision, optimizer, r, target_modules, batch_size, seq_len,
                         grad_checkpointing, master_weights, double_quant, trainable, adam_state)
     return shard(one, world_size, sharding, master=4 * one.trainable if master_weights and method == "full" else 0)
@@ -323,7 +336,7 @@ def shard(est: MemoryEstimate, world_size: int, sharding: str = "zero3", master:
     Not modelled: the buffers stage 3 / FSDP all-gathers one layer at a time into (about one
     layer's weights, twice with prefetch), and communication buckets (DDP: 25 MiB each).
     """
-    _check_choice("sharding", sharding, SHARDINGS)
+    check_choice("sharding", sharding, SHARDINGS)
     parts = SHARDINGS[sharding]
     split = lambda x: -(-int(x) // world_size)  # noqa: E731  (ceil: a shard is never short)
     weights, grads, opt = est.weights, est.gradients, est.optimizer
@@ -345,10 +358,10 @@ def shard(est: MemoryEstimate, world_size: int, sharding: str = "zero3", master:
 
 def _estimate_one(model, method, precision, optimizer, r, target_modules, batch_size, seq_len,
                   grad_checkpointing, master_weights, double_quant, trainable, adam_state) -> MemoryEstimate:
-    _check_choice("method", method, METHODS)
-    _check_choice("precision", precision, PRECISIONS)
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
-    _check_choice("adam_state", adam_state, ("fp32", "param"))
+    check_choice("method", method, METHODS)
+    check_choice("precision", precision, PRECISIONS)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("adam_state", adam_state, ("fp32", "param"))
     for name, v in (("batch_size", batch_size), ("seq_len", seq_len), ("r", r)):
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -365,7 +378,7 @@ def _estimate_one(model, method, precision, optimizer, r, target_modules, batch_
     shape = shape_from_config(config)
     n = shape.n_params
     _check_trainable(trainable, n)
-    targets = _resolve_targets(target_modules) if method in ("lora", "qlora") else ()
+    targets = resolve_targets(target_modules) if method in ("lora", "qlora") else ()
     lin = shape.linear_shapes()
     lora_tensors = [n_ for t in targets for n_ in (r * lin[t][1], lin[t][0] * r)] * shape.layers
     for t in targets:
@@ -378,13 +391,13 @@ def _estimate_one(model, method, precision, optimizer, r, target_modules, batch_
         n_train = n
         weights = n * e + (4 * n if master_weights else 0)
         grads = n * e
-        opt = _adam_bytes(n, optimizer) if optimizer != "adamw8bit" else 2.0 * n + 8 * math.ceil(n / 256)
+        opt = optimizer_state_bytes(n, optimizer) if optimizer != "adamw8bit" else 2.0 * n + 8 * math.ceil(n / 256)
         if adam_state == "param" and optimizer in ("adamw", "sgd_momentum"):
             opt = opt * e // 4
     elif method == "probe":
         n_train = head + (0 if shape.tied else 0)
         weights, grads = n * e, n_train * 4
-        opt = _adam_bytes(n_train, optimizer)
+        opt = optimizer_state_bytes(n_train, optimizer)
         assumptions.append("probe: only the output head trains, in fp32")
     else:
         n_train = sum(lora_tensors)
@@ -400,9 +413,9 @@ def _estimate_one(model, method, precision, optimizer, r, target_modules, batch_
                                "(prepare_model_for_kbit_training upcasts them)")
         weights += 4 * n_train
         grads = 4 * n_train
-        opt = sum(_adam_bytes(t, optimizer) for t in lora_tensors)
+        opt = sum(optimizer_state_bytes(t, optimizer) for t in lora_tensors)
         assumptions.append(f"LoRA r={r} on {', '.join(targets)}: {n_train:,} fp32 parameters")
-    acts, details = _activations(shape, method, e, targets, r, batch_size, seq_len, grad_checkpointing)
+    acts, details = activation_bytes(shape, method, e, targets, r, batch_size, seq_len, grad_checkpointing)
     assumptions.append(f"activations: batch {batch_size} x {seq_len} tokens, SDPA attention, gradient checkpointing "
                        f"{'on' if grad_checkpointing else 'off'}")
     transient = 2 * 4 * batch_size * (seq_len - 1) * shape.vocab if method != "probe" else 0
@@ -432,7 +445,7 @@ def _estimate_bare(n, method, e, optimizer, master_weights, double_quant, traina
     if method == "full":
         weights = n * e + (4 * n if master_weights else 0)
         n_train, grads = n, n * e
-        opt = _adam_bytes(n, optimizer) if optimizer != "adamw8bit" else 2.0 * n + 8 * math.ceil(n / 256)
+        opt = optimizer_state_bytes(n, optimizer) if optimizer != "adamw8bit" else 2.0 * n + 8 * math.ceil(n / 256)
         if master_weights:
             assumptions.append("fp32 master weights: +4 bytes per parameter")
     else:
@@ -445,13 +458,18 @@ def _estimate_bare(n, method, e, optimizer, master_weights, double_quant, traina
         else:
             weights = n * e
         weights += 4 * n_train
-        grads, opt = 4 * n_train, _adam_bytes(n_train, optimizer)
+        grads, opt = 4 * n_train, optimizer_state_bytes(n_train, optimizer)
         assumptions.append(f"{n_train:,} trainable fp32 parameters")
     return MemoryEstimate(int(weights), int(grads), int(opt), 0, int(n_train), n, assumptions)
 
 
-def _activations(s: ModelShape, method, e, targets, r, b, seq, checkpointing):
-    """Bytes saved for backward, term by term (docs/memory.md derives each from the ops)."""
+def activation_bytes(s: ModelShape, method, e, targets, r, b, seq, checkpointing):
+    """Bytes a Llama-family decoder saves for backward, and those bytes term by term (a dict).
+
+    ``s`` the model's shape, ``method`` one of METHODS, ``e`` bytes per activation value (2 or 4),
+    ``targets`` LoRA's projection names, ``r`` its rank, ``b`` x ``seq`` the micro-batch,
+    ``checkpointing`` gradient checkpointing. docs/memory.md derives each term from the ops.
+    """
     T = b * seq                          # tokens in the micro-batch
     d, q, kv, ff, h = s.hidden, s.q_dim, s.kv_dim, s.intermediate, s.heads
     frozen = method in ("lora", "qlora")
@@ -511,159 +529,82 @@ def _activations(s: ModelShape, method, e, targets, r, b, seq, checkpointing):
     return layers_bytes + rope + logits + tail, details
 
 
-# -- measuring ---------------------------------------------------------------------------------
+# -- what fits where (lesson 07) -------------------------------------------------------------------
 
-def _tensor_bytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
-
-
-def param_bytes(model: nn.Module) -> int:
-    """Bytes the model's parameters (and float matrix buffers) hold, bitsandbytes' 4-bit scales included."""
-    total = 0
-    for p in model.parameters():
-        total += _tensor_bytes(p)
-        state = getattr(p, "quant_state", None)  # bitsandbytes 4-bit: the scales live here
-        if state is not None:
-            total += _tensor_bytes(state.absmax)
-            nested = getattr(state, "state2", None)
-            if nested is not None:
-                total += _tensor_bytes(nested.absmax) + _tensor_bytes(nested.code) + 4
-    return total + sum(_tensor_bytes(b) for b in model.buffers() if b.is_floating_point() and b.dim() > 1)
+# The three recipes of lesson 07's "what fits where" table. Full fine-tuning is mixed precision:
+# 16-bit weights for the matmuls, an fp32 master copy for the update, AdamW (16 bytes/param).
+# LoRA and QLoRA put r = 16 adapters on every linear projection; QLoRA adds the NF4 base and the
+# paged 8-bit AdamW of the QLoRA paper. bf16 is fp16 on a T4: the same bytes.
+RECIPES = {
+    "full": dict(method="full", precision="bf16", optimizer="adamw", master_weights=True),
+    "lora": dict(method="lora", precision="bf16", optimizer="adamw", r=16, target_modules="all-linear"),
+    "qlora": dict(method="qlora", precision="bf16", optimizer="adamw8bit", r=16, target_modules="all-linear"),
+}
+FIT_GPUS = ("T4", "L4", "A100-40GB")  # the cards lesson 07's table and explorer compare
 
 
-@contextmanager
-def _saved_tensor_counter(exclude: set[int]):
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr not in exclude:
-            seen[ptr] = max(seen.get(ptr, 0), storage.nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield seen
+def _config(model):
+    """A name in KNOWN_MODELS as its config; a config or a model as it is."""
+    return known_config(model) if isinstance(model, str) else model
 
 
-def measure(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer, loss_fn=None) -> MemoryEstimate:
-    """One real training step (forward, backward, optimizer step), measured part by part.
+def max_batch_size(model, gpu="T4", limit: int = 4096, **kwargs) -> int:
+    """The largest batch size whose :func:`estimate` fits ``gpu`` (0: not even one).
 
-    Weights, gradients and optimizer state are counted tensors. Activations are the unique bytes
-    of every tensor the forward saved for backward (``saved_tensors_hooks``), parameters excluded.
-    With gradient checkpointing, they are the layer inputs kept for recomputation, plus the
-    bytes one layer saves when it is recomputed in the backward pass. On CUDA, ``details`` also
-    has ``max_memory_allocated`` for the step.
+    ``model`` is a name in ``KNOWN_MODELS``, a config or a model; ``kwargs`` go to ``estimate``
+    (``batch_size`` excepted). Memory grows with the batch, so a doubling then a bisection finds it.
     """
-    from ftlab.train import causal_lm_loss
+    config = _config(model)
+    kwargs.pop("batch_size", None)
 
-    loss_fn = loss_fn or causal_lm_loss
-    model.train()
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    params |= {b.untyped_storage().data_ptr() for b in model.buffers()}
-    layers = _decoder_layers(model)
-    checkpointing = bool(getattr(model, "is_gradient_checkpointing", False)) and layers is not None
-    kept: dict[int, int] = {}
-    first_call: list = []
-    if checkpointing:
-        originals = [layer._gradient_checkpointing_func for layer in layers]
-        for layer, orig in zip(layers, originals):
-            def wrapped(fn, *args, _orig=orig, **kwargs):
-                for a in list(args) + list(kwargs.values()):
-                    if isinstance(a, torch.Tensor) and a.is_floating_point():
-                        st = a.untyped_storage()
-                        if st.data_ptr() not in params:
-                            kept[st.data_ptr()] = st.nbytes()
-                if not first_call:
-                    first_call.append((fn, args, kwargs))
-                return _orig(fn, *args, **kwargs)
-            layer._gradient_checkpointing_func = wrapped
-    cuda = torch.cuda.is_available() and next(model.parameters()).is_cuda
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    optimizer.zero_grad(set_to_none=True)
-    try:
-        with _saved_tensor_counter(params) as seen:
-            loss = loss_fn(model, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"the loss is {loss.item()}: nothing to measure")
-        outside = sum(seen.values())
-        recompute = 0
-        if checkpointing and first_call:
-            fn, args, kwargs = first_call[0]
-            with _saved_tensor_counter(params | set(kept)) as again:
-                fn(*args, **kwargs)  # one layer, as the backward pass recomputes it
-            recompute = sum(again.values())
-        loss.backward()
-        optimizer.step()
-    finally:
-        if checkpointing:
-            for layer, orig in zip(layers, originals):
-                layer._gradient_checkpointing_func = orig
-    only_kept = sum(v for k, v in kept.items() if k not in seen)  # the hooks usually saw them already
-    activations = outside + only_kept + recompute
-    grads = sum(_tensor_bytes(p.grad) for p in model.parameters() if p.grad is not None)
-    states: dict[int, int] = {}  # by storage: bitsandbytes shares its quantization maps between tensors
-    for state in optimizer.state.values():
-        for v in state.values():
-            if isinstance(v, torch.Tensor) and v.dim() > 0:
-                states[v.untyped_storage().data_ptr()] = _tensor_bytes(v)
-    opt = sum(states.values())
-    n = sum(p.numel() * (2 if getattr(p, "quant_state", None) is not None else 1) for p in model.parameters())
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    details = {"saved outside checkpoints": outside, "checkpointed layer inputs": sum(kept.values()),
-               "one layer recomputed": recompute}
-    if cuda:
-        torch.cuda.synchronize()
-        details["max_memory_allocated"] = torch.cuda.max_memory_allocated()
-        details["allocated before the step"] = before
-    optimizer.zero_grad(set_to_none=True)
-    return MemoryEstimate(param_bytes(model), grads, opt, activations, n_train, n,
-                          ["measured on one training step"], details, label="measured")
+    def fits(b):
+        return estimate(config, batch_size=b, **kwargs).fits(gpu)
+
+    if not fits(1):
+        return 0
+    low = 1
+    while low < limit and fits(min(2 * low, limit)):
+        low = min(2 * low, limit)
+    high = min(2 * low, limit + 1)  # fits(low), not fits(high)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
 
 
-def _decoder_layers(model: nn.Module):
-    for module in model.modules():
-        layers = getattr(module, "layers", None)
-        if isinstance(layers, nn.ModuleList) and len(layers) and hasattr(layers[0], "_gradient_checkpointing_func"):
-            return list(layers)
-    return None
+def fit_table(models, recipes=None, gpus=FIT_GPUS, batch_size: int = 4, seq_len: int = 512) -> list[dict]:
+    """Lesson 07's "what fits where": one row per (model, recipe), each estimated without and with
+    gradient checkpointing at ``batch_size`` x ``seq_len``. ``recipes`` default to :data:`RECIPES`.
+
+    Each row has ``model``, ``params_b`` (billions), ``method``, ``total_gib`` and
+    ``total_gib_ckpt``, and ``fits`` mapping each GPU to "yes" (fits as is), "ckpt" (fits only
+    with gradient checkpointing) or "no".
+    """
+    rows = []
+    for name in models:
+        config = _config(name)
+        for method, recipe in (recipes or RECIPES).items():
+            plain, ckpt = (estimate(config, batch_size=batch_size, seq_len=seq_len, grad_checkpointing=c, **recipe)
+                           for c in (False, True))
+            rows.append({"model": name if isinstance(name, str) else type(config).__name__,
+                         "params_b": plain.n_params / 1e9, "method": method,
+                         "total_gib": plain.total / GiB, "total_gib_ckpt": ckpt.total / GiB,
+                         "fits": {g: "yes" if plain.fits(g) else "ckpt" if ckpt.fits(g) else "no" for g in gpus}})
+    return rows
 
 
-def training_model(path, method: str = "full", precision: str = "fp32", r: int = 16,
-                   target_modules=("q_proj", "v_proj"), grad_checkpointing: bool = False):
-    """Load a causal LM from ``path`` (a local folder or hub id) set up for ``method`` the way
-    the lessons train it: full (every weight), lora (peft on ``target_modules``), qlora (NF4 with
-    double quantization + ``prepare_model_for_kbit_training`` + peft), with SDPA attention and,
-    optionally, gradient checkpointing. The calculator's activation model describes this recipe."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+def format_fit_table(rows: list[dict]) -> str:
+    """:func:`fit_table`'s rows as a fixed-width text table."""
+    gpus = list(rows[0]["fits"]) if rows else []
+    head = f"{'model':15} {'params':>7} {'method':7} {'GiB':>6} {'ckpt GiB':>8}  " + "".join(f"{g:>10}" for g in gpus)
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        lines.append(f"{row['model']:15} {row['params_b']:6.2f}B {row['method']:7} {row['total_gib']:6.1f} "
+                     f"{row['total_gib_ckpt']:8.1f}  " + "".join(f"{row['fits'][g]:>10}" for g in gpus))
+    return "\n".join(lines)
 
-    _check_choice("method", method, ("full", "lora", "qlora"))
-    _check_choice("precision", precision, ("fp32", "bf16", "fp16"))
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    kwargs = {}
-    if method == "qlora":
-        require_bitsandbytes("method='qlora' (the 4-bit NF4 base)")
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa", **kwargs)
-    if method == "qlora":
-        from ftlab.models import keep_bnb_cpu_training_layout
 
-        keep_bnb_cpu_training_layout(model)
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_checkpointing)
-    if method in ("lora", "qlora"):
-        targets = list(_resolve_targets(target_modules))
-        model = get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets))
-    if grad_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if method in ("lora", "qlora"):
-            model.enable_input_require_grads()  # so the checkpointed layers see an input that needs grad
-    return model
-
+# -- reading an estimate --------------------------------------------------------------------------
 
 def side_by_side(predicted: MemoryEstimate, measured: MemoryEstimate) -> str:
     """Predicted vs measured, part by part, in MiB, with the ratio."""
@@ -675,123 +616,21 @@ def side_by_side(predicted: MemoryEstimate, measured: MemoryEstimate) -> str:
     return "\n".join(rows)
 
 
-LLAMA_32_1B = KNOWN_MODELS["Llama-3.2-1B"]
-"""Llama-3.2-1B's architecture numbers (from its public config.json), to build it without a download."""
+# -- moved to ftlab.measure ----------------------------------------------------------------------
+# Building a model, an optimizer and a step, and reading what they hold, is ftlab.measure's job.
+# The old names keep working, with a DeprecationWarning, until every caller imports them from there.
+
+_MOVED_TO_MEASURE = ("measure", "param_bytes", "training_model", "random_qlora_model", "LLAMA_32_1B",
+                     "make_optimizer", "VALIDATION_SETUPS", "measure_setup")
 
 
-def random_qlora_model(config=None, device: str = "cpu", r: int = 16, compute_dtype=torch.bfloat16, seed: int = 0):
-    """The QLoRA recipe on random weights in a real architecture (default Llama-3.2-1B): every
-    decoder linear quantized to NF4 (double quantization) by bitsandbytes, exactly as
-    transformers does when it loads a checkpoint; then prepare_model_for_kbit_training and peft
-    LoRA on all linears. Nothing is downloaded, so memory figures can be checked offline."""
-    bnb = require_bitsandbytes("memory.random_qlora_model (bitsandbytes NF4 layers)")
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import LlamaConfig, LlamaForCausalLM
+def __getattr__(name: str):
+    if name in _MOVED_TO_MEASURE:
+        import warnings
 
-    config = config or LlamaConfig(**LLAMA_32_1B)
-    config._attn_implementation = "sdpa"
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config)
-    model = model.to_empty(device=device).to(compute_dtype)
-    model.tie_weights()  # to_empty gives the head its own storage; tie it back as from_pretrained does
-    gen = torch.Generator(device=device).manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 1:
-                p.fill_(1.0)  # norm weights
-            elif "embed" in name:
-                p.normal_(0, 0.02, generator=gen)
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is nn.Linear and name != "lm_head":
-                w = torch.randn(child.out_features, child.in_features, generator=gen, device=device) * 0.02
-                layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=False, compute_dtype=compute_dtype,
-                                          quant_type="nf4", compress_statistics=True, device="meta")
-                layer.weight = bnb.nn.Params4bit(w.to(compute_dtype).cpu() if device == "cpu" else w.to(compute_dtype),
-                                                 requires_grad=False, quant_type="nf4", blocksize=64,
-                                                 compress_statistics=True)
-                setattr(module, name, layer.to(device))  # quantizes
-                del w
-    model.is_loaded_in_4bit = True
-    from ftlab.models import keep_bnb_cpu_training_layout
+        from ftlab import measure
 
-    keep_bnb_cpu_training_layout(model)
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear"))
-
-
-def make_optimizer(name: str, params, lr: float = 1e-4) -> torch.optim.Optimizer:
-    """The optimizer the calculator's ``optimizer`` names, over the trainable ``params``:
-    "adamw", "adamw8bit" / "paged_adamw_8bit" (bitsandbytes: ``pip install 'ftlab[quant]'``),
-    "sgd", "sgd_momentum"."""
-    _check_choice("optimizer", name, OPTIMIZERS + ("paged_adamw_8bit",))
-    params = [p for p in params if p.requires_grad]
-    if name in ("adamw8bit", "paged_adamw_8bit"):
-        bnb = require_bitsandbytes(f"optimizer={name!r} (bitsandbytes' 8-bit AdamW)")
-        return (bnb.optim.PagedAdamW8bit if name.startswith("paged") else bnb.optim.AdamW8bit)(params, lr=lr)
-    if name in ("sgd", "sgd_momentum"):
-        return torch.optim.SGD(params, lr=lr, momentum=0.9 if name == "sgd_momentum" else 0.0)
-    return torch.optim.AdamW(params, lr=lr)
-
-
-# The set-ups bench/memory_calculator.py and tests/test_memory.py hold the calculator to:
-# method, precision, gradient checkpointing, batch, sequence length, LoRA targets, optimizer.
-VALIDATION_SETUPS = (
-    ("full", "fp32", False, 2, 64, (), "adamw"),
-    ("full", "fp32", True, 2, 96, (), "adamw"),
-    ("full", "bf16", False, 4, 32, (), "sgd"),
-    ("lora", "fp32", False, 2, 128, ("q_proj", "v_proj"), "adamw"),
-    ("lora", "bf16", False, 2, 64, LINEAR_NAMES, "adamw"),
-    ("lora", "fp32", True, 4, 64, ("q_proj", "v_proj"), "adamw8bit"),
-    ("qlora", "bf16", False, 2, 64, ("q_proj", "v_proj"), "adamw"),
-    ("qlora", "bf16", True, 2, 128, LINEAR_NAMES, "adamw8bit"),
-    ("qlora", "fp32", False, 4, 32, ("q_proj", "o_proj", "down_proj"), "adamw"),
-)
-
-
-def measure_setup(path, method: str, precision: str, grad_checkpointing: bool, batch_size: int, seq_len: int,
-                  target_modules=(), optimizer: str = "adamw", r: int = 16, seed: int = 1, device=None):
-    """``(predicted, measured)`` for one set-up: the model at ``path`` loaded with
-    :func:`training_model`, one step on an unpadded batch of random tokens, and :func:`estimate`
-    for the same set-up (optimizer state in the parameters' dtype, as torch keeps it)."""
-    targets = target_modules or "q_proj"
-    model = training_model(path, method, precision, r, targets, grad_checkpointing)
-    if device is not None:
-        model = model.to(device)
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, model.config.vocab_size, (batch_size, seq_len), generator=gen)
-    ids = ids.to(next(model.parameters()).device)
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-    opt = make_optimizer(optimizer, model.parameters())
-    _plan_step(model, batch, opt, precision)
-    measured = measure(model, batch, opt)
-    predicted = estimate(model.config, method=method, precision=precision, optimizer=optimizer, r=r,
-                         target_modules=targets, batch_size=batch_size, seq_len=seq_len,
-                         grad_checkpointing=grad_checkpointing, adam_state="param")
-    predicted.label = "predicted"
-    del model, opt, batch, ids
-    if torch.cuda.is_available():  # hand the step's memory back before the next set-up is measured
-        import gc
-
-        gc.collect()
-        torch.cuda.empty_cache()
-    return predicted, measured
-
-
-def _plan_step(model, batch, optimizer, precision: str):
-    """On a GPU (real, or simulated with ``FTLAB_SIMULATE_GPU``), the memory plan of the step about
-    to be measured, at the model's real size, as ``ftlab.train`` prints it before a run; stop with
-    the calculator's advice if it cannot fit the card. On a CPU, nothing. Returns the plan or None."""
-    from ftlab.runtime import card
-
-    gpu = card()
-    if gpu is None:
-        return None
-    from ftlab.budget import plan_run
-
-    plan = plan_run(model, batch, optimizer=optimizer, mixed_precision="no" if precision == "fp32" else precision,
-                    gpu=gpu)
-    print(plan.line())
-    if not plan.fits:
-        raise MemoryError(plan.advice())
-    return plan
+        warnings.warn(f"ftlab.memory.{name} moved to ftlab.measure.{name}: write `from ftlab.measure import {name}`. "
+                      "The old name will be removed.", DeprecationWarning, stacklevel=2)
+        return getattr(measure, name)
+    raise AttributeError(f"module 'ftlab.memory' has no attribute {name!r}")

@@ -1,5 +1,6 @@
 """ipywidgets explorers for the lessons. Each is a thin view over a pure function in the module
-that owns the idea; the tests call that function, not the widget.
+that owns the idea (``ftlab.lora``, ``ftlab.memory``, ``ftlab.dpo``); the tests call that function,
+not the widget. The ``*_data`` and ``format_*`` functions here only arrange those numbers for display.
 
 ipywidgets is imported when an explorer is built, so importing ftlab never needs it.
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ftlab.lora import rank_alpha_summary
+from ftlab.memory import (FIT_GPUS, KNOWN_MODELS, OPTIMIZERS, PRECISIONS, RECIPES, GiB, estimate, known_config,
+                          max_batch_size)
 
 RANKS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -51,64 +54,18 @@ def rank_alpha_explorer(shapes: Sequence[tuple[int, int]], total_params: int,
 
 # -- lesson 07: the memory explorer ----------------------------------------------------------------
 
-EXPLORER_GPUS = ("T4", "L4", "A100-40GB")
-# The three recipes of lesson 07's "what fits where" table. Full fine-tuning is mixed precision:
-# 16-bit weights for the matmuls, an fp32 master copy for the update, AdamW (16 bytes/param).
-# LoRA and QLoRA put r = 16 adapters on every linear projection; QLoRA adds the NF4 base and the
-# paged 8-bit AdamW of the QLoRA paper. bf16 is fp16 on a T4: the same bytes.
-MEMORY_RECIPES = {
-    "full": dict(method="full", precision="bf16", optimizer="adamw", master_weights=True),
-    "lora": dict(method="lora", precision="bf16", optimizer="adamw", r=16, target_modules="all-linear"),
-    "qlora": dict(method="qlora", precision="bf16", optimizer="adamw8bit", r=16, target_modules="all-linear"),
-}
-
-
-def _config(model):
-    from ftlab.memory import known_config
-
-    return known_config(model) if isinstance(model, str) else model
-
-
-def max_batch_size(model, gpu="T4", limit: int = 4096, **kwargs) -> int:
-    """The largest batch size whose :func:`ftlab.memory.estimate` fits ``gpu`` (0: not even one).
-
-    ``model`` is a name in ``KNOWN_MODELS``, a config or a model; ``kwargs`` go to ``estimate``
-    (``batch_size`` excepted). Memory grows with the batch, so a doubling then a bisection finds it.
-    """
-    from ftlab.memory import estimate
-
-    config = _config(model)
-    kwargs.pop("batch_size", None)
-
-    def fits(b):
-        return estimate(config, batch_size=b, **kwargs).fits(gpu)
-
-    if not fits(1):
-        return 0
-    low = 1
-    while low < limit and fits(min(2 * low, limit)):
-        low = min(2 * low, limit)
-    high = min(2 * low, limit + 1)  # fits(low), not fits(high)
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (mid, high) if fits(mid) else (low, mid)
-    return low
-
-
 def memory_explorer_data(model="Llama-3.2-1B", method="qlora", precision="bf16", optimizer="adamw8bit",
                          r: int = 16, batch_size: int = 4, seq_len: int = 512, grad_checkpointing: bool = True,
                          target_modules="all-linear", master_weights: bool = False,
-                         gpus=EXPLORER_GPUS) -> dict:
+                         gpus=FIT_GPUS) -> dict:
     """What the memory explorer shows for one setting (lesson 07), as plain values.
 
     Returns ``estimate`` (the :class:`~ftlab.memory.MemoryEstimate`), ``parts_gib`` and
     ``total_gib`` (GiB), and per GPU in ``gpus``: ``fits`` (bool), ``headroom_gib`` (GiB left,
-    negative when short) and ``max_batch`` (the largest batch that fits at this ``seq_len``);
-    ``text``: the lines the explorer prints.
+    negative when short) and ``max_batch`` (the largest batch that fits at this ``seq_len``, from
+    :func:`ftlab.memory.max_batch_size`); ``text``: the lines the explorer prints.
     """
-    from ftlab.memory import GiB, estimate
-
-    config = _config(model)
+    config = known_config(model) if isinstance(model, str) else model
     kwargs = dict(method=method, precision=precision, optimizer=optimizer, r=r, target_modules=target_modules,
                   seq_len=seq_len, grad_checkpointing=grad_checkpointing,
                   master_weights=master_weights and method == "full")
@@ -131,40 +88,6 @@ def memory_explorer_data(model="Llama-3.2-1B", method="qlora", precision="bf16",
     return data
 
 
-def fit_table(models, recipes=None, gpus=EXPLORER_GPUS, batch_size: int = 4, seq_len: int = 512) -> list[dict]:
-    """Lesson 07's "what fits where": one row per (model, recipe), each estimated without and with
-    gradient checkpointing at ``batch_size`` x ``seq_len``.
-
-    Each row has ``model``, ``params_b`` (billions), ``method``, ``total_gib`` and
-    ``total_gib_ckpt``, and ``fits`` mapping each GPU to "yes" (fits as is), "ckpt" (fits only
-    with gradient checkpointing) or "no".
-    """
-    from ftlab.memory import GiB, estimate
-
-    rows = []
-    for name in models:
-        config = _config(name)
-        for method, recipe in (recipes or MEMORY_RECIPES).items():
-            plain, ckpt = (estimate(config, batch_size=batch_size, seq_len=seq_len, grad_checkpointing=c, **recipe)
-                           for c in (False, True))
-            rows.append({"model": name if isinstance(name, str) else type(config).__name__,
-                         "params_b": plain.n_params / 1e9, "method": method,
-                         "total_gib": plain.total / GiB, "total_gib_ckpt": ckpt.total / GiB,
-                         "fits": {g: "yes" if plain.fits(g) else "ckpt" if ckpt.fits(g) else "no" for g in gpus}})
-    return rows
-
-
-def format_fit_table(rows: list[dict]) -> str:
-    """:func:`fit_table`'s rows as a fixed-width text table."""
-    gpus = list(rows[0]["fits"]) if rows else []
-    head = f"{'model':15} {'params':>7} {'method':7} {'GiB':>6} {'ckpt GiB':>8}  " + "".join(f"{g:>10}" for g in gpus)
-    lines = [head, "-" * len(head)]
-    for row in rows:
-        lines.append(f"{row['model']:15} {row['params_b']:6.2f}B {row['method']:7} {row['total_gib']:6.1f} "
-                     f"{row['total_gib_ckpt']:8.1f}  " + "".join(f"{row['fits'][g]:>10}" for g in gpus))
-    return "\n".join(lines)
-
-
 def memory_explorer(model="Llama-3.2-1B", method="qlora", precision="bf16", optimizer="adamw8bit", r=16,
                     batch_size=4, seq_len=512, grad_checkpointing=True, gpu_lines=("T4", "L4")):
     """Dropdowns and sliders over :func:`memory_explorer_data` (lesson 07): the stacked bars of
@@ -172,7 +95,6 @@ def memory_explorer(model="Llama-3.2-1B", method="qlora", precision="bf16", opti
     import ipywidgets as widgets
     from IPython.display import display
 
-    from ftlab.memory import KNOWN_MODELS, OPTIMIZERS, PRECISIONS
     from ftlab.plots import plot_memory
 
     def show(model, method, precision, optimizer, r, batch_size, seq_len, grad_checkpointing, master_weights):
@@ -184,7 +106,7 @@ def memory_explorer(model="Llama-3.2-1B", method="qlora", precision="bf16", opti
     return widgets.interactive(
         show,
         model=widgets.Dropdown(options=list(KNOWN_MODELS), value=model, description="model"),
-        method=widgets.Dropdown(options=list(MEMORY_RECIPES), value=method, description="method"),
+        method=widgets.Dropdown(options=list(RECIPES), value=method, description="method"),
         precision=widgets.Dropdown(options=list(PRECISIONS), value=precision, description="precision"),
         optimizer=widgets.Dropdown(options=list(OPTIMIZERS), value=optimizer, description="optimizer"),
         r=widgets.SelectionSlider(options=[k for k in RANKS if k <= 128], value=r, description="LoRA r"),

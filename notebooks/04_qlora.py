@@ -257,7 +257,7 @@ del plain_model, linear, mine, theirs, projections  # free the unquantized model
 # %%
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-from ftlab.memory import param_bytes
+from ftlab.measure import param_bytes
 from ftlab.models import count_parameters
 
 model, tokenizer = load_causal_lm(quantization="nf4")
@@ -323,13 +323,13 @@ print(f"held-out, before: {described(before)}")
 # %% [markdown]
 # ### A short SFT run
 # Chat prompt + answer + EOS from `ftlab.sft`: the prompt and the padding are labelled -100, so
-# only the answer is trained (lesson 05 shows why). `memory.make_optimizer` builds the recipe's
+# only the answer is trained (lesson 05 shows why). `measure.make_optimizer` builds the recipe's
 # optimizer by name; `train` sets its learning rate from the config.
 
 # %%
 from functools import partial
 
-from ftlab.memory import make_optimizer
+from ftlab.measure import make_optimizer
 from ftlab.sft import SFTCollator, tokenize_dataset
 from ftlab.train import TrainConfig, causal_lm_loss, train
 
@@ -354,16 +354,17 @@ if profile() == "tiny":  # measured: exact match 0% -> 55% (seeds 0-4 without th
 # %% [markdown]
 # ## 3. Memory: predicted, then measured
 # `ftlab.memory.estimate` predicts each part of training memory from the config alone (lesson 07
-# explains every term); `measure` takes one real training step of *this* model and counts the
-# same parts: the tensors held for weights, gradients and optimizer state, and every tensor the
-# forward pass saved for backward. An unpadded batch, so the two see the same tokens.
+# explains every term); `ftlab.measure.measure` takes one real training step of *this* model and
+# counts the same parts: the tensors held for weights, gradients and optimizer state, and every
+# tensor the forward pass saved for backward. An unpadded batch, so the two see the same tokens.
 
 # %%
 from ftlab import memory
+from ftlab.measure import measure
 
 ids = torch.randint(3, model.config.vocab_size, (cfg.mem_batch, cfg.mem_seq), generator=g).to(device())
 batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
-measured = memory.measure(model, batch, make_optimizer("adamw", model.parameters(), lr=0.0))
+measured = measure(model, batch, make_optimizer("adamw", model.parameters(), lr=0.0))
 precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype()]
 predicted = memory.estimate(model.config, method="qlora", precision=precision, optimizer="adamw", r=cfg.r,
                             target_modules="all-linear", batch_size=cfg.mem_batch, seq_len=cfg.mem_seq,

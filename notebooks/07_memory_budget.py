@@ -195,13 +195,11 @@ fig
 # touch. Now the three methods side by side, at the budget's batch and sequence length:
 
 # %%
-from ftlab.widgets import MEMORY_RECIPES
-
 methods = {name: memory.estimate(config, batch_size=cfg.budget_batch, seq_len=cfg.budget_seq, **recipe)
-           for name, recipe in MEMORY_RECIPES.items()}
+           for name, recipe in memory.RECIPES.items()}
 for name, est in methods.items():
     print(f"{name:6} total {est.total / GiB:5.1f} GiB  T4: {'fits' if est.fits('T4') else 'no'}, "
-          f"L4: {'fits' if est.fits('L4') else 'no'}   ({MEMORY_RECIPES[name]})")
+          f"L4: {'fits' if est.fits('L4') else 'no'}   ({memory.RECIPES[name]})")
 if profile() == "tiny":
     assert not methods["full"].fits("T4") and methods["lora"].fits("T4") and methods["qlora"].fits("T4")
     assert methods["qlora"].static < methods["lora"].static < methods["full"].static / 5
@@ -265,13 +263,14 @@ assert real_full.static == 12 * real_full.n_params and real_qlora.fits("T4")
 
 # %% [markdown]
 # ## 3. Predicted vs measured, on a real training step
-# A calculator is worth what its checks are worth. `memory.measure` runs one real step (forward,
-# backward, optimizer step) and measures the same four parts: the static ones by counting the
-# tensors (parameters, `.grad`, the optimizer's state), the activations by recording every tensor
-# the forward pass saves for backward (`torch.autograd.graph.saved_tensors_hooks`), which works on
-# a CPU. On a GPU it also reports `torch.cuda.max_memory_allocated`.
+# A calculator is worth what its checks are worth. Its other half, `ftlab.measure`, builds and
+# measures: `measure.measure` runs one real step (forward, backward, optimizer step) and measures
+# the same four parts: the static ones by counting the tensors (parameters, `.grad`, the
+# optimizer's state), the activations by recording every tensor the forward pass saves for
+# backward (`torch.autograd.graph.saved_tensors_hooks`), which works on a CPU. On a GPU it also
+# reports `torch.cuda.max_memory_allocated`.
 #
-# `memory.training_model` loads the model the way the lessons train it (peft LoRA, the QLoRA
+# `measure.training_model` loads the model the way the lessons train it (peft LoRA, the QLoRA
 # recipe with bitsandbytes NF4, SDPA attention, optional checkpointing). The token ids are random:
 # memory depends on the shapes, not on the text.
 #
@@ -279,12 +278,14 @@ assert real_full.static == 12 * real_full.n_params and real_qlora.fits("T4")
 # model's real size against the card's usable memory, as every training run in the course does.
 
 # %%
+from ftlab import measure
+
 checks = {}
 for method, precision, ckpt, optimizer, targets in cfg.measured:
     label = f"{method} {precision}{' ckpt' if ckpt else ''}"
     # load as the lessons train it, one step on an unpadded batch, and the estimate for the same set-up
-    predicted, measured = memory.measure_setup(cfg.lm_path, method, precision, ckpt, cfg.batch_size, cfg.seq_len,
-                                               targets, optimizer, r=cfg.r, seed=cfg.seed, device=device())
+    predicted, measured = measure.measure_setup(cfg.lm_path, method, precision, ckpt, cfg.batch_size, cfg.seq_len,
+                                                targets, optimizer, r=cfg.r, seed=cfg.seed, device=device())
     checks[label] = (predicted, measured)
     print(f"--- {label}, {optimizer}, LoRA targets {targets or '-'}: {measured.trainable:,} trainable")
     print(memory.side_by_side(predicted, measured))
@@ -320,7 +321,7 @@ fig
 # same bytes.)
 
 # %%
-from ftlab.widgets import fit_table, format_fit_table
+from ftlab.memory import fit_table, format_fit_table
 
 rows = fit_table(list(memory.KNOWN_MODELS), gpus=cfg.gpus, batch_size=cfg.budget_batch, seq_len=cfg.budget_seq)
 print(format_fit_table(rows))
@@ -431,7 +432,7 @@ check("07c", answer_07c)
 #@title Solution
 # (15.0 - 0.5 - 1.55) / 3.31 = 3.9: three sequences fit, a fourth does not. max_batch_size does
 # the same search with the full estimate (it also counts the loss's short-lived buffers).
-from ftlab.widgets import max_batch_size
+from ftlab.memory import max_batch_size
 
 qlora_1b = dict(method="qlora", precision="fp16", optimizer="adamw8bit", r=16, target_modules="all-linear", seq_len=1024)
 print("calculator:", max_batch_size("Llama-3.2-1B", "T4", **qlora_1b),

@@ -157,7 +157,7 @@ import gc
 from peft import LoraConfig, get_peft_model
 
 from ftlab.forgetting import EarlyStopping, lm_examples, replay_mix
-from ftlab.memory import make_optimizer
+from ftlab.measure import make_optimizer
 from ftlab.sft import SFTCollator, tokenize_dataset
 from ftlab.train import TrainConfig, causal_lm_loss, train
 

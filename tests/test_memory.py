@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ftlab import memory
+from ftlab import measure, memory
 from ftlab.models import load_causal_lm
 
 GB = 1e9
@@ -97,16 +97,16 @@ def small_dir(tmp_path_factory):
 
 
 def _build(path, method, precision, checkpointing, targets, r):
-    return memory.training_model(path, method, precision, r, targets or "q_proj", checkpointing)
+    return measure.training_model(path, method, precision, r, targets or "q_proj", checkpointing)
 
 
-CONFIGS = memory.VALIDATION_SETUPS
+CONFIGS = measure.VALIDATION_SETUPS
 
 
 @pytest.mark.parametrize("method,precision,checkpointing,batch,seq,targets,optimizer", CONFIGS)
 def test_estimate_matches_a_measured_training_step(small_dir, method, precision, checkpointing, batch, seq,
                                                    targets, optimizer):
-    predicted, measured = memory.measure_setup(small_dir, method, precision, checkpointing, batch, seq, targets,
+    predicted, measured = measure.measure_setup(small_dir, method, precision, checkpointing, batch, seq, targets,
                                                optimizer)
     assert measured.activations > 0 and measured.static > 0
     for part in ("weights", "gradients", "optimizer"):
@@ -121,7 +121,7 @@ def test_gradient_checkpointing_cuts_activations_and_the_estimate_says_by_how_mu
     for ckpt in (False, True):
         model = _build(small_dir, "full", "fp32", ckpt, (), 16)
         ids = torch.randint(3, SMALL.vocab_size, (2, 128))
-        m = memory.measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
+        m = measure.measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
                            torch.optim.SGD(model.parameters(), lr=0.0))
         e = memory.estimate(SMALL, method="full", precision="fp32", optimizer="sgd", batch_size=2, seq_len=128,
                             grad_checkpointing=ckpt)
@@ -134,7 +134,7 @@ def test_gradient_checkpointing_cuts_activations_and_the_estimate_says_by_how_mu
 def test_estimate_matches_the_micro_world_lm():
     model, _ = load_causal_lm("tiny")
     ids = torch.randint(3, model.config.vocab_size, (4, 48))
-    measured = memory.measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
+    measured = measure.measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
                               torch.optim.AdamW(model.parameters(), lr=0.0))
     predicted = memory.estimate(model, method="full", precision="fp32", optimizer="adamw", batch_size=4, seq_len=48)
     assert predicted.static == pytest.approx(measured.static, rel=0.01)
@@ -144,9 +144,9 @@ def test_estimate_matches_the_micro_world_lm():
 def test_the_llama_3_2_1b_architecture_quantized_on_cpu_matches_the_static_estimate():
     """Random weights in the real 1B shapes (nothing downloaded), every decoder linear quantized by
     bitsandbytes exactly as transformers does, then peft's k-bit preparation and LoRA."""
-    model = memory.random_qlora_model(r=16)
-    config = LlamaConfig(**memory.LLAMA_32_1B)
-    counted = memory.param_bytes(model)
+    model = measure.random_qlora_model(r=16)
+    config = LlamaConfig(**measure.LLAMA_32_1B)
+    counted = measure.param_bytes(model)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     predicted = memory.estimate(config, method="qlora", precision="bf16", r=16, target_modules="all-linear")
     assert predicted.trainable == n_train
@@ -163,13 +163,13 @@ def test_qlora_on_the_1b_architecture_peak_matches_max_memory_allocated_on_cuda(
     """The calculator's peak against torch.cuda.max_memory_allocated for one QLoRA step of the 1B
     architecture (batch 4 x 512, checkpointing, 8-bit AdamW). Numbers are recorded in docs/memory.md."""
     torch.cuda.empty_cache()
-    model = memory.random_qlora_model(r=16, device="cuda", compute_dtype=torch.bfloat16)
+    model = measure.random_qlora_model(r=16, device="cuda", compute_dtype=torch.bfloat16)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
     ids = torch.randint(3, 128256, (4, 512), device="cuda")
-    measured = memory.measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
+    measured = measure.measure(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids},
                               bnb.optim.AdamW8bit([p for p in model.parameters() if p.requires_grad], lr=1e-4))
-    predicted = memory.estimate(LlamaConfig(**memory.LLAMA_32_1B), method="qlora", precision="bf16",
+    predicted = memory.estimate(LlamaConfig(**measure.LLAMA_32_1B), method="qlora", precision="bf16",
                                 optimizer="adamw8bit", r=16, target_modules="all-linear", batch_size=4, seq_len=512,
                                 grad_checkpointing=True)
     peak = measured.details["max_memory_allocated"]
@@ -201,6 +201,22 @@ def test_bad_arguments_get_clear_errors():
         memory.estimate(SMALL).fits("K80")
 
 
+
+@pytest.mark.parametrize("flag", ["grad_checkpointing", "master_weights", "double_quant"])
+@pytest.mark.parametrize("value", ["no", "False", 0, 1, None])
+def test_switches_refuse_anything_but_a_bool(flag, value):
+    # grad_checkpointing="no" used to be read as on (`if grad_checkpointing:`), silently
+    with pytest.raises(ValueError, match=f"{flag}={value!r}: pass True or False"):
+        memory.estimate(SMALL, method="qlora", **{flag: value})
+
+
+def test_grad_checkpointing_no_is_not_read_as_on():
+    off = memory.estimate(SMALL, batch_size=2, seq_len=64, grad_checkpointing=False)
+    on = memory.estimate(SMALL, batch_size=2, seq_len=64, grad_checkpointing=True)
+    assert on.activations < off.activations  # the two bools still mean what they say
+    with pytest.raises(ValueError, match="grad_checkpointing='no'"):
+        memory.estimate(SMALL, batch_size=2, seq_len=64, grad_checkpointing="no")
+
 def test_table_and_fits():
     est = memory.estimate(SMALL, method="lora", precision="bf16", batch_size=2, seq_len=64)
     text = est.table()
@@ -225,16 +241,16 @@ def no_bitsandbytes(monkeypatch):
 def test_8bit_optimizer_without_bitsandbytes_names_the_install(no_bitsandbytes, name):
     params = [torch.nn.Parameter(torch.zeros(3))]
     with pytest.raises(ImportError, match=r"pip install 'ftlab\[quant\]'.*bitsandbytes") as info:
-        memory.make_optimizer(name, params)
+        measure.make_optimizer(name, params)
     assert name in str(info.value) and "optimizer='adamw'" in str(info.value)
-    assert isinstance(memory.make_optimizer("adamw", params), torch.optim.AdamW)  # the rest still works
+    assert isinstance(measure.make_optimizer("adamw", params), torch.optim.AdamW)  # the rest still works
 
 
 def test_qlora_set_ups_without_bitsandbytes_name_the_install(no_bitsandbytes, tmp_path):
     from ftlab.models import quantization_config
 
     with pytest.raises(ImportError, match=r"method='qlora'.*ftlab\[quant\]"):
-        memory.training_model(tmp_path, method="qlora")
+        measure.training_model(tmp_path, method="qlora")
     with pytest.raises(ImportError, match=r"quantization='nf4'.*ftlab\[quant\]"):
         quantization_config("nf4")
     assert quantization_config(None) is None
@@ -242,19 +258,19 @@ def test_qlora_set_ups_without_bitsandbytes_name_the_install(no_bitsandbytes, tm
 
 def test_unknown_optimizer_is_refused_before_anything_is_imported():
     with pytest.raises(ValueError, match="optimizer='adam8'"):
-        memory.make_optimizer("adam8", [torch.nn.Parameter(torch.zeros(1))])
+        measure.make_optimizer("adam8", [torch.nn.Parameter(torch.zeros(1))])
 
 
 # -- lesson 07's measured set-ups on a card: the memory plan first --------------------------------------
 
 def test_measured_set_up_prints_its_memory_plan_on_a_card(small_dir, monkeypatch, capsys):
     monkeypatch.setenv("FTLAB_SIMULATE_GPU", "t4")
-    predicted, measured = memory.measure_setup(small_dir, "lora", "fp16", True, 2, 32, ("q_proj",), "adamw")
+    predicted, measured = measure.measure_setup(small_dir, "lora", "fp16", True, 2, 32, ("q_proj",), "adamw")
     line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("Memory plan:")]
     assert len(line) == 1 and "Tesla T4" in line[0] and "fp16" in line[0] and "batch 2 x 32" in line[0]
     assert measured.static == pytest.approx(predicted.static, rel=0.01)
     monkeypatch.delenv("FTLAB_SIMULATE_GPU")
-    memory.measure_setup(small_dir, "lora", "fp32", False, 2, 32, ("q_proj",), "adamw")
+    measure.measure_setup(small_dir, "lora", "fp32", False, 2, 32, ("q_proj",), "adamw")
     assert "Memory plan:" not in capsys.readouterr().out  # no card, no plan
 
 
@@ -265,9 +281,53 @@ def test_a_measured_set_up_that_cannot_fit_the_card_stops_with_the_calculators_a
     narrow = LlamaConfig(hidden_size=64, num_hidden_layers=16, num_attention_heads=4, num_key_value_heads=2,
                          intermediate_size=128, vocab_size=500, tie_word_embeddings=True, head_dim=16)
     LlamaForCausalLM(narrow).save_pretrained(tmp_path)
-    model = memory.training_model(tmp_path, "full", "fp32")
+    model = measure.training_model(tmp_path, "full", "fp32")
     model.config._name_or_path = "meta-llama/Llama-3.2-1B"
     ids = torch.randint(3, narrow.vocab_size, (4, 64))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
     with pytest.raises(MemoryError, match="does not fit the Tesla T4.*8-bit AdamW"):
-        memory._plan_step(model, batch, memory.make_optimizer("adamw", model.parameters()), "fp32")
+        measure._plan_step(model, batch, measure.make_optimizer("adamw", model.parameters()), "fp32")
+
+
+# -- the calculator and the measuring side are two modules --------------------------------------------
+
+def test_the_calculator_imports_without_transformers_or_the_measuring_side():
+    import subprocess
+    import sys
+
+    code = ("import sys, ftlab.memory, ftlab.budget; "
+            "print(sorted(m for m in ('transformers', 'peft', 'ftlab.measure', 'ftlab.train', 'ftlab.models') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_budget_prices_with_the_calculators_public_functions():
+    shape = memory.shape_from_config(SMALL)
+    acts, terms = memory.activation_bytes(shape, "lora", 2, ("q_proj", "v_proj"), 16, 2, 64, False)
+    assert acts == sum(terms.values())
+    assert acts == memory.estimate(SMALL, method="lora", precision="bf16", r=16, batch_size=2, seq_len=64).activations
+    assert memory.optimizer_state_bytes(1000, "adamw") == 8000
+    assert memory.optimizer_state_bytes(1000, "adamw8bit") == 8000  # under bitsandbytes' 4096: 32-bit state
+    assert memory.optimizer_state_bytes(8192, "adamw8bit") == 2 * 8192 + 8 * 32
+    assert memory.optimizer_state_bytes(1000, "sgd") == 0
+
+
+@pytest.mark.parametrize("module", ["budget", "measure", "widgets", "plots"])
+def test_no_module_imports_a_private_name_of_the_calculator(module):
+    import ast
+    import importlib
+
+    tree = ast.parse(open(importlib.import_module(f"ftlab.{module}").__file__).read())
+    imported = [a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "ftlab.memory"
+                for a in node.names]
+    assert imported and not [n for n in imported if n.startswith("_")]
+
+
+@pytest.mark.parametrize("name", ["make_optimizer", "measure_setup", "param_bytes", "measure", "VALIDATION_SETUPS"])
+def test_measuring_names_moved_to_ftlab_measure_still_answer_from_memory_with_a_warning(name):
+    with pytest.warns(DeprecationWarning, match=f"ftlab.memory.{name} moved to ftlab.measure.{name}"):
+        old = getattr(memory, name)
+    assert old is getattr(measure, name)
+    with pytest.raises(AttributeError, match="no attribute 'measure_nothing'"):
+        memory.measure_nothing  # noqa: B018

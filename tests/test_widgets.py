@@ -1,7 +1,8 @@
 """ftlab.widgets: the pure functions behind the explorers, called directly (no widget shown).
 
-Lesson 07's memory explorer, its "what fits where" table and the largest batch that fits are
-checked against ftlab.memory.estimate itself and against numbers worked out by hand.
+Lesson 07's memory explorer, its "what fits where" table and the largest batch that fits (both
+in ftlab.memory, the calculator; the explorer only shows them) are checked against
+ftlab.memory.estimate itself and against numbers worked out by hand.
 """
 
 from __future__ import annotations
@@ -58,15 +59,15 @@ def test_max_batch_size_is_the_largest_batch_that_fits():
     config = memory.known_config("Llama-3.2-1B")
     for gpu, ckpt, seq in (("T4", False, 1024), ("T4", True, 512), ("L4", False, 2048)):
         kw = _qlora_1b(seq_len=seq, grad_checkpointing=ckpt)
-        b = widgets.max_batch_size(config, gpu, **kw)
+        b = memory.max_batch_size(config, gpu, **kw)
         assert memory.estimate(config, batch_size=b, **kw).fits(gpu)
         assert not memory.estimate(config, batch_size=b + 1, **kw).fits(gpu)
-    assert widgets.max_batch_size("Llama-3.2-1B", "T4", **_qlora_1b(seq_len=1024)) == 3
-    assert widgets.max_batch_size("Llama-3.2-1B", "T4", limit=2, **_qlora_1b(seq_len=128)) == 2
+    assert memory.max_batch_size("Llama-3.2-1B", "T4", **_qlora_1b(seq_len=1024)) == 3
+    assert memory.max_batch_size("Llama-3.2-1B", "T4", limit=2, **_qlora_1b(seq_len=128)) == 2
 
 
 def test_drill_07c_is_the_calculators_answer():
-    assert DRILLS["07c"].reference == widgets.max_batch_size("Llama-3.2-1B", "T4", **_qlora_1b(seq_len=1024))
+    assert DRILLS["07c"].reference == memory.max_batch_size("Llama-3.2-1B", "T4", **_qlora_1b(seq_len=1024))
 
 
 def test_drill_07e_is_the_fp32_embeddings_and_head_of_llama_3_8b():
@@ -76,13 +77,13 @@ def test_drill_07e_is_the_fp32_embeddings_and_head_of_llama_3_8b():
 
 def test_fit_table_rows_agree_with_the_estimate_and_the_known_facts():
     models = ["Qwen2.5-0.5B", "Llama-3.2-1B", "Llama-2-7B", "Llama-3-8B"]
-    rows = widgets.fit_table(models, batch_size=4, seq_len=512)
+    rows = memory.fit_table(models, batch_size=4, seq_len=512)
     assert [(r["model"], r["method"]) for r in rows] == [(m, k) for m in models for k in ("full", "lora", "qlora")]
     by = {(r["model"], r["method"]): r for r in rows}
     for row in rows:
         assert row["total_gib_ckpt"] < row["total_gib"]
         config = memory.known_config(row["model"])
-        recipe = widgets.MEMORY_RECIPES[row["method"]]
+        recipe = memory.RECIPES[row["method"]]
         plain = memory.estimate(config, batch_size=4, seq_len=512, **recipe)
         ckpt = memory.estimate(config, batch_size=4, seq_len=512, grad_checkpointing=True, **recipe)
         assert row["total_gib"] == pytest.approx(plain.total / GiB)
@@ -96,17 +97,26 @@ def test_fit_table_rows_agree_with_the_estimate_and_the_known_facts():
 
 
 def test_format_fit_table_has_a_line_per_row_and_a_column_per_gpu():
-    rows = widgets.fit_table(["Llama-3.2-1B"], gpus=("T4", "L4"))
-    text = widgets.format_fit_table(rows)
+    rows = memory.fit_table(["Llama-3.2-1B"], gpus=("T4", "L4"))
+    text = memory.format_fit_table(rows)
     lines = text.splitlines()
     assert len(lines) == 2 + len(rows) and "T4" in lines[0] and "L4" in lines[0] and "A100" not in lines[0]
     assert lines[2].startswith("Llama-3.2-1B") and "full" in lines[2]
-    assert widgets.format_fit_table([]).splitlines()[0].startswith("model")
+    assert memory.format_fit_table([]).splitlines()[0].startswith("model")
+
+
+def test_the_explorer_shows_the_calculators_numbers_and_computes_none_of_its_own():
+    # max_batch_size, fit_table and the recipes have one home, the calculator; widgets only imports them
+    assert widgets.max_batch_size is memory.max_batch_size
+    for name in ("fit_table", "format_fit_table", "MEMORY_RECIPES", "EXPLORER_GPUS"):
+        assert not hasattr(widgets, name)
+    data = widgets.memory_explorer_data("Llama-3.2-1B", **_qlora_1b(seq_len=1024, grad_checkpointing=False))
+    assert data["max_batch"]["T4"] == memory.max_batch_size("Llama-3.2-1B", "T4", **_qlora_1b(seq_len=1024)) == 3
 
 
 def test_plot_memory_stacks_the_four_parts_under_the_gpu_lines():
     config = memory.known_config("Llama-3.2-1B")
-    estimates = {k: memory.estimate(config, batch_size=2, seq_len=256, **v) for k, v in widgets.MEMORY_RECIPES.items()}
+    estimates = {k: memory.estimate(config, batch_size=2, seq_len=256, **v) for k, v in memory.RECIPES.items()}
     fig = plot_memory(estimates, gpu_lines=("T4", "L4"))
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
