@@ -302,6 +302,20 @@ def test_the_calculator_imports_without_transformers_or_the_measuring_side():
     assert out.strip() == "[]"
 
 
+def test_the_calculator_builds_nothing_it_is_arithmetic_only():
+    import ast
+
+    tree = ast.parse(open(memory.__file__).read())
+    imported = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    # torch, transformers, peft, bitsandbytes and the training loop belong to ftlab.measure
+    assert imported <= {"__future__", "math", "numbers", "dataclasses", "warnings", "transformers",
+                        "ftlab", "ftlab.lora", "ftlab.quant"}, imported
+    assert "torch" not in imported and "ftlab.train" not in imported and "ftlab.models" not in imported
+    for name in ("measure", "param_bytes", "training_model", "make_optimizer", "measure_setup"):
+        assert name not in vars(memory)  # defined in ftlab.measure, not here
+
+
 def test_budget_prices_with_the_calculators_public_functions():
     shape = memory.shape_from_config(SMALL)
     acts, terms = memory.activation_bytes(shape, "lora", 2, ("q_proj", "v_proj"), 16, 2, 64, False)
