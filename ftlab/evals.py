@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import warnings
 
 import torch
 
@@ -253,18 +252,3 @@ def known_facts(n: int | None = None, profile: str | None = None):
             raise ValueError(f"n={n!r}: the number of clozes to keep, an int >= 1 (or None for all {len(ds)}).")
         ds = ds.select(range(min(n, len(ds))))
     return ds
-
-
-# ---------------------------------------------------------------------------------------------
-# Moved to ftlab.chat (they talk to a model; they do not score it). The old names keep working,
-# with a DeprecationWarning, until every caller imports them from ftlab.chat.
-
-_MOVED_TO_CHAT = ("chat_prompt", "generate", "turn_end_ids")
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_CHAT:
-        warnings.warn(f"ftlab.evals.{name} moved to ftlab.chat.{name}: write `from ftlab.chat import {name}`. "
-                      "The old name will be removed.", DeprecationWarning, stacklevel=2)
-        return getattr(chat, name)
-    raise AttributeError(f"module 'ftlab.evals' has no attribute {name!r}")

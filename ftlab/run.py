@@ -51,7 +51,7 @@ from pathlib import Path
 import yaml
 
 from ftlab.lora import check_alpha, check_dropout, check_targets
-from ftlab.runtime import PROFILES
+from ftlab.runtime import PROFILES, quiet
 from ftlab.train import TrainConfig
 
 TASKS = ("sft", "classifier", "dpo")
@@ -426,6 +426,7 @@ def main(argv=None) -> int:
                              "it such a folder is refused. Nothing is deleted: files of the same name are replaced")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, CI)")
     args = parser.parse_args(argv)
+    quiet()  # the command line is a program of ours: the same clean output as a lesson
     try:
         overrides = parse_sets(args.set)
         if args.overwrite:

@@ -94,9 +94,12 @@ def model_device(model) -> torch.device:
     """The device a model's weights are on (its first parameter's): where its inputs must go."""
     try:
         return next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        raise TypeError(f"a {type(model).__name__} has no parameters, so it is on no device; pass a torch "
-                        "model (an nn.Module with weights), e.g. what ftlab.models.load_causal_lm returns.") from None
+    except AttributeError:
+        raise TypeError(f"a {type(model).__name__} is not a model: pass a torch model (an nn.Module with "
+                        "weights), e.g. what ftlab.models.load_causal_lm returns.") from None
+    except StopIteration:
+        raise ValueError(f"a {type(model).__name__} has no parameters, so it is on no device; pass a "
+                         "model with weights.") from None
 
 
 GiB = 1024**3

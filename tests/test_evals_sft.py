@@ -152,13 +152,10 @@ def test_chat_names_bad_prompts_and_budgets(lm):
         chat_prompt(bare, "Where does Kafi live?")
 
 
-def test_evals_no_longer_defines_the_chat_functions_and_old_names_warn():
+def test_the_chat_functions_have_one_home_in_ftlab_chat():
     import ftlab.chat
     import ftlab.evals
 
     for name in ("chat_prompt", "generate", "turn_end_ids"):
-        assert name not in vars(ftlab.evals), name  # one home: ftlab.chat
-        with pytest.warns(DeprecationWarning, match=rf"ftlab.evals.{name} moved to ftlab.chat.{name}"):
-            assert getattr(ftlab.evals, name) is getattr(ftlab.chat, name)
-    with pytest.raises(AttributeError, match="no attribute 'generat'"):
-        ftlab.evals.generat  # noqa: B018
+        assert callable(getattr(ftlab.chat, name))
+        assert not hasattr(ftlab.evals, name), name  # not defined, not re-exported: one home

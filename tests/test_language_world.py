@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from ftlab import evals, models
+from ftlab import chat, evals, models
 from ftlab.data import load_facts, load_instructions, load_preferences
 from ftlab.data import world as W
 from ftlab.runtime import data_dir
@@ -82,7 +82,7 @@ def test_tiny_lm_loads_as_a_llama_with_chat_template(lm):
     model, tokenizer = lm
     assert isinstance(model, LlamaForCausalLM)
     assert tokenizer.pad_token is not None and tokenizer.chat_template
-    text = evals.chat_prompt(tokenizer, "Where does Kafi live?")
+    text = chat.chat_prompt(tokenizer, "Where does Kafi live?")
     assert text.startswith(tokenizer.bos_token) and text.endswith("<|assistant|>\n")
     n = models.count_parameters(model)
     assert 500_000 < n < 5_000_000, n

@@ -53,6 +53,9 @@ def test_importing_the_models_package_imports_neither_torchvision_nor_transforme
 
 
 def test_model_device_names_a_model_without_parameters():
+    from ftlab import runtime
+
+    assert model_device is runtime.model_device  # one home
     assert model_device(torch.nn.Linear(2, 2)) == torch.device("cpu")
     with pytest.raises(ValueError, match="ReLU has no parameters"):
         model_device(torch.nn.ReLU())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-from ftlab.evals import chat_prompt, generate
+from ftlab.chat import chat_prompt, generate
 from ftlab.models import keep_bnb_cpu_training_layout, load_causal_lm
 from ftlab.train import causal_lm_loss
 

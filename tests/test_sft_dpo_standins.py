@@ -44,7 +44,8 @@ PROBE = textwrap.dedent(r'''
     from peft import LoraConfig, get_peft_model
     from ftlab import dpo
     from ftlab.data import load_instructions, load_preferences
-    from ftlab.evals import chat_format_report, generate, turn_end_ids
+    from ftlab.chat import generate, turn_end_ids
+    from ftlab.evals import chat_format_report
     from ftlab.models import GATED_CAUSAL_LM, load_causal_lm
     from ftlab.sft import SFTCollator, tokenize_dataset, tokenize_example, trl_records, user_turn_start
 

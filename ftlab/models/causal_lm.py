@@ -98,7 +98,7 @@ def load_causal_lm(profile: str | None = None, quantization: str | None = None,
         tokenizer.chat_template = AutoTokenizer.from_pretrained(tiny_lm_path()).chat_template
     # Llama-3's template ends a turn with <|eot_id|> while its EOS is <|end_of_text|>: make every
     # generate() stop at either, or a chat answer never ends.
-    from ftlab.evals import turn_end_ids
+    from ftlab.chat import turn_end_ids
 
     stops = turn_end_ids(tokenizer)
     if getattr(model, "generation_config", None) is not None and len(stops) > 1:

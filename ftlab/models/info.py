@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import torch
+from ftlab.runtime import model_device  # noqa: F401  (one home: ftlab.runtime; re-exported here)
 
 
 def count_parameters(model, trainable_only: bool = False) -> int:
@@ -17,15 +17,3 @@ def count_parameters(model, trainable_only: bool = False) -> int:
             n *= 2
         total += n
     return total
-
-
-def model_device(model) -> torch.device:
-    """The device of ``model``'s first parameter: where its inputs must go.
-
-    A model with no parameter at all has no device to send inputs to; that is a ValueError.
-    """
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        raise ValueError(f"{type(model).__name__} has no parameters, so it has no device to send "
-                         "inputs to; pass a model with weights.") from None
