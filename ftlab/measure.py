@@ -194,7 +194,7 @@ def random_qlora_model(config=None, device: str = "cpu", r: int = 16, compute_dt
     decoder linear quantized to NF4 (double quantization) by bitsandbytes, exactly as
     transformers does when it loads a checkpoint; then prepare_model_for_kbit_training and peft
     LoRA on all linears. Nothing is downloaded, so memory figures can be checked offline."""
-    bnb = require_bitsandbytes("memory.random_qlora_model (bitsandbytes NF4 layers)")
+    bnb = require_bitsandbytes("measure.random_qlora_model (bitsandbytes NF4 layers)")
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -614,23 +614,3 @@ def side_by_side(predicted: MemoryEstimate, measured: MemoryEstimate) -> str:
         ratio = f"{p / m:6.3f}" if m else "     -"
         rows.append(f"{part:12} {p / 2**20:14.2f} {m / 2**20:13.2f} {ratio}")
     return "\n".join(rows)
-
-
-# -- moved to ftlab.measure ----------------------------------------------------------------------
-# Building a model, an optimizer and a step, and reading what they hold, is ftlab.measure's job.
-# The old names keep working, with a DeprecationWarning, until every caller imports them from there.
-
-_MOVED_TO_MEASURE = ("measure", "param_bytes", "training_model", "random_qlora_model", "LLAMA_32_1B",
-                     "make_optimizer", "VALIDATION_SETUPS", "measure_setup")
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_MEASURE:
-        import warnings
-
-        from ftlab import measure
-
-        warnings.warn(f"ftlab.memory.{name} moved to ftlab.measure.{name}: write `from ftlab.measure import {name}`. "
-                      "The old name will be removed.", DeprecationWarning, stacklevel=2)
-        return getattr(measure, name)
-    raise AttributeError(f"module 'ftlab.memory' has no attribute {name!r}")

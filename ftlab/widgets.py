@@ -119,17 +119,12 @@ def memory_explorer(model="Llama-3.2-1B", method="qlora", precision="bf16", opti
 
 # -- lesson 06: the beta explorer ------------------------------------------------------------------
 
-# Five answers to "Where does Bo live?" under an SFT reference, and the reward a preference set
-# implies for each (lesson 06's micro-world kinds). The numbers are illustrative, not measured.
-BETA_ANSWERS = ("Bo lives in Rome. (correct)", "Bo lives in Oslo. (wrong fact)", "I cannot answer that. (refusal)",
-                "Where does Bo live? Bo Bo. (rambling)", "Bo lives in Rome, I think. (hedged)")
-BETA_REF_PROBS = (0.40, 0.30, 0.10, 0.05, 0.15)
-BETA_REWARDS = (1.0, -1.0, -0.5, -1.0, 0.5)
-
-
-def beta_explorer_data(beta: float, ref_probs: Sequence[float] = BETA_REF_PROBS,
-                       rewards: Sequence[float] = BETA_REWARDS, answers: Sequence[str] = BETA_ANSWERS) -> dict:
+def beta_explorer_data(beta: float, ref_probs: Sequence[float], rewards: Sequence[float],
+                       answers: Sequence[str]) -> dict:
     """The KL-regularised optimum for one ``beta`` (lesson 06): ``pi*(y) = pi_ref(y) exp(r(y)/beta) / Z``.
+
+    ``ref_probs``, ``rewards`` and ``answers`` are the lesson's toy: the reference's probability,
+    the reward and the text of each answer (lesson 06 defines them where it teaches the closed form).
 
     Returns ``policy`` (probabilities), ``kl`` (KL(pi* || pi_ref) in nats), ``expected_reward``
     and ``text`` (a table). Small beta: pi* piles onto the best answer, far from the reference;
@@ -145,13 +140,14 @@ def beta_explorer_data(beta: float, ref_probs: Sequence[float] = BETA_REF_PROBS,
     return {"beta": beta, "policy": policy, "kl": kl, "expected_reward": expected, "text": "\n".join(lines)}
 
 
-def beta_explorer(beta: float = 0.5, measured: dict | None = None):
-    """A log slider for beta over :func:`beta_explorer_data` (lesson 06). ``measured`` maps a beta
-    to the KL a real DPO run reached, printed under the table. Returns the widget."""
+def beta_explorer(ref_probs: Sequence[float], rewards: Sequence[float], answers: Sequence[str],
+                  beta: float = 0.5, measured: dict | None = None):
+    """A log slider for beta over :func:`beta_explorer_data` on the lesson's toy (lesson 06).
+    ``measured`` maps a beta to the KL a real DPO run reached, printed under the table. Returns the widget."""
     import ipywidgets as widgets
 
     def show(beta):
-        print(beta_explorer_data(beta)["text"])
+        print(beta_explorer_data(beta, ref_probs, rewards, answers)["text"])
         for b, kl in sorted((measured or {}).items()):
             print(f"measured in this lesson: DPO with beta = {b:g} -> KL to the reference {kl:.4f} nats/token")
 

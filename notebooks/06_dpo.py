@@ -41,7 +41,7 @@ import sys
 import tempfile
 
 if "google.colab" in sys.modules:  # only on Colab: install ftlab and bitsandbytes, keep Colab's torch
-    FTLAB_PIN = "ftlab[quant] @ git+https://github.com/ftlab-course/ftlab@v0.3.0"
+    FTLAB_PIN = "ftlab[quant] @ git+https://github.com/ftlab-course/ftlab@v0.4.0"
     # To try another build, set FTLAB_INSTALL to any pip requirement (a wheel's path, a branch).
     FTLAB_PIN = os.environ.get("FTLAB_INSTALL", FTLAB_PIN)
     keep = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)  # never touch torch
@@ -120,16 +120,23 @@ cfg
 import math
 
 from ftlab import dpo
-from ftlab.widgets import BETA_REF_PROBS, BETA_REWARDS, beta_explorer_data
+from ftlab.widgets import beta_explorer_data
 
-policy_star, kl_star = dpo.optimal_policy(BETA_REF_PROBS, BETA_REWARDS, cfg.beta * 5)
+# Five answers to "Where does Bo live?" under an SFT reference, and the reward a preference set
+# implies for each (the micro-world's kinds of rejected answer). Illustrative numbers, not measured.
+answers = ("Bo lives in Rome. (correct)", "Bo lives in Oslo. (wrong fact)", "I cannot answer that. (refusal)",
+           "Where does Bo live? Bo Bo. (rambling)", "Bo lives in Rome, I think. (hedged)")
+ref_probs = (0.40, 0.30, 0.10, 0.05, 0.15)  # pi_ref(y | x): sums to 1
+rewards = (1.0, -1.0, -0.5, -1.0, 0.5)      # r(x, y)
+
+policy_star, kl_star = dpo.optimal_policy(ref_probs, rewards, cfg.beta * 5)
 beta_toy = cfg.beta * 5
-recovered = [beta_toy * math.log(p / q) for p, q in zip(policy_star, BETA_REF_PROBS)]  # r - beta*log Z
-log_z = math.log(sum(q * math.exp(r / beta_toy) for q, r in zip(BETA_REF_PROBS, BETA_REWARDS)))
+recovered = [beta_toy * math.log(p / q) for p, q in zip(policy_star, ref_probs)]  # r - beta*log Z
+log_z = math.log(sum(q * math.exp(r / beta_toy) for q, r in zip(ref_probs, rewards)))
 print(f"beta = {beta_toy}: log Z = {log_z:.3f}")
-for r, rec in zip(BETA_REWARDS, recovered):
+for r, rec in zip(rewards, recovered):
     print(f"  true reward {r:+.2f}   beta*log(pi*/pi_ref) = {rec:+.3f}   + beta*log Z = {rec + beta_toy * log_z:+.3f}")
-diff_true, diff_recovered = BETA_REWARDS[0] - BETA_REWARDS[1], recovered[0] - recovered[1]
+diff_true, diff_recovered = rewards[0] - rewards[1], recovered[0] - recovered[1]
 print(f"reward difference of answers 1 and 2: true {diff_true:+.3f}, from log-ratios alone {diff_recovered:+.3f}")
 assert abs(diff_true - diff_recovered) < 1e-9, "Z(x) should cancel in a difference"
 
@@ -305,7 +312,7 @@ for row, b, a in zip(test_rows, gen_before, gen_after):
 from ftlab.widgets import beta_explorer
 
 for b in (0.1, 1.0, 10.0):
-    print(f"closed form, beta {b:>4}: KL(pi* || pi_ref) = {beta_explorer_data(b)['kl']:.3f} nats")
+    print(f"closed form, beta {b:>4}: KL(pi* || pi_ref) = {beta_explorer_data(b, ref_probs, rewards, answers)['kl']:.3f} nats")
 
 # %% [markdown]
 # Measure it on the real model: the same DPO run with beta 10x larger, and the KL of each trained
@@ -330,7 +337,7 @@ for q, a in zip(shown, gen_large):
     print(f"beta {cfg.beta_large} answers {q!r}: {a!r}")
 if profile() == "tiny":
     assert kl[cfg.beta] > 2 * kl[cfg.beta_large], "a small beta should drift further from the reference"
-beta_explorer(beta=cfg.beta, measured=kl)
+beta_explorer(ref_probs, rewards, answers, beta=cfg.beta, measured=kl)
 
 # %% [markdown]
 # ## 6. The same run with TRL's `DPOTrainer`

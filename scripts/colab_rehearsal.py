@@ -173,14 +173,15 @@ for name in %r:
         info["versions"][name] = md.version(name)
     except md.PackageNotFoundError:
         info["versions"][name] = None
-from ftlab import memory
-info["lesson_names"] = all(hasattr(memory, n) for n in ("make_optimizer", "measure_setup", "param_bytes"))''' % (KEY_LIBS,),
+from ftlab import chat, measure, models
+info["lesson_names"] = (all(hasattr(measure, n) for n in ("make_optimizer", "measure_setup", "param_bytes"))
+                        and hasattr(chat, "generate") and hasattr(models, "load_causal_lm"))''' % (KEY_LIBS,),
     # Each explorer builds and displays in this kernel (ipywidgets as Colab ships it).
     '''from IPython.display import display
 from ftlab import widgets
 from google.colab import output
 explorers = {"rank_alpha": widgets.rank_alpha_explorer([(64, 64), (64, 128)], 100_000, singular_values=[3.0, 2.0, 1.0]),
-             "memory": widgets.memory_explorer(), "beta": widgets.beta_explorer(measured={0.1: 0.2})}
+             "memory": widgets.memory_explorer(), "beta": widgets.beta_explorer((0.5, 0.5), (1.0, -1.0), ("a", "b"), measured={0.1: 0.2})}
 for w in explorers.values():
     display(w)
 info["explorers"] = {k: [type(c).__name__ for c in w.children] for k, w in explorers.items()}
@@ -265,7 +266,7 @@ def checks(before: dict, after: dict, info: dict, wheel: Path, venv: Path) -> li
         ("ftlab installed is the wheel's version", after.get("ftlab") == version == info.get("ftlab_version"),
          f"pip: {after.get('ftlab')}, ftlab.__version__: {info.get('ftlab_version')}, wheel: {version}"),
         ("ftlab imports from the venv, not the checkout", ftlab_file.startswith(str(venv)), ftlab_file or "not imported"),
-        ("lessons 04/07's names exist (memory.make_optimizer, measure_setup, param_bytes)",
+        ("the lessons' names exist (ftlab.measure, ftlab.chat, the ftlab.models package)",
          bool(info.get("lesson_names")), str(info.get("lesson_names"))),
         ("bitsandbytes installed (the quant extra)", bool(after.get("bitsandbytes")) and bool(info.get("bitsandbytes_file")),
          str(after.get("bitsandbytes"))),

@@ -254,11 +254,12 @@ def test_no_reference_is_a_clear_error(lm, rows):
 def test_beta_explorer_drifts_less_for_larger_beta():
     from ftlab.widgets import beta_explorer_data
 
-    small, large = beta_explorer_data(0.05), beta_explorer_data(2.0)
+    toy = ((0.40, 0.30, 0.10, 0.05, 0.15), (1.0, -1.0, -0.5, -1.0, 0.5), tuple("abcde"))
+    small, large = beta_explorer_data(0.05, *toy), beta_explorer_data(2.0, *toy)
     assert small["kl"] > large["kl"] > 0
     assert abs(sum(small["policy"]) - 1) < 1e-9
     with pytest.raises(ValueError, match="beta"):
-        beta_explorer_data(0.0)
+        beta_explorer_data(0.0, *toy)
 
 
 # ---------------------------------------------------------------------------------------------

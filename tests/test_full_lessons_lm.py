@@ -42,7 +42,7 @@ def test_lesson09_full_finetune_fits_each_card_with_fp32_weights_and_8bit_adamw(
     matmuls run in half under autocast), 8-bit AdamW, batch 8 x 64. On a T4 the plain AdamW run
     (8 bytes of state per weight) is refused before step 1; the 8-bit one fits with room."""
     from ftlab import budget
-    from ftlab.memory import make_optimizer
+    from ftlab.measure import make_optimizer
 
     gpu = card(name)
     model = tinyllama_shaped(torch.float32)

@@ -338,10 +338,7 @@ def test_no_module_imports_a_private_name_of_the_calculator(module):
     assert imported and not [n for n in imported if n.startswith("_")]
 
 
-@pytest.mark.parametrize("name", ["make_optimizer", "measure_setup", "param_bytes", "measure", "VALIDATION_SETUPS"])
-def test_measuring_names_moved_to_ftlab_measure_still_answer_from_memory_with_a_warning(name):
-    with pytest.warns(DeprecationWarning, match=f"ftlab.memory.{name} moved to ftlab.measure.{name}"):
-        old = getattr(memory, name)
-    assert old is getattr(measure, name)
-    with pytest.raises(AttributeError, match="no attribute 'measure_nothing'"):
-        memory.measure_nothing  # noqa: B018
+@pytest.mark.parametrize("name", ["measure", "param_bytes", "training_model", "make_optimizer", "measure_setup"])
+def test_measuring_names_live_in_ftlab_measure_only(name):
+    assert callable(getattr(measure, name))
+    assert not hasattr(memory, name), name  # one home: the calculator builds and measures nothing

@@ -149,3 +149,14 @@ def test_plot_memory_draws_small_runs_in_mib_and_can_leave_the_peak_out():
     assert len(ax.patches) == 4
     assert sum(p.get_height() for p in ax.patches) == pytest.approx(small.total / 2**20)
     assert plot_memory({"a": small}, gpu_lines=("T4",)).axes[0].get_ylabel() == "memory (GiB)"
+
+
+def test_beta_explorer_shows_the_toy_it_is_given_and_holds_no_lesson_data():
+    # the toy answers, reference probabilities and rewards live in lesson 06, not in the view
+    assert not [n for n in vars(widgets) if n.startswith("BETA_")]
+    data = widgets.beta_explorer_data(1.0, (0.5, 0.5), (1.0, 0.0), ("good", "bad"))
+    e = 2.718281828459045
+    assert data["policy"] == pytest.approx([e / (e + 1), 1 / (e + 1)])  # pi_ref * exp(r / beta), normalised
+    assert data["expected_reward"] == pytest.approx(e / (e + 1))
+    assert "good" in data["text"] and "bad" in data["text"] and "Rome" not in data["text"]
+
