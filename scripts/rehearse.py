@@ -41,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from run_lessons import first_error, headlines, lesson_files, read_lesson  # noqa: E402
+from run_lessons import first_error, headless_client, headlines, lesson_files, read_lesson  # noqa: E402
 
 OUT = ROOT / "build" / "rehearsal"
 STANDINS = ROOT / "build" / "standins"
@@ -87,11 +87,8 @@ def memory_plans(nb) -> list[dict]:
 
 
 def run_lesson(path: Path, card: str, out_dir: Path, cell_timeout: int) -> dict:
-    from nbclient import NotebookClient
-
     nb = read_lesson(path)
-    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = headless_client(nb, path.parent, cell_timeout)
     start = time.perf_counter()
     ok, error = True, ""
     with (out_dir / f"{path.stem}.kernel.log").open("w") as log:

@@ -89,12 +89,29 @@ def first_error(nb, exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def run_one(path: Path, out_dir: Path, cell_timeout: int) -> Result:
+def headless_client(nb, folder: Path, cell_timeout: int):
+    """An nbclient ``NotebookClient`` for ``nb`` that runs in ``folder`` the way make lessons, make
+    rehearse and make test run every lesson.
+
+    nbclient, left to itself, plays the front end of an ipywidgets ``Output`` widget (the one
+    inside each lesson's explorer, ``ipywidgets.interactive``): it sends the widget's state back
+    to the kernel on the shell channel while it is waiting on that same channel for the cell's
+    reply, and now and then that reply never arrives: the kernel sits idle, the run waits forever,
+    and no cell timeout fires (jupyter/nbclient issue 312). Nobody looks at a widget in a
+    headless run, so this client does not play that part: the widget's state is still saved in
+    the executed notebook, and what the explorer prints goes to the cell's output.
+    """
     from nbclient import NotebookClient
 
-    nb = read_lesson(path)
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+                            resources={"metadata": {"path": str(folder)}})
+    client.comm_open_handlers["jupyter.widget"] = lambda msg: None  # no Output-widget mimic
+    return client
+
+
+def run_one(path: Path, out_dir: Path, cell_timeout: int) -> Result:
+    nb = read_lesson(path)
+    client = headless_client(nb, path.parent, cell_timeout)
     start = time.perf_counter()
     ok, error = True, ""
     # The kernel process's own log (not the cells' output) goes to a file, not the terminal.

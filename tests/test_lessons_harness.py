@@ -161,3 +161,32 @@ def test_test_unit_and_test_notebooks_split_the_same_session():
     (lessons,) = _dry_run("test-notebooks", "NOTEBOOKS=elsewhere", "TEST_WORKERS=0", "NB_CELL_TIMEOUT=90")
     assert "tests/test_lessons_rerun.py" in lessons and "FTLAB_NOTEBOOKS=elsewhere" in lessons
     assert "NB_CELL_TIMEOUT=90" in lessons and " -n " not in lessons  # TEST_WORKERS=0: no xdist
+
+
+def test_the_headless_client_does_not_play_the_output_widget_front_end(tmp_path):
+    """Every lesson runner (make lessons, make rehearse, make test) uses run_lessons.headless_client.
+    It leaves out nbclient's mimic of an Output widget's front end, which sends on the shell channel
+    while the client waits there for the cell's reply and can hang a run for good (nbclient issue
+    312; lessons 02 and 06 hung this way). An explorer (ipywidgets.interactive) still runs, what it
+    prints lands in the cell's output, and the widget's state is still recorded."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_lessons", ROOT / "scripts" / "run_lessons.py")
+    run_lessons = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("run_lessons", run_lessons)  # its dataclasses look their module up there
+    spec.loader.exec_module(run_lessons)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import ipywidgets as w\n"
+        "w.interactive(lambda beta: print(f'beta is {beta}'), beta=w.FloatSlider(value=0.5))")])
+    client = run_lessons.headless_client(nb, tmp_path, 60)
+    client.execute()
+    assert client.comm_objects == {}  # no Output widget played, so nothing was sent back
+    text = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.get("output_type") == "stream")
+    assert "beta is 0.5" in text
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+               for o in nb.cells[0].outputs)  # the widget itself
+    assert client.widget_state  # its state is kept in the executed notebook
+    from nbclient import NotebookClient
+
+    default = NotebookClient(nbformat.v4.new_notebook(), kernel_name="python3")
+    assert default.comm_open_handlers["jupyter.widget"].__name__ == "on_comm_open_jupyter_widget"

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 pytestmark = pytest.mark.lessons
@@ -53,14 +53,25 @@ def headlines(nb) -> list[str]:
             if line.startswith(HEADLINE)]
 
 
+def _run_lessons():
+    """scripts/run_lessons.py, whose headless_client every lesson runner shares."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_lessons", Path(__file__).resolve().parent.parent
+                                                  / "scripts" / "run_lessons.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("run_lessons", module)  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_twice(path: Path, timeout: int) -> list[list[str]]:
     """Run every code cell of ``path``, then every one again, in one kernel; each run's headlines.
 
     Fails the test with the lesson, the run and the cell when a cell raises or times out.
     """
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = _run_lessons().headless_client(nb, path.parent, timeout)  # as make lessons runs it
     runs = []
     with client.setup_kernel(env={**os.environ, "FTLAB_PROFILE": "tiny", "MPLBACKEND": "Agg"}):
         for run in (1, 2):
