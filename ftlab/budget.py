@@ -237,9 +237,23 @@ def forward_flops(model, batch, twin=None) -> float | None:
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             twin(*args, **kwargs)
-    except Exception:  # noqa: BLE001 - the estimate is optional: a forward meta cannot run is not counted
-        return None
+    except Exception:  # noqa: BLE001 - some library versions cannot run on meta (transformers 5.2's rotary)
+        return _token_flops(twin, kwargs.get("input_ids"))
     return float(counter.get_total_flops())
+
+
+def _token_flops(twin, input_ids) -> float | None:
+    """2 x weights x tokens: a transformer's forward without attention's own (few-percent) share,
+    for when the meta forward cannot run. The input embedding is a lookup, not a matmul; tied to
+    the output head it is counted once, as the head. None for inputs that are not token ids."""
+    if input_ids is None or input_ids.dim() != 2:
+        return None
+    weights = sum(p.numel() for p in twin.parameters())  # a tied tensor once
+    embed = twin.get_input_embeddings() if hasattr(twin, "get_input_embeddings") else None
+    head = twin.get_output_embeddings() if hasattr(twin, "get_output_embeddings") else None
+    if embed is not None and not (head is not None and head.weight is embed.weight):
+        weights -= embed.weight.numel()
+    return 2.0 * weights * input_ids.numel()
 
 
 def plan_run(model, batch, *, optimizer, mixed_precision: str, gpu, micro_batches: int | None = None) -> RunPlan:
