@@ -99,13 +99,17 @@ def headless_client(nb, folder: Path, cell_timeout: int):
     reply, and now and then that reply never arrives: the kernel sits idle, the run waits forever,
     and no cell timeout fires (jupyter/nbclient issue 312). Nobody looks at a widget in a
     headless run, so this client does not play that part: the widget's state is still saved in
-    the executed notebook, and what the explorer prints goes to the cell's output.
+    the executed notebook, and what the explorer prints goes to the cell's output. The explorer
+    clears its own output before it prints (``clear_output(wait=True)``); with no widget to clear,
+    that would wipe what the cell printed before it (a run's memory plan, its numbers), so this
+    client keeps every line a cell prints: no lesson clears its output for any other reason.
     """
     from nbclient import NotebookClient
 
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(folder)}})
     client.comm_open_handlers["jupyter.widget"] = lambda msg: None  # no Output-widget mimic
+    client.clear_output = lambda outs, msg, cell_index: None  # keep what the cell printed before
     return client
 
 

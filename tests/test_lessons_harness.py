@@ -177,12 +177,14 @@ def test_the_headless_client_does_not_play_the_output_widget_front_end(tmp_path)
     spec.loader.exec_module(run_lessons)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import ipywidgets as w\n"
+        "print('Memory plan: printed before the explorer')\n"
         "w.interactive(lambda beta: print(f'beta is {beta}'), beta=w.FloatSlider(value=0.5))")])
     client = run_lessons.headless_client(nb, tmp_path, 60)
     client.execute()
     assert client.comm_objects == {}  # no Output widget played, so nothing was sent back
     text = "".join(o.get("text", "") for o in nb.cells[0].outputs if o.get("output_type") == "stream")
     assert "beta is 0.5" in text
+    assert "Memory plan: printed before the explorer" in text  # the explorer's clear_output wipes nothing
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
                for o in nb.cells[0].outputs)  # the widget itself
     assert client.widget_state  # its state is kept in the executed notebook
