@@ -91,7 +91,7 @@ def response_loss(model, tokenizer, rows: Sequence[dict], max_length: int = 256,
     if not len(examples):
         raise ValueError(f"max_length={max_length} leaves no answer token in any of the {len(rows)} rows; raise it.")
     examples = capped_rows(list(examples), batch_size)
-    return _mean_label_nll(model, tokenizer, examples, batch_size)
+    return mean_label_nll(model, tokenizer, examples, batch_size)
 
 
 def chat_format_report(model, tokenizer, rows: Sequence[dict], max_new_tokens: int = 64) -> dict:
@@ -166,16 +166,18 @@ def prompt_loss(model, tokenizer, rows: Sequence[dict], max_length: int = 256, b
         labels = [tok if lab == -100 else -100 for tok, lab in zip(ex["input_ids"], ex["labels"])]
         examples.append({**ex, "labels": labels})
     examples = capped_rows(examples, batch_size)
-    total, tokens = _mean_label_nll(model, tokenizer, examples, batch_size, mean=False)
+    total, tokens = mean_label_nll(model, tokenizer, examples, batch_size, mean=False)
     if not tokens:
         raise ValueError("prompt_loss found no prompt token to score (every prompt is one token long?).")
     return total / tokens
 
 
-def _mean_label_nll(model, tokenizer, examples, batch_size: int, mean: bool = True):
-    """Nats per labelled token of tokenized ``examples`` (labels -100 are skipped), batched and
-    through :func:`target_logprobs`, so no (B, L, V) float32 copy is made. ``mean=False`` returns
-    ``(total nats, tokens)``. Shared by :func:`response_loss` and :func:`prompt_loss`."""
+def mean_label_nll(model, tokenizer, examples, batch_size: int = 8, mean: bool = True):
+    """Nats per labelled token of tokenized ``examples`` (``{"input_ids", "attention_mask",
+    "labels"}``; labels -100 are skipped, and the first token is never scored: nothing predicts
+    it), batched and through :func:`target_logprobs`, so no (B, L, V) float32 copy is made.
+    ``mean=False`` returns ``(total nats, tokens)``. The one scorer behind :func:`response_loss`,
+    :func:`prompt_loss` and :func:`ftlab.forgetting.text_loss`."""
     from ftlab.sft import SFTCollator
 
     collate = SFTCollator(tokenizer=tokenizer)

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ftlab.evals import cloze_accuracy, exact_match
-from ftlab.runtime import capped_rows, max_steps, model_device, resolve_profile
+from ftlab.evals import cloze_accuracy, exact_match, mean_label_nll
+from ftlab.runtime import capped_rows, max_steps, resolve_profile
 
 
 def forgetting_report(model, tokenizer, target_rows: Sequence[Mapping], general: Mapping[str, Sequence[str]],
@@ -71,25 +71,10 @@ def text_loss(model, tokenizer, texts: Sequence[str], max_length: int = 64, batc
     How well the model still predicts general text: it rises when a fine-tune forgets, long
     before a cloze flips. ``exp`` of it is the perplexity. The first token (BOS) is not scored.
     """
-    from ftlab.sft import SFTCollator
-    from ftlab.train import causal_lm_loss, count_causal_lm_items
-
     if not texts:
         raise ValueError("text_loss needs at least one text.")
     examples = capped_rows(lm_examples(list(texts), tokenizer, max_length), batch_size)
-    collate = SFTCollator(tokenizer=tokenizer)
-    was_training = model.training
-    model.eval()
-    device = model_device(model)
-    total, tokens = 0.0, 0
-    try:
-        for start in range(0, len(examples), batch_size):
-            batch = {k: v.to(device) for k, v in collate(examples[start:start + batch_size]).items()}
-            total += float(causal_lm_loss(model, batch))
-            tokens += count_causal_lm_items(batch)
-    finally:
-        model.train(was_training)
-    return total / tokens
+    return mean_label_nll(model, tokenizer, examples, batch_size)
 
 
 def replay_mix(task: Sequence, general: Sequence, replay_share: float, batch_size: int, num_steps: int,

@@ -387,7 +387,6 @@ def _estimate_one(model, method, precision, optimizer, r, target_modules, batch_
     head = shape.vocab * shape.hidden
 
     if method == "full":
-        trainable_tensors = None
         n_train = n
         weights = n * e + (4 * n if master_weights else 0)
         grads = n * e
@@ -395,7 +394,7 @@ def _estimate_one(model, method, precision, optimizer, r, target_modules, batch_
         if adam_state == "param" and optimizer in ("adamw", "sgd_momentum"):
             opt = opt * e // 4
     elif method == "probe":
-        n_train = head + (0 if shape.tied else 0)
+        n_train = head  # the output head (vocab x hidden), tied or not
         weights, grads = n * e, n_train * 4
         opt = optimizer_state_bytes(n_train, optimizer)
         assumptions.append("probe: only the output head trains, in fp32")

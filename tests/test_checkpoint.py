@@ -14,14 +14,6 @@ from ftlab import checkpoint
 from ftlab.train import latest_checkpoint, lr_multiplier, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def toy_data(n=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, 4, generator=g)

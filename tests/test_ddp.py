@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "sft_tiny.yaml"
 STEPS = 4
 REL_TOL = 1e-5
-torch.set_num_threads(1)
 
 
 def _env():

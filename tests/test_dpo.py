@@ -10,9 +10,6 @@ from ftlab import dpo
 from ftlab.data import load_preferences
 from ftlab.models import load_causal_lm
 
-torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def lm():
     return load_causal_lm("tiny")

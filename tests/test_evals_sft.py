@@ -13,9 +13,6 @@ from ftlab.models import load_causal_lm
 from ftlab.sft import SFTCollator, tokenize_dataset
 from ftlab.train import causal_lm_loss, count_causal_lm_items
 
-torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def lm():
     return load_causal_lm("tiny")

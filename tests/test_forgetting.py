@@ -100,6 +100,23 @@ def test_text_loss_is_low_on_pretraining_text_and_high_on_shuffled_words(tiny_lm
         text_loss(model, tok, [])
 
 
+def test_text_loss_is_the_training_loss_per_token_of_the_same_texts(tiny_lm):
+    """text_loss scores through evals.mean_label_nll; it must equal what ftlab.train's causal-LM
+    loss sums over the same padded batch, divided by the tokens it counts."""
+    from ftlab.data.world import make_world, pretraining_corpus
+    from ftlab.forgetting import lm_examples, text_loss
+    from ftlab.sft import SFTCollator
+    from ftlab.train import causal_lm_loss, count_causal_lm_items
+
+    model, tok = tiny_lm
+    docs = pretraining_corpus(make_world(), 5, seed=3)  # lengths differ: the batch is padded
+    batch = SFTCollator(tokenizer=tok)(lm_examples(docs, tok, max_length=48))
+    assert int(batch["attention_mask"].sum()) < batch["attention_mask"].numel()
+    with torch.no_grad():
+        expected = float(causal_lm_loss(model.eval(), batch)) / count_causal_lm_items(batch)
+    assert text_loss(model, tok, docs, max_length=48, batch_size=5) == pytest.approx(expected, rel=1e-5)
+
+
 def test_forgetting_report_adds_the_text_loss_only_when_given_text(tiny_lm):
     from ftlab.forgetting import forgetting_report, forgetting_sets
 

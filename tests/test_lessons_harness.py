@@ -81,7 +81,8 @@ def test_state_that_trips_the_second_run_all_fails_the_lesson(outcome):
     _, found, out = outcome
     status, line = found["02_twice"]
     assert status == "FAILED"
-    assert "02_twice.ipynb failed on the second Run all in the same kernel (run 2 of 2), cell 1" in line, line
+    assert ("02_twice.ipynb failed on the second Run all in the same kernel (answers filled in, "
+            "FTLAB_DRILLS=strict) (run 2 of 2), cell 1") in line, line
     assert "state left by the first run" in out
 
 

@@ -53,6 +53,28 @@ def headlines(nb) -> list[str]:
             if line.startswith(HEADLINE)]
 
 
+def fill_answers(nb, leave_blank=frozenset()) -> list[str]:
+    """Write each drill's worked solution into its answer cell, as a student would, except the
+    drills in ``leave_blank``. Returns the ids filled in. The layout (answer cell, check cell,
+    solution cell) is the one tests/test_notebooks_format.py enforces."""
+    from test_notebooks_format import CHECK_RE, SOLUTION_TITLE
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    filled = []
+    for i, cell in enumerate(code):
+        if "answer" not in cell.metadata.get("tags", []):
+            continue
+        (drill_id,) = CHECK_RE.findall(code[i + 1].source)
+        solution = code[i + 2]
+        assert "solution" in solution.metadata["tags"], f"drill {drill_id}: no solution cell after its check"
+        if drill_id in leave_blank:
+            continue
+        body = solution.source.removeprefix(SOLUTION_TITLE).replace("solution_", "answer_")
+        cell.source = "\n".join(line for line in body.splitlines() if not line.startswith("check("))
+        filled.append(drill_id)
+    return filled
+
+
 def _run_lessons():
     """scripts/run_lessons.py, whose headless_client every lesson runner shares."""
     import importlib.util
@@ -67,6 +89,7 @@ def _run_lessons():
 
 def run_twice(path: Path, timeout: int) -> list[list[str]]:
     """Run every code cell of ``path``, then every one again, in one kernel; each run's headlines.
+    Before the second run the answers are filled in and strict grading is switched on.
 
     Fails the test with the lesson, the run and the cell when a cell raises or times out.
     """
@@ -75,6 +98,10 @@ def run_twice(path: Path, timeout: int) -> list[list[str]]:
     runs = []
     with client.setup_kernel(env={**os.environ, "FTLAB_PROFILE": "tiny", "MPLBACKEND": "Agg"}):
         for run in (1, 2):
+            if run == 2:  # the student's edits: every drill answered, strict grading on
+                fill_answers(nb)
+                first = next(c for c in nb.cells if c.cell_type == "code")
+                first.source = f"import os; os.environ['FTLAB_DRILLS'] = 'strict'\n{first.source}"
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code":
                     continue
@@ -84,7 +111,8 @@ def run_twice(path: Path, timeout: int) -> list[list[str]]:
                 except (CellExecutionError, CellTimeoutError) as error:
                     failure = ANSI.sub("", str(error))  # the kernel's traceback comes in colour
                 if failure is not None:
-                    when = "in a fresh kernel" if run == 1 else "on the second Run all in the same kernel"
+                    when = ("in a fresh kernel" if run == 1 else
+                            "on the second Run all in the same kernel (answers filled in, FTLAB_DRILLS=strict)")
                     pytest.fail(f"{path.name} failed {when} (run {run} of 2), cell {index}:\n{failure}",
                                 pytrace=False)
             runs.append(headlines(nb))

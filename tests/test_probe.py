@@ -17,9 +17,6 @@ from ftlab import probe as P
 from ftlab.data import shapes as S
 from ftlab.models import vision as V
 
-torch.set_num_threads(1)
-
-
 @pytest.fixture(autouse=True)
 def _tiny(monkeypatch, tmp_path):
     monkeypatch.setenv("FTLAB_PROFILE", "tiny")

@@ -23,9 +23,6 @@ from ftlab import probe as P
 from ftlab.data import shapes as S
 from ftlab.train import train
 
-torch.set_num_threads(1)
-
-
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
     monkeypatch.setenv("FTLAB_PROFILE", "tiny")

@@ -6,11 +6,9 @@ import json
 import math
 
 import pytest
-import torch
 
 from ftlab.run import ConfigError, TRAIN_KEYS, check_batch, load_config, main
 
-torch.set_num_threads(1)
 CONFIGS = __import__("pathlib").Path(__file__).resolve().parent.parent / "configs"
 
 

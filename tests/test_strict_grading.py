@@ -1,8 +1,13 @@
-"""Strict grading: ``FTLAB_DRILLS=strict pytest --nbmake`` fails a lesson with a drill left blank
-and passes it once the answers are filled in (here, with the lesson's own worked solutions)."""
+"""Strict grading: ``FTLAB_DRILLS=strict pytest --nbmake`` fails a notebook with a drill left blank
+and passes it once the answer is filled in.
+
+The notebooks here are lesson 08's set-up and one of its drills (answer, check and solution cells
+as the lesson has them), not the whole lesson: every lesson already runs once more in
+tests/test_lessons_rerun.py with every answer filled in under strict grading."""
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -10,30 +15,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_lessons_rerun import fill_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = ROOT / "notebooks" / "08_drills.ipynb"
-
-
-def fill_answers(nb, leave_blank: set[str] = frozenset()):
-    """Write each drill's worked solution into its answer cell, as a student would, except the
-    drills in ``leave_blank``. Returns the ids filled in."""
-    from test_notebooks_format import CHECK_RE, SOLUTION_TITLE
-
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    filled = []
-    for i, cell in enumerate(code):
-        if "answer" not in cell.metadata.get("tags", []):
-            continue
-        (drill_id,) = CHECK_RE.findall(code[i + 1].source)
-        solution = code[i + 2]
-        assert "solution" in solution.metadata["tags"]
-        if drill_id in leave_blank:
-            continue
-        body = solution.source.removeprefix(SOLUTION_TITLE).replace("solution_", "answer_")
-        cell.source = "\n".join(line for line in body.splitlines() if not line.startswith("check("))
-        filled.append(drill_id)
-    return filled
 
 
 def run_strict(nb, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -50,19 +35,31 @@ def lesson():
     return nbformat.read(LESSON, as_version=4)
 
 
-def test_strict_mode_fails_a_lesson_with_one_drill_left_blank(lesson, tmp_path):
-    nb = nbformat.from_dict(lesson)
-    filled = fill_answers(nb, leave_blank={"08c"})
-    assert "08c" not in filled and len(filled) >= 9
+def one_drill(lesson, drill_id: str):
+    """Lesson 08's first code cell (its set-up), the import of ``check``, and the answer, check and
+    solution cells of one drill."""
+    from test_notebooks_format import CHECK_RE
+
+    code = [c for c in lesson.cells if c.cell_type == "code"]
+    (at,) = [i for i, c in enumerate(code) if "answer" in c.metadata.get("tags", [])
+             and CHECK_RE.findall(code[i + 1].source) == [drill_id]]
+    cells = copy.deepcopy([code[0], *code[at:at + 3]])  # the module's lesson stays as committed
+    return nbformat.v4.new_notebook(cells=[cells[0], nbformat.v4.new_code_cell("from ftlab.drills import check"),
+                                                  *cells[1:]], metadata=lesson.metadata)
+
+
+def test_strict_mode_fails_a_notebook_with_its_drill_left_blank(lesson, tmp_path):
+    nb = one_drill(lesson, "08c")
+    assert fill_answers(nb, leave_blank={"08c"}) == []
     result = run_strict(nb, tmp_path)
     out = result.stdout + result.stderr
     assert result.returncode != 0, out[-2000:]
     assert "DrillNotPassed" in out and "08c: not attempted" in out, out[-2000:]
 
 
-def test_strict_mode_passes_the_lesson_with_every_answer_filled_in(lesson, tmp_path):
-    nb = nbformat.from_dict(lesson)
-    assert len(fill_answers(nb)) >= 10
+def test_strict_mode_passes_the_notebook_once_the_answer_is_filled_in(lesson, tmp_path):
+    nb = one_drill(lesson, "08c")
+    assert fill_answers(nb) == ["08c"]
     result = run_strict(nb, tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "1 passed" in result.stdout

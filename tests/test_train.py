@@ -26,15 +26,6 @@ from ftlab.train import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_cpu_thread():
-    # Tiny ops on a shared CPU: thread hand-offs cost more than the maths (10x slower with 2)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- tiny inputs -------------------------------------------------------------------------------
 
 

@@ -17,7 +17,6 @@ from ftlab.models import vision as V
 from ftlab.probe import logistic_probe_accuracy
 from ftlab.runtime import data_dir
 
-torch.set_num_threads(1)
 
 # The thresholds data/vision/QUALITY.md documents (the measured values sit well above them).
 CNN_SOURCE_ACCURACY = 0.95

@@ -22,7 +22,6 @@ unit-length embeddings with either CLIP; zero-shot classification is then one ma
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
