@@ -257,7 +257,12 @@ def read_rows(task: str, cfg: dict) -> list[dict]:
     columns = DATA_COLUMNS[task]
     if cfg["data_path"] is not None:
         rows = []
-        with open(cfg["data_path"]) as f:
+        try:
+            f = open(cfg["data_path"])
+        except OSError as err:
+            raise ConfigError(f"data_path {str(cfg['data_path'])!r} cannot be read ({err.strerror}): it should "
+                              f"be a .jsonl file, one JSON row per line with the fields {list(columns)}.") from None
+        with f:
             for i, line in enumerate(f, 1):
                 if line.strip():
                     try:
@@ -267,18 +272,14 @@ def read_rows(task: str, cfg: dict) -> list[dict]:
         if rows and not set(columns) <= set(rows[0]):
             raise ConfigError(f"{cfg['data_path']}: rows need the fields {list(columns)}, "
                               f"the first has {sorted(rows[0])}.")
-    elif task == "sft":
-        from ftlab.data import load_instructions
-
-        rows = list(load_instructions("train", profile=cfg["profile"]))
-    elif task == "dpo":
-        from ftlab.data import load_preferences
-
-        rows = list(load_preferences("train", profile=cfg["profile"]))
     else:
-        from ftlab.data import load_text_classification
+        from ftlab import data
 
-        rows = list(load_text_classification("train", profile=cfg["profile"]))
+        loader = {"sft": data.load_instructions, "dpo": data.load_preferences}.get(task, data.load_text_classification)
+        try:
+            rows = list(loader("train", profile=cfg["profile"]))
+        except FileNotFoundError as err:  # FTLAB_DATA naming a folder without the micro-world
+            raise ConfigError(str(err)) from None
     if cfg["train_size"] is not None:
         rows = rows[:cfg["train_size"]]
     if not rows:

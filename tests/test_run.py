@@ -152,6 +152,15 @@ def test_a_key_given_twice_in_the_yaml_is_an_error(tmp_path, capsys):
     _one_line_error(capsys, ["sft", "--config", str(path)])
 
 
+@pytest.mark.parametrize("task", ["sft", "dpo", "classifier"])
+def test_ftlab_data_without_the_micro_world_exits_2_naming_the_folder(tmp_path, capsys, monkeypatch, task):
+    monkeypatch.setenv("FTLAB_DATA", str(tmp_path))
+    monkeypatch.setenv("FTLAB_PROFILE", "tiny")
+    err = _one_line_error(capsys, [task, "--set", f"output_dir={tmp_path / 'out'}"])
+    assert f"FTLAB_DATA={str(tmp_path)!r} names a folder without the micro-world" in err, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 @pytest.mark.parametrize("item, match", [("lr=[1,", r"--set value '\[1,' is not valid YAML"),
                                          ("lr", "--set wants KEY=VALUE"), ("=3", "--set wants KEY=VALUE")])
 def test_a_bad_set_value_exits_2_with_one_line(capsys, item, match):
