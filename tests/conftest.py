@@ -26,7 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # Seconds a test takes on 2 busy cores, one torch thread (pytest --durations), for the tests over
 # 10 s; the longest start first (see pytest_collection_modifyitems). A scheduling hint only: a test
 # renamed or missing here starts in its usual place.
-LESSON_SECONDS = 45  # each lesson, run twice
+# Each lesson's seconds under `make lessons` (build/lessons/summary.md); make test runs it twice.
+LESSON_SECONDS = {"00": 32, "01": 61, "02": 28, "03": 84, "04": 52, "05": 39, "06": 45, "07": 15, "08": 12,
+                  "09": 43, "10": 19}
+LESSON_DEFAULT_SECONDS = 45  # a lesson not listed above
 SLOW_SECONDS = {
     "tests/test_memory.py::test_the_llama_3_2_1b_architecture_quantized_on_cpu_matches_the_static_estimate": 73,
     "tests/test_ddp.py::test_dpo_on_two_processes_matches_one_process_with_grad_accum_2": 22,
@@ -42,9 +45,11 @@ def pytest_configure(config):
 
 
 def expected_seconds(item) -> float:
-    """About how long ``item`` runs: LESSON_SECONDS for a lesson, SLOW_SECONDS's entry, else 0."""
+    """About how long ``item`` runs: twice its LESSON_SECONDS for a lesson, SLOW_SECONDS's entry,
+    else 0."""
     if item.get_closest_marker("lessons"):
-        return LESSON_SECONDS
+        number = item.callspec.id[:2] if hasattr(item, "callspec") else ""
+        return 2 * LESSON_SECONDS.get(number, LESSON_DEFAULT_SECONDS)
     return SLOW_SECONDS.get(item.nodeid, 0)
 
 

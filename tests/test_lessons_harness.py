@@ -116,21 +116,30 @@ def test_lessons_and_the_slowest_unit_tests_are_collected_first():
     """xdist hands out tests in collection order: the long ones first, so none starts last."""
     import conftest
 
+    class Callspec:
+        def __init__(self, id):
+            self.id = id
+
     class Item:
-        def __init__(self, nodeid, lesson=False):
+        def __init__(self, nodeid, lesson=None):
             self.nodeid, self.lesson = nodeid, lesson
+            if lesson:
+                self.callspec = Callspec(lesson)
 
         def get_closest_marker(self, name):
             return object() if name == "lessons" and self.lesson else None
 
     ddp = "tests/test_ddp.py::test_dpo_on_two_processes_matches_one_process_with_grad_accum_2"
     llama = "tests/test_memory.py::test_the_llama_3_2_1b_architecture_quantized_on_cpu_matches_the_static_estimate"
-    items = [Item("tests/test_adapters.py::test_a"), Item(ddp), Item(f"{RERUN}[00_a]", lesson=True),
-             Item("tests/test_adapters.py::test_b"), Item(llama), Item(f"{RERUN}[01_b]", lesson=True)]
+    items = [Item("tests/test_adapters.py::test_a"), Item(ddp), Item(f"{RERUN}[08_a]", lesson="08_a"),
+             Item("tests/test_adapters.py::test_b"), Item(llama), Item(f"{RERUN}[03_b]", lesson="03_b"),
+             Item(f"{RERUN}[99_new]", lesson="99_new")]
     conftest.pytest_collection_modifyitems(None, items)
-    assert [i.nodeid for i in items] == [llama, f"{RERUN}[00_a]", f"{RERUN}[01_b]", ddp,
+    assert [i.nodeid for i in items] == [f"{RERUN}[03_b]", f"{RERUN}[99_new]", llama, f"{RERUN}[08_a]", ddp,
                                          "tests/test_adapters.py::test_a", "tests/test_adapters.py::test_b"]
-    assert conftest.SLOW_SECONDS[llama] > conftest.LESSON_SECONDS > conftest.SLOW_SECONDS[ddp] > 0
+    # lesson 03 runs twice for longer than the llama test; lesson 08's two runs beat the DDP test
+    assert 2 * conftest.LESSON_SECONDS["03"] > 2 * conftest.LESSON_DEFAULT_SECONDS > conftest.SLOW_SECONDS[llama]
+    assert 2 * conftest.LESSON_SECONDS["08"] > conftest.SLOW_SECONDS[ddp] > 0
 
 
 # ---------------------------------------------------------------------------------------------
