@@ -137,7 +137,7 @@ def test_lessons_and_the_slowest_unit_tests_are_collected_first():
     conftest.pytest_collection_modifyitems(None, items)
     assert [i.nodeid for i in items] == [f"{RERUN}[03_b]", f"{RERUN}[99_new]", llama, f"{RERUN}[08_a]", ddp,
                                          "tests/test_adapters.py::test_a", "tests/test_adapters.py::test_b"]
-    # lesson 03 runs twice for longer than the llama test; lesson 08's two runs beat the DDP test
+    # a lesson runs twice: even the shortest (08) outlasts the DDP test
     assert 2 * conftest.LESSON_SECONDS["03"] > 2 * conftest.LESSON_DEFAULT_SECONDS > conftest.SLOW_SECONDS[llama]
     assert 2 * conftest.LESSON_SECONDS["08"] > conftest.SLOW_SECONDS[ddp] > 0
 
