@@ -32,23 +32,39 @@ class _NoHubKernelNoise(logging.Filter):
 
 _BNB_CPU_LOGGER = "bitsandbytes.backends.cpu.ops"
 _NO_HUB_KERNEL_NOISE = _NoHubKernelNoise()
-# peft still calls transformers' old names for gradient checkpointing; the deprecation notice is
-# for library authors, not for students running a lesson.
-_CHECKPOINTING_NOTICE = r"`(is_)?gradient_checkpointing(_enable)?` is deprecated"
+# peft and TRL still call transformers' old names for gradient checkpointing; the deprecation
+# notice is for library authors, not for students running a lesson.
+_CHECKPOINTING_NOTICE = r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated"
 
 
 def quiet() -> None:
-    """Hide two library notices that only confuse a student: bitsandbytes' offline warning that its
-    optional hub kernel is missing (its own fallback computes the same) and peft's FutureWarning
-    about transformers' old gradient-checkpointing names. Nothing else is hidden.
+    """Keep a lesson's output to what the student is doing. It hides:
 
-    A lesson's set-up cell calls it through :func:`report`. Importing ftlab changes no logging
-    or warning filter of the program that imports it; calling this again adds nothing.
+    - bitsandbytes' offline warning that its optional hub kernel is missing (its own fallback
+      computes the same);
+    - the FutureWarning about transformers' old gradient-checkpointing names that peft and TRL
+      still call;
+    - the progress bars of work the student did not ask for: transformers' "Loading weights"
+      (a fraction of a second per load) and datasets' ``map``/``filter`` bars ("Filter",
+      TRL's "Tokenizing train dataset"). Training progress (``ftlab.train``'s bar, a Trainer's)
+      and the hub's download bars stay.
+
+    A lesson's set-up cell calls it through :func:`report`. Importing ftlab changes no logging,
+    warning filter or progress bar of the program that imports it; calling this again adds nothing.
     """
+    import datasets
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
     logger = logging.getLogger(_BNB_CPU_LOGGER)
     if _NO_HUB_KERNEL_NOISE not in logger.filters:
         logger.addFilter(_NO_HUB_KERNEL_NOISE)
     warnings.filterwarnings("ignore", category=FutureWarning, message=_CHECKPOINTING_NOTICE)
+    downloads_shown = not hub_utils.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # which also turns off the hub's download bars ...
+    if downloads_shown:
+        hub_utils.enable_progress_bars()  # ... that a 2 GB download on Colab should keep
+    datasets.disable_progress_bars()
 
 
 PROFILES = ("tiny", "full")

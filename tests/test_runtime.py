@@ -217,6 +217,7 @@ def test_a_damaged_jsonl_line_is_named(no_env, tmp_path):
 
 
 # --- logging hygiene: importing ftlab changes nothing; quiet() (called by report()) hides two notices
+# and the progress bars of work the student did not ask for
 
 
 def _python(code: str) -> str:
@@ -266,6 +267,33 @@ print(state(), log.filter(make("Failed to load CPU gemm_4bit_forward from kernel
       bool(log.filter(make("Failed to load CPU something else"))), [str(w.message) for w in seen])
 """)
     assert out == "(1, 1) False True ['something else is deprecated']"
+
+
+def test_quiet_hides_loading_and_dataset_bars_but_keeps_training_and_download_bars():
+    out = _python("""
+import contextlib, io
+import datasets
+from huggingface_hub import utils as hub_utils
+from transformers.utils import logging as hf_logging
+from ftlab import runtime
+from ftlab.models import load_causal_lm
+from ftlab.train import train
+before = (hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled(),
+          hub_utils.are_progress_bars_disabled())
+with contextlib.redirect_stdout(io.StringIO()):
+    runtime.report()
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    model, tokenizer = load_causal_lm()
+    datasets.Dataset.from_list([{"x": i} for i in range(5)]).filter(lambda row: row["x"] > 1)
+    import torch
+    train(torch.nn.Linear(2, 2), [(torch.zeros(2), 0)] * 4, num_steps=2, batch_size=2, progress=True)
+after = (hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled(),
+         hub_utils.are_progress_bars_disabled())
+text = err.getvalue()
+print(before, after, "Loading weights" in text, "Filter" in text, "train:" in text)
+""")
+    assert out.splitlines()[-1] == "(True, True, False) (False, False, False) False False True", out
 
 
 def test_model_device_is_where_the_weights_are_and_names_a_model_without_any():
