@@ -567,9 +567,11 @@ check("04c", answer_04c)
 
 # %% cellView="form" tags=["solution"]
 #@title Solution
-# Section 5 measured it: re-quantizing W + scale*B@A to NF4 keeps only part of the update, while
-# a 16-bit merge keeps all of it. Merge in 16-bit; quantize again only if you must serve in 4-bit.
-solution_04c = "b"
+# Section 5 measured it: the adapter learned its update on top of the dequantized NF4 weights, so
+# merging into exactly those (kept in 16-bit) is the QLoRA model itself (KL about 0). The original
+# 16-bit base differs from them by the quantization error, and re-quantizing W + scale*B@A rounds
+# part of the update away. Quantize again only if you must serve in 4-bit.
+solution_04c = "c"
 check("04c", solution_04c)
 
 # %% [markdown]

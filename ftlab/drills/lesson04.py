@@ -77,18 +77,21 @@ register(Drill(
 
 
 register(Drill(
-    "04c", "Merging a QLoRA adapter", LESSON, 2, "choice", "b", choice(
-        "b",
+    "04c", "Merging a QLoRA adapter", LESSON, 2, "choice", "c", choice(
+        "c",
         {"a": "Re-quantizing W + BA puts a fresh rounding error on every weight, nearly half the size of the "
               "update itself in lesson 04: the 4-bit merge is no longer the model you trained.",
-         "c": "Merging works fine; it just has to happen in a precision that can hold the small update.",
+         "b": "Close, and common practice, but the adapter learned its update on top of the quantized "
+              "weights, not the original ones: section 5 measures this merge far from the QLoRA model "
+              "(its KL is many times that of the right answer).",
          "d": "The codes are indices into a fixed table; adding to an index does not add to the weight."},
-        "Merge in 16-bit, best into the dequantized 4-bit weights the adapter was trained on (KL 0 to the "
-        "QLoRA model). Quantize again only for serving, knowing it re-rounds the update with the weights."),
-    wrong=("a", "c", "d"),
+        "Dequantize the NF4 base to 16-bit and merge into that: the same weights the adapter was trained "
+        "on, so the merged model is the QLoRA model (KL about 0 in section 5). Quantize again only for "
+        "serving, knowing it re-rounds the update with the weights."),
+    wrong=("a", "b", "d"),
     options={"a": "Merge straight into the 4-bit base and save it: same quality, smallest file.",
-             "b": "Load the base in 16-bit, merge the adapter into those weights, save the 16-bit model.",
-             "c": "Never merge a QLoRA adapter: always ship base + adapter.",
+             "b": "Load the original 16-bit base from the hub, merge the adapter into it, save the 16-bit model.",
+             "c": "Dequantize the NF4 base to 16-bit, merge the adapter into those weights, save the 16-bit model.",
              "d": "Add scale*B@A to the NF4 codes (the 4-bit indices) directly."},
     prompt="You trained a LoRA adapter on an NF4 base and want one merged model to ship. What do you do?"))
 
