@@ -78,8 +78,23 @@ cfg
 # | wants | any network; scales throughput | fast links (NVLink) inside one machine |
 #
 # Fine-tuning on a budget is almost always data parallel: the code of the single-GPU run
-# stays the same, and the only new thing on the wire is the gradients. Model parallelism is for
-# models whose *single layer* does not fit, which a fine-tuner meets only beyond ~70B.
+# stays the same, and the only new thing on the wire is the gradients. Sharded data parallelism
+# (ZeRO-3, FSDP) already trains models whose states do not fit on one GPU, so "the model does not
+# fit" is not, by itself, why people pick model parallelism. They pick it for what travels:
+#
+# - **Tensor parallelism** splits every matrix multiply across GPUs, so weights *and* activations
+#   shrink per GPU and one step finishes sooner, even at batch 1 and long sequences, where data
+#   parallelism has no batch to split. The price is an all-reduce of activations inside every
+#   layer: it only pays on NVLink-class links, so it stays inside one machine (typically 8 GPUs).
+# - **Pipeline parallelism** gives each GPU a block of layers; only the activations at the block
+#   boundaries travel, little enough for the slower links *between* machines. The price is the
+#   pipeline "bubble" (stages waiting), hidden by many micro-batches per step.
+# - FSDP's cost grows the other way: it gathers every layer's full weights on every GPU twice per
+#   step, so at hundreds of GPUs with a fixed global batch, that traffic is what limits it.
+#
+# Pre-training runs of very large models combine all three (tensor inside a machine, pipeline
+# across machines, data parallel on top). A fine-tuning run on one to eight GPUs does not meet
+# these limits: DDP for LoRA, FSDP when full fine-tuning's states do not fit.
 #
 # The memory calculator says why one GPU is not enough for full fine-tuning of a 7B model:
 
@@ -93,7 +108,7 @@ one_gpu = estimate(config, **budget)
 print(one_gpu.table())
 
 # %% [markdown]
-# About 102 GiB for one GPU: 16 bytes per parameter of weights, gradients and AdamW state
+# The total above is for one GPU: 16 bytes per parameter of weights, gradients and AdamW state
 # (bf16 weights 2 + gradients 2 + fp32 master 4 + two fp32 moments 8) before a single activation.
 # No card in the table fits it.
 
