@@ -48,6 +48,7 @@ if "google.colab" in sys.modules:  # only on Colab: install ftlab and bitsandbyt
     keep.close()
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", keep.name, FTLAB_PIN], check=True)
 
+from ftlab.drills import check  # grades a drill: pass, a hint, or "not attempted"
 from ftlab.runtime import headline, profile, report, seed_everything
 
 env = report()  # versions, device, GPU, profile: paste this when you ask for help
@@ -118,42 +119,155 @@ print(f"B @ A is {tuple((B @ A).shape)} with rank {torch.linalg.matrix_rank(B @ 
 
 # %% [markdown]
 # ## 2. LoRALinear, step by step
-# `ftlab.lora.LoRALinear(base, r, alpha)` wraps a pretrained `nn.Linear` and does four things:
+# A LoRA layer wraps a pretrained `nn.Linear` (weight `W`, d_out x d_in, and a bias `b`) and does
+# four things:
 #
-# 1. **freezes** the base layer: `W` and its bias get no gradient;
-# 2. adds `A` (r x d_in), drawn the way `nn.Linear` (and peft) draw a weight, kaiming-uniform;
+# 1. **freezes** the base layer: `W` and `b` get no gradient;
+# 2. adds `A` (r x d_in), drawn the way `nn.Linear` (and peft) draw a weight, Kaiming-uniform;
 # 3. adds `B` (d_out x r), all **zeros**;
-# 4. in `forward`, returns `base(x) + scale * (x Aᵀ) Bᵀ` with `scale = alpha / r`. It multiplies
-#    by `A` first: the intermediate is only r wide, and the d_out x d_in product `B A` is never built.
+# 4. in `forward`, returns `x Wᵀ + b + scale · dropout(x) Aᵀ Bᵀ` with `scale = alpha / r`. It
+#    multiplies by `A` first: the intermediate is only r wide, and the d_out x d_in product `B A`
+#    is never built. Dropout acts on the input of the LoRA path only; the frozen path sees `x`.
 #
-# Here is a "pretrained" layer and its LoRA wrapper, with the forward written out by hand:
+# After training, **merge** folds the update into the weight, `W' = W + scale · B A`, and gives
+# back a plain `nn.Linear`. Write both formulas first; the class is then a few lines around them.
+
+# %% [markdown]
+# ### Drill 02a ★★☆ · Write the forward
+# Write `lora_linear_forward(x, W, A, B, r, alpha, dropout=None)` for `x` of shape (..., d_in),
+# the frozen `W` (d_out x d_in, no bias here), `A` (r x d_in) and `B` (d_out x r). `dropout` is
+# `None` (no dropout) or a function to apply. The check runs it on random shapes, with and without
+# a dropout mask, against peft's `lora.Linear` holding the same W, A, B.
+
+# %% tags=["answer"]
+def lora_linear_forward(x, W, A, B, r, alpha, dropout=None):
+    raise NotImplementedError  # your code here
+
+
+answer_02a = lora_linear_forward
 
 # %%
+check("02a", answer_02a)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# The frozen path sees x; the low-rank path sees dropout(x), goes down to r through A, back up
+# through B, and is scaled by alpha / r (a larger alpha, a larger update).
+def solution_lora_linear_forward(x, W, A, B, r, alpha, dropout=None):
+    h = x if dropout is None else dropout(x)              # (..., d_in)
+    return x @ W.T + (alpha / r) * ((h @ A.T) @ B.T)      # (..., d_out)
+
+
+solution_02a = solution_lora_linear_forward
+check("02a", solution_02a)
+
+# %% [markdown]
+# ### Drill 02b ★★☆ · Write the merge
+# Write `merge_weight(W, A, B, r, alpha)` for the same shapes. Return the merged weight
+# (d_out x d_in). The check compares it with peft's `lora.Linear.merge()` holding the same W, A, B.
+
+# %% tags=["answer"]
+def merge_weight(W, A, B, r, alpha):
+    raise NotImplementedError  # your code here
+
+
+answer_02b = merge_weight
+
+# %%
+check("02b", answer_02b)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# B @ A is (d_out x r)(r x d_in) = d_out x d_in, the shape of W. Only the update is scaled.
+def solution_merge_weight(W, A, B, r, alpha):
+    return W + (alpha / r) * (B @ A)
+
+
+solution_02b = solution_merge_weight
+check("02b", solution_02b)
+
+# %% [markdown]
+# ### The layer
+# The two formulas in a module. It is called `MyLoRALinear` so as not to hide ftlab's
+# `LoRALinear`, the tested copy the rest of the course imports (the same lines, plus checks of
+# the arguments and care for half precision).
+
+# %%
+import copy
+import math
+
 from torch import nn
+
+
+class MyLoRALinear(nn.Module):
+    """base(x) + (alpha / r) * dropout(x) A^T B^T: a frozen linear layer plus a trainable rank-r update."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
+        super().__init__()
+        self.base = base.requires_grad_(False)               # W (d_out, d_in) and b: frozen
+        self.scale = alpha / r
+        device = base.weight.device
+        self.A = nn.Parameter(torch.empty(r, base.in_features, device=device))    # (r, d_in)
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))     # nn.Linear's own init, as peft's lora_A
+        self.B = nn.Parameter(torch.zeros(base.out_features, r, device=device))   # (d_out, r): ΔW = 0
+        self.dropout = nn.Dropout(dropout)                   # on the LoRA input only
+
+    def forward(self, x):                                    # x (..., d_in)
+        h = self.dropout(x) @ self.A.T                       # (..., r): the bottleneck
+        return self.base(x) + self.scale * (h @ self.B.T)    # (..., d_out)
+
+    @torch.no_grad()
+    def merge(self) -> nn.Linear:
+        """A plain nn.Linear with weight W + scale * B A (d_out, d_in): zero added latency."""
+        merged = copy.deepcopy(self.base)                    # same shape, same bias, frozen
+        merged.weight += self.scale * (self.B @ self.A)
+        return merged
+
+# %% [markdown]
+# **Check.** At init `B` is zero, so the update is zero and the wrapped layer computes *exactly*
+# what the pretrained one did: training starts from the pretrained model, not a perturbed one.
+# Then the same "pretrained" layer under three wrappers, `MyLoRALinear`, ftlab's `LoRALinear` and
+# peft's `lora.Linear`, with the same `A` (ours and ftlab's draw the same one under one seed) and
+# a nonzero `B` (with `B = 0` any forward would pass): they must agree in training mode with
+# dropout (one seed, one mask) and after merging.
+
+# %%
+from peft import LoraConfig
+from peft.tuners.lora import Linear as PeftLoraLinear
 
 from ftlab.lora import LoRALinear
 
 torch.manual_seed(cfg.seed)
-d_in, d_out = 64, 32
-pretrained = nn.Linear(d_in, d_out)
-layer = LoRALinear(pretrained, r=4, alpha=8)
-print(layer)
-print(f"A {tuple(layer.A.shape)}, B {tuple(layer.B.shape)}, scale = alpha / r = {layer.scale}")
-print("trainable:", [name for name, p in layer.named_parameters() if p.requires_grad])
-
-x = torch.randn(10, d_in)
-by_hand = x @ pretrained.weight.T + pretrained.bias + layer.scale * (x @ layer.A.T) @ layer.B.T
-print(f"LoRALinear vs the formula by hand: max |diff| = {(layer(x) - by_hand).abs().max():.1e}")
-
-# %% [markdown]
-# ### Unchanged at init
-# `B` is zero, so the update is zero and the wrapped layer computes *exactly* what the pretrained
-# one did: training starts from the pretrained model, not from a perturbed one.
-
-# %%
-same = torch.equal(layer(x), pretrained(x))
-print(f"output at init equals the pretrained layer's, bit for bit: {same}")
-assert same, "with B = 0 the LoRA layer must return the base output exactly"
+d_in, d_out, r, alpha, p = 64, 32, 4, 8, 0.1
+pretrained, x = nn.Linear(d_in, d_out), torch.randn(10, d_in)  # a "pretrained" layer with a bias; a batch
+torch.manual_seed(cfg.seed)
+mine = MyLoRALinear(copy.deepcopy(pretrained), r, alpha, dropout=p)
+torch.manual_seed(cfg.seed)
+ours = LoRALinear(copy.deepcopy(pretrained), r=r, alpha=alpha, dropout=p)
+torch.testing.assert_close(mine.A, ours.A, rtol=0, atol=0)  # the same Kaiming-uniform draw
+same_at_init = torch.equal(mine(x), pretrained(x))
+print(f"at init, MyLoRALinear returns the pretrained layer's output bit for bit: {same_at_init}")
+assert same_at_init, "with B = 0 the LoRA layer must return the base output exactly"
+theirs = PeftLoraLinear(copy.deepcopy(pretrained), "default", LoraConfig(r=r, lora_alpha=alpha, lora_dropout=p),
+                        r=r, lora_alpha=alpha)
+with torch.no_grad():
+    mine.B.normal_()  # a trained-looking update
+    for A, B in ((ours.A, ours.B), (theirs.lora_A["default"].weight, theirs.lora_B["default"].weight)):
+        A.copy_(mine.A)
+        B.copy_(mine.B)
+outputs = {}
+for name, layer in (("mine", mine), ("ftlab", ours), ("peft", theirs)):
+    torch.manual_seed(1)  # one seed, so one dropout mask for all three
+    outputs[name] = layer(x)  # (10, d_out)
+theirs.merge()  # peft merges in place, into its copy of the base
+merged = {"mine": mine.merge().weight, "ftlab": ours.merge().weight, "peft": theirs.get_base_layer().weight}
+for name in ("ftlab", "peft"):
+    print(f"MyLoRALinear vs {name:5}: forward max |diff| {(outputs['mine'] - outputs[name]).abs().max():.1e}, "
+          f"merged weight max |diff| {(merged['mine'] - merged[name]).abs().max():.1e}")
+    torch.testing.assert_close(outputs["mine"], outputs[name])
+    torch.testing.assert_close(merged["mine"], merged[name])
+with torch.no_grad():
+    assert not torch.allclose(outputs["mine"], mine.eval()(x)), "dropout was on, so the check saw it"
 
 # %% [markdown]
 # ### A toy task: the adapter learns, the base stays frozen
@@ -186,9 +300,10 @@ def fit(layer, steps=cfg.toy_steps, lr=2e-2):
 toy, toy_losses, toy_errors = {}, {}, {}
 for r in (1, 2, 4):
     torch.manual_seed(cfg.seed)
-    toy[r] = LoRALinear(pretrained, r=r, alpha=2 * r)  # the same frozen layer under each adapter
+    toy[r] = MyLoRALinear(pretrained, r=r, alpha=2 * r)  # the same frozen layer under each adapter
     toy_losses[r] = fit(toy[r])
-    toy_errors[r] = ((toy[r].delta_weight() - true_delta).norm() / true_delta.norm()).item()
+    delta = toy[r].scale * toy[r].B @ toy[r].A  # ΔW = scale · B A, (d_out, d_in)
+    toy_errors[r] = ((delta - true_delta).norm() / true_delta.norm()).item()
     print(f"r = {r}: loss {toy_losses[r][0]:.3f} -> {toy_losses[r][-1]:.1e}, "
           f"|ΔW - true ΔW| / |true ΔW| = {toy_errors[r]:.1e}")
 
@@ -234,7 +349,7 @@ def ms_per_call(layers: dict, x, repeats=5, calls=10) -> dict:
 
 
 big = nn.Linear(1024, 1024)  # a layer big enough to time
-big_lora = LoRALinear(big, r=16, alpha=32)
+big_lora = MyLoRALinear(big, r=16, alpha=32)
 ms = ms_per_call({"base": big, "LoRA unmerged": big_lora, "merged": big_lora.merge()}, torch.randn(128, 1024))
 print("1024x1024, batch 128: " + ", ".join(f"{name} {t:.3f} ms ({t / ms['base']:.2f}x)" for name, t in ms.items()))
 
@@ -243,10 +358,10 @@ print("1024x1024, batch 128: " + ", ".join(f"{name} {t:.3f} ms ({t / ms['base']:
 # it does the same work as the base. `bench/lora_speed.py` measures this carefully.)
 #
 # ## 3. LoRA in a pretrained language model
-# `inject_lora(model, target_names, r, alpha)` walks the model, replaces every linear layer whose
-# name matches with a `LoRALinear`, and freezes everything else. Names differ between
-# architectures, so first ask the model what its linear layers are called. A wrong name is an
-# error that tells you:
+# Model surgery: walk the model, replace every linear layer whose name matches with a LoRA layer,
+# and freeze everything else. Names differ between architectures, so first ask the model what its
+# linear layers are called. ftlab's `inject_lora(model, target_names, r, alpha)` does the surgery;
+# given a wrong name, it raises an error that tells you:
 
 # %%
 from ftlab.lora import inject_lora, linear_layer_names, lora_layers
@@ -261,8 +376,94 @@ except ValueError as err:
     print("ValueError:", err)
 
 # %% [markdown]
-# Llama calls them `q_proj` and `v_proj` (DistilBERT: `q_lin`, `v_lin`). Adapting the query and
-# value projections is the original LoRA paper's choice, and still a good default.
+# Llama calls them `q_proj` and `v_proj` (DistilBERT: `q_lin`, `v_lin`). Adapting only these two
+# is the original LoRA paper's choice; this lesson uses it to keep the first example small. It is
+# not the best use of a budget. Lesson 03 measures why: a smaller rank on every linear layer,
+# with fewer trainable parameters, matches full fine-tuning on every seed, while more rank on q
+# and v alone swings with the seed and does not help, because the errors left need the other
+# layers (the keys, the attention output, the feed-forward) to change too. Lesson 04 puts
+# QLoRA's adapters on every linear layer for the same reason.
+#
+# The surgery is one screen: list the matching `nn.Linear` layers, freeze the whole model, and
+# swap each for a LoRA layer, whose fresh `A` and `B` are the only trainable parameters.
+
+# %%
+def my_inject_lora(model: nn.Module, target_names, r: int, alpha: float, dropout: float = 0.0) -> nn.Module:
+    """Swap every nn.Linear whose last name is in target_names for a MyLoRALinear; freeze the rest."""
+    model.requires_grad_(False)                      # every pretrained weight: frozen
+    targets = [(name, m) for name, m in model.named_modules()
+               if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in target_names]
+    if not targets:
+        raise ValueError(f"no nn.Linear is named {list(target_names)}: see linear_layer_names(model)")
+    for name, linear in targets:                     # listed first: never edit a tree while walking it
+        parent, _, child = name.rpartition(".")      # "model.layers.0.self_attn", "q_proj"
+        setattr(model.get_submodule(parent), child, MyLoRALinear(linear, r, alpha, dropout))
+    return model                                     # trainable: the new A and B only
+
+
+# The check below runs on the tiny model in both profiles (a second anywhere), at this rank:
+tiny_lm = load_causal_lm(profile="tiny")[0]
+check_r, check_alpha, check_targets = 8, 16, ["q_proj", "v_proj"]
+q_shape, v_shape = (tuple(tiny_lm.model.layers[0].self_attn.get_submodule(t).weight.shape) for t in check_targets)
+print(f"tiny model: {len(tiny_lm.model.layers)} blocks, each with q_proj {q_shape} and v_proj {v_shape} "
+      f"(d_out, d_in); LoRA r = {check_r} on both")
+
+# %% [markdown]
+# ### Drill 02c ★☆☆ · Predict, then run
+# How many trainable parameters will peft's `print_trainable_parameters()` show for LoRA with that
+# rank on `q_proj` and `v_proj` of the tiny model? Work it out from the shapes above.
+
+# %% tags=["answer"]
+answer_02c = ...  # a number
+
+# %%
+check("02c", answer_02c)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# r (d_in + d_out) for each wrapped layer, q_proj and v_proj in every block; everything else is frozen.
+solution_02c = len(tiny_lm.model.layers) * check_r * (sum(q_shape) + sum(v_shape))
+check("02c", solution_02c)
+
+# %% [markdown]
+# **Check.** The same surgery three ways on fresh copies of the tiny model: `my_inject_lora`,
+# ftlab's `inject_lora` and peft's `get_peft_model`. Each layer of the three gets the same `A`
+# and a nonzero `B`; the trainable counts and the logits must agree.
+
+# %%
+from peft import get_peft_model
+
+torch.manual_seed(cfg.seed)
+mine_lm = my_inject_lora(tiny_lm, check_targets, check_r, check_alpha)
+ours_lm = inject_lora(load_causal_lm(profile="tiny")[0], check_targets, r=check_r, alpha=check_alpha)
+peft_lm = get_peft_model(load_causal_lm(profile="tiny")[0],
+                         LoraConfig(r=check_r, lora_alpha=check_alpha, target_modules=check_targets))
+peft_lm.print_trainable_parameters()
+counts = {"mine": count_parameters(mine_lm, trainable_only=True),
+          "ftlab": count_parameters(ours_lm, trainable_only=True), "peft": peft_lm.get_nb_trainable_parameters()[0]}
+print("trainable:", counts)
+assert len(set(counts.values())) == 1
+input_ids = torch.randint(0, tiny_lm.config.vocab_size, (2, 16), device=tiny_lm.device)  # (batch, tokens)
+with torch.no_grad():
+    logits_base = peft_lm(input_ids=input_ids).logits  # B = 0 so far: the pretrained model's logits
+    for name, m in mine_lm.named_modules():
+        if isinstance(m, MyLoRALinear):
+            m.B.normal_(std=0.1)  # a trained-looking update
+            peft_layer = peft_lm.base_model.model.get_submodule(name)
+            for A, B in ((ours_lm.get_submodule(name).A, ours_lm.get_submodule(name).B),
+                         (peft_layer.lora_A["default"].weight, peft_layer.lora_B["default"].weight)):
+                A.copy_(m.A)
+                B.copy_(m.B)
+    logits = {name: lm.eval()(input_ids=input_ids).logits for name, lm in
+              (("mine", mine_lm), ("ftlab", ours_lm), ("peft", peft_lm))}  # (batch, tokens, vocab)
+print(f"the update moved the logits by up to {(logits['mine'] - logits_base).abs().max():.2f}")
+assert (logits["mine"] - logits_base).abs().max() > 0.1, "B != 0 must change the logits, or the check proves nothing"
+for name in ("ftlab", "peft"):
+    print(f"my_inject_lora vs {name:5}: max |logit diff| {(logits['mine'] - logits[name]).abs().max():.1e}")
+    torch.testing.assert_close(logits["mine"], logits[name])
+
+# %% [markdown]
+# Now the lesson's model, with ftlab's `inject_lora` (the tested copy) and the config's targets:
 
 # %%
 seed_everything(cfg.seed)  # the same A on every run
@@ -275,21 +476,7 @@ print(model.model.layers[0].self_attn)
 print(f"{len(layers)} LoRA layers, shapes (d_out, d_in) {sorted(set(shapes))}")
 print(f"trainable: {trainable:,} = sum of r(d_in + d_out) = {expected:,}, "
       f"{trainable / n_params:.2%} of the {n_params:,} frozen parameters")
-assert trainable == expected
-
-# %% [markdown]
-# Notebook cells get re-run. Injecting again must not wrap LoRA inside LoRA; `inject_lora` leaves
-# the existing adapters alone and warns (and refuses other settings: reload the model to change r).
-
-# %%
-import warnings
-
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    inject_lora(model, cfg.target_names, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout)
-print("warning:", caught[0].message if caught else None)
-print(f"trainable after a second inject_lora: {count_parameters(model, trainable_only=True):,}")
-assert count_parameters(model, trainable_only=True) == trainable and len(lora_layers(model)) == len(layers)
+assert trainable == expected  # a re-run cell never stacks LoRA on LoRA: inject_lora leaves them and warns
 
 # %% [markdown]
 # ### Train briefly
@@ -332,23 +519,23 @@ fig = plot_history(history)  # loss per optimizer step
 fig
 
 # %% [markdown]
-# ## 4. The same thing as peft
-# peft is what you will use in a competition. Its `LoraConfig(r, lora_alpha, target_modules)`
-# builds layers with `lora_A` (r x d_in) and `lora_B` (d_out x r), a `scaling` of alpha / r, and
-# the same forward. Give it **our trained factors** and it must give the **same logits**.
+# ## 4. The same files as peft
+# Section 3 proved our surgery equal to peft's on fresh factors; now the trained ones, through
+# the files. `save_adapter` writes peft's format: `adapter_config.json` and
+# `adapter_model.safetensors` with peft's key names (`lora_A` r x d_in, `lora_B` d_out x r).
+# peft loads it with `PeftModel.from_pretrained` and must give the **same logits** as our trained
+# model; `load_adapter` loads an adapter peft saved (or ours) into a plain model. An adapter is
+# tiny next to the model it adapts.
 
 # %%
-from peft import LoraConfig, PeftModel, get_peft_model
+import json
+from pathlib import Path
 
-peft_model = get_peft_model(load_causal_lm()[0], LoraConfig(
-    r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_names)))
-with torch.no_grad():
-    for name, ours in layers.items():
-        theirs = peft_model.base_model.model.get_submodule(name)  # the same path in the same model
-        theirs.lora_A["default"].weight.copy_(ours.A)
-        theirs.lora_B["default"].weight.copy_(ours.B)
+from peft import PeftModel
+
+from ftlab.lora import load_adapter, save_adapter
+
 model.eval()
-peft_model.eval()
 test_batch = collate(tokenize_dataset(test_rows[:8], tokenizer, max_length=cfg.max_length))
 batch = {k: v.to(model.device) for k, v in test_batch.items() if k != "labels"}
 
@@ -357,24 +544,6 @@ def max_logit_diff(a, b):
     with torch.no_grad():
         return (a(**batch).logits.float() - b(**batch).logits.float()).abs().max().item()
 
-
-peft_diff = max_logit_diff(model, peft_model)
-peft_model.print_trainable_parameters()
-print(f"ftlab LoRA vs peft LoRA, same factors: max |logit diff| = {peft_diff:.1e}")
-if profile() == "tiny":
-    assert peft_diff <= 1e-5, "same factors must give the same logits"
-
-# %% [markdown]
-# The same is true of the files. `save_adapter` writes peft's format: `adapter_config.json`
-# and `adapter_model.safetensors` with peft's key names. peft loads it with
-# `PeftModel.from_pretrained`, and `load_adapter` loads an adapter peft saved (or ours) into a
-# plain model. An adapter is tiny next to the model it adapts.
-
-# %%
-import json
-from pathlib import Path
-
-from ftlab.lora import load_adapter, save_adapter
 
 adapter_dir = save_adapter(model, Path(tempfile.mkdtemp(prefix="ftlab_02_")) / "lora_adapter")
 config = json.loads((adapter_dir / "adapter_config.json").read_text())
@@ -385,11 +554,12 @@ print(f"  (the whole model in fp32: {n_params * 4 / 1e6:,.1f} MB)")
 
 from_file = PeftModel.from_pretrained(load_causal_lm()[0], adapter_dir).eval()
 back = load_adapter(load_causal_lm()[0], adapter_dir).eval()
-file_diffs = max_logit_diff(model, from_file), max_logit_diff(model, back)
-print(f"ftlab file -> peft: max |diff| = {file_diffs[0]:.1e}; ftlab file -> ftlab: {file_diffs[1]:.1e}")
+peft_diff, back_diff = max_logit_diff(model, from_file), max_logit_diff(model, back)
+print(f"our trained model vs peft loading our file: max |logit diff| = {peft_diff:.1e}; "
+      f"vs ftlab loading it: {back_diff:.1e}")
 if profile() == "tiny":
-    assert max(file_diffs) <= 1e-5
-del peft_model, from_file, back  # free the copies (on a GPU, 2 GB each at full scale)
+    assert max(peft_diff, back_diff) <= 1e-5, "the same factors must give the same logits"
+del from_file, back  # free the copies (on a GPU, 2 GB each at full scale)
 
 # %% [markdown]
 # ## 5. Inside ΔW: the singular values
@@ -468,71 +638,24 @@ _ = headline(f"{profile()}: LoRA r={cfg.r} on {'+'.join(cfg.target_names)}, {tra
 # ## Drills
 # Each check answers at once: pass, a hint, or "not attempted". Open a solution only after trying.
 
-# %%
-from ftlab.drills import check
-
 # %% [markdown]
-# ### Drill 02a ★★☆ · Write the merge
-# Write `merge_weight(W, A, B, scale)` for the frozen `W` (d_out x d_in), `A` (r x d_in) and
-# `B` (d_out x r). Return the merged weight (d_out x d_in). The check runs it on random shapes and
-# compares with peft's `lora.Linear.merge()` holding the same W, A, B.
-
-# %% tags=["answer"]
-def merge_weight(W, A, B, scale):
-    raise NotImplementedError  # your code here
-
-
-answer_02a = merge_weight
-
-# %%
-check("02a", answer_02a)
-
-# %% cellView="form" tags=["solution"]
-#@title Solution
-# B @ A is (d_out x r)(r x d_in) = d_out x d_in, the shape of W. Only the update is scaled.
-def solution_merge_weight(W, A, B, scale):
-    return W + scale * (B @ A)
-
-
-solution_02a = solution_merge_weight
-check("02a", solution_02a)
-
-# %% [markdown]
-# ### Drill 02b ★★☆ · LoRA's parameters on TinyLlama
-# The full profile's model, TinyLlama-1.1B, has 22 blocks with hidden size 2048. Its `q_proj`
-# maps 2048 -> 2048; its `v_proj` maps 2048 -> 256 (grouped-query attention: 4 key/value heads of
-# 64). With LoRA r = 8 on `q_proj` and `v_proj`, how many parameters train? Answer with a number.
-
-# %% tags=["answer"]
-answer_02b = ...  # a number
-
-# %%
-check("02b", answer_02b)
-
-# %% cellView="form" tags=["solution"]
-#@title Solution
-# r * (d_in + d_out) per layer: q 8 * (2048 + 2048), v 8 * (2048 + 256); both, in 22 blocks.
-solution_02b = 22 * (8 * (2048 + 2048) + 8 * (2048 + 256))
-check("02b", solution_02b)
-
-# %% [markdown]
-# ### Drill 02c ★☆☆ · The rsLoRA scale
+# ### Drill 02d ★☆☆ · The rsLoRA scale
 # alpha = 16, r = 64, `use_rslora=True`. What number multiplies `B @ A`?
 
 # %% tags=["answer"]
-answer_02c = ...  # a number
+answer_02d = ...  # a number
 
 # %%
-check("02c", answer_02c)
+check("02d", answer_02d)
 
 # %% cellView="form" tags=["solution"]
 #@title Solution
 # rsLoRA scales by alpha / sqrt(r) (plain LoRA: alpha / r = 0.25).
-solution_02c = 16 / 64**0.5
-check("02c", solution_02c)
+solution_02d = 16 / 64**0.5
+check("02d", solution_02d)
 
 # %% [markdown]
-# ### Drill 02d ★★☆ · Both factors at zero?
+# ### Drill 02e ★★☆ · Both factors at zero?
 # LoRA starts `A` random and `B` at zero. You initialise **both** to zeros instead. What happens?
 #
 # - (a) It trains as usual: the output starts unchanged, which is all that matters.
@@ -543,16 +666,16 @@ check("02c", solution_02c)
 # Answer with a letter, e.g. `"a"`. (Try it: `fit` a `LoRALinear` after `layer.A.data.zero_()`.)
 
 # %% tags=["answer"]
-answer_02d = ...  # "a", "b", "c" or "d"
+answer_02e = ...  # "a", "b", "c" or "d"
 
 # %%
-check("02d", answer_02d)
+check("02e", answer_02e)
 
 # %% cellView="form" tags=["solution"]
 #@title Solution
 # dL/dB = g^T (x A^T) is 0 when A = 0, and dL/dA = (g B)^T x is 0 when B = 0: stuck at a saddle.
-solution_02d = "b"
-check("02d", solution_02d)
+solution_02e = "b"
+check("02e", solution_02e)
 
 # %% [markdown]
 # ## Summary
@@ -568,5 +691,5 @@ check("02d", solution_02d)
 #
 # **Try next:** set `target_names` to all seven projections (`q_proj`, `k_proj`, `v_proj`,
 # `o_proj`, `gate_proj`, `up_proj`, `down_proj`) and compare the answer loss and trainable share; try
-# r = 1 and r = 32 with the explorer's numbers in mind. Drills 02a-02d; then lesson 03 compares
+# r = 1 and r = 32 with the explorer's numbers in mind. Drills 02a-02e; then lesson 03 compares
 # LoRA with full fine-tuning, adapters, prompt tuning and IA3.
