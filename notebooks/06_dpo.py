@@ -197,41 +197,195 @@ print(f"{len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs; kin
       f"{sorted({r['kind'] for r in train_rows})}")
 print(sft.show_labels(train_pairs[0]["chosen"], tokenizer))
 
+# %% [markdown]
+# ### Drill 06c ★★★ · The response log-probability, from logits
+# Before the lesson writes it: `response_logprob(logits, labels)` takes the logits (B, L, V) of a
+# causal LM and labels (B, L) with -100 on the prompt, and returns (B,): for each row, the SUM of
+# the log-probabilities of its response tokens. The logits at position t predict the token at
+# t + 1. The check runs it on random inputs against a reference; the hints name the usual bugs
+# (no shift, prompt tokens counted, a mean instead of a sum).
+
+# %%
+from ftlab.drills import check, describe
+
+# %% tags=["answer"]
+def response_logprob(logits, labels):
+    raise NotImplementedError  # your code here
+
+
+answer_06c = response_logprob
+
+# %%
+check("06c", answer_06c)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# shift (drop the last logit and the first label), log_softmax over the vocabulary, pick each
+# target's log-prob, zero the masked positions, sum per row.
+def solution_response_logprob(logits, labels):
+    logps = torch.log_softmax(logits[:, :-1], dim=-1)
+    targets = labels[:, 1:]
+    mask = targets != -100
+    picked = logps.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * mask).sum(dim=1)
+
+
+solution_06c = solution_response_logprob
+check("06c", solution_06c)
+
+# %% [markdown]
+# The lesson's `sequence_logprobs`: the model's forward, then drill 06c's steps, written out.
+
+# %%
+def sequence_logprobs(model, input_ids, attention_mask, labels):
+    """Summed log p(response tokens) of each row: (B,). Labels -100 on the prompt and padding."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, L, V)
+    logits, targets = logits[:, :-1], labels[:, 1:]       # position t predicts token t + 1: (B, L-1, V), (B, L-1)
+    mask = targets != -100                                 # (B, L-1): True on response tokens
+    logps = torch.log_softmax(logits.float(), dim=-1)      # (B, L-1, V)
+    picked = logps.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, L-1): log p(target)
+    return (picked * mask).sum(dim=1)                      # (B,): masked positions add 0
+
+
+# %% [markdown]
+# ### Drill 06d ★★☆ · The DPO loss and its implicit rewards
+# Now the loss of section 1, with what TRL logs beside it. Write `dpo_loss(policy_chosen,
+# policy_rejected, ref_chosen, ref_rejected, beta)`: four (B,) tensors of summed log-probabilities
+# (one per pair) and beta. Return `(loss, chosen_rewards, rejected_rewards)`: the mean over pairs of
+# -log sigmoid(chosen reward - rejected reward), and the (B,) implicit rewards
+# beta·(log pi - log pi_ref). The check compares all three with `ftlab.dpo.dpo_loss` on random batches.
+
+# %% tags=["answer"]
+def my_dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    raise NotImplementedError  # your code here
+
+
+answer_06d = my_dpo_loss
+
+# %%
+check("06d", answer_06d)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# the rewards first (beta inside, on each log-ratio), then -log sigmoid of their difference, averaged
+def solution_dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    chosen_rewards = beta * (policy_chosen - ref_chosen)
+    rejected_rewards = beta * (policy_rejected - ref_rejected)
+    return -torch.nn.functional.logsigmoid(chosen_rewards - rejected_rewards).mean(), chosen_rewards, rejected_rewards
+
+
+solution_06d = solution_dpo_loss
+check("06d", solution_06d)
+
+# %% [markdown]
+# The lesson's `dpo_loss` (TRL's `loss_type="sigmoid"`):
+
+# %%
+import torch.nn.functional as F
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    """DPO loss and implicit rewards. Inputs (B,) summed log-probs; returns (0-d loss, (B,), (B,))."""
+    chosen_rewards = beta * (policy_chosen - ref_chosen)        # (B,): beta * log(pi / pi_ref), chosen
+    rejected_rewards = beta * (policy_rejected - ref_rejected)  # (B,): the same for rejected
+    loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()  # 0-d: Bradley-Terry NLL, mean over pairs
+    return loss, chosen_rewards.detach(), rejected_rewards.detach()  # rewards are metrics: no gradient
+
+
+# %% [markdown]
+# ### Drill 06e ★☆☆ · Predict, then run
+# The DPO adapter starts at B = 0. The next cell scores four real pairs before any update. What
+# DPO loss will it print for them? Answer before you run it.
+
+# %% tags=["answer"]
+answer_06e = ...  # the loss, a number
+
+# %%
+check("06e", answer_06e)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# the policy IS the reference: every log-ratio is 0, every margin is 0, -log sigmoid(0) = log 2
+solution_06e = math.log(2)
+check("06e", solution_06e)
+
+# %% [markdown]
+# The check: the lesson's two functions against `ftlab.dpo` (the package's tested copy) on a real
+# batch of four pairs, before any update and after pretending training moved the policy.
+# TRL's sigmoid loss is a few lines inside `DPOTrainer._compute_loss`, a method that needs a
+# trainer and TRL's batches, not a function to call alone; section 6 calls it on TRL's first batch
+# and compares it with these two functions.
+
 # %%
 batch = {k: v.to(device()) for k, v in dpo.collate_pairs(train_pairs[:4], tokenizer.pad_token_id).items()}
-with torch.no_grad():
-    pi_c, pi_r = dpo.sequence_logprobs(policy, batch).chunk(2)
+with torch.no_grad():  # batch: 8 rows (B, L), the 4 chosen then the 4 rejected
+    logps = sequence_logprobs(policy, **batch)  # (8,)
     with policy.disable_adapter():  # the reference: the same weights, LoRA off
-        ref_c, ref_r = dpo.sequence_logprobs(policy, batch).chunk(2)
+        ref_logps = sequence_logprobs(policy, **batch)
+    ftlab_logps = dpo.sequence_logprobs(policy, batch)
+pi_c, pi_r = logps.chunk(2)
+ref_c, ref_r = ref_logps.chunk(2)
+loss_start, _, _ = dpo_loss(pi_c, pi_r, ref_c, ref_r, cfg.beta)
+print(f"step 0 (policy = reference): loss {loss_start:.5f}, log 2 = {math.log(2):.5f}")
 pi_c = pi_c + torch.tensor([0.5, -0.2, 1.0, 0.0], device=pi_c.device)  # pretend training moved the policy
-margin = (pi_c - ref_c) - (pi_r - ref_r)
-by_hand = -torch.log(torch.sigmoid(cfg.beta * margin)).mean()
-loss, chosen_rewards, rejected_rewards = dpo.dpo_loss(pi_c, pi_r, ref_c, ref_r, cfg.beta)
+ours = dpo_loss(pi_c, pi_r, ref_c, ref_r, cfg.beta)  # (loss, chosen_rewards, rejected_rewards)
+theirs = dpo.dpo_loss(pi_c, pi_r, ref_c, ref_r, cfg.beta)
 for i, row in enumerate(train_rows[:4]):
     print(f"{row['kind']:10} log p(chosen) {pi_c[i]:7.2f} (ref {ref_c[i]:7.2f})   log p(rejected) {pi_r[i]:7.2f} "
-          f"(ref {ref_r[i]:7.2f})   margin {margin[i]:+.2f}")
-print(f"loss by hand {by_hand:.5f}   ftlab.dpo.dpo_loss {loss:.5f}   (log 2 = {math.log(2):.5f} when every margin is 0)")
-assert torch.allclose(by_hand, loss)
+          f"(ref {ref_r[i]:7.2f})   reward margin {ours[1][i] - ours[2][i]:+.3f}")
+torch.testing.assert_close(logps, ftlab_logps, atol=1e-4, rtol=1e-5)
+for a, b in zip(ours, theirs):
+    torch.testing.assert_close(a, b)
+assert abs(float(loss_start) - math.log(2)) < 1e-5, "with the policy equal to the reference the loss is log 2"
+diff = max((logps - ftlab_logps).abs().max().item(), *((a - b).abs().max().item() for a, b in zip(ours, theirs)))
+print(f"loss {ours[0]:.5f} (ftlab.dpo.dpo_loss {theirs[0]:.5f}); largest difference from ftlab.dpo, "
+      f"log-probs, loss and rewards: {diff:.1e}")
 
 # %% [markdown]
 # ## 4. Training
-# ### Before: preference accuracy is a coin toss
+# ### Before: what the SFT model already prefers
 # The held-out metrics are TRL's `rewards/accuracies` and `rewards/margins`: the share of pairs
-# where the implicit reward of chosen beats rejected, and the mean of chosen's reward minus
-# rejected's. Before training the policy *is* the reference, every reward is 0, and a tie counts
-# as half: 50%, and a margin of 0. (The SFT model's own log-probabilities already favour chosen on
-# many pairs; DPO's question is whether training moved the policy the right way, relative to where
-# it started.) Both move early in a DPO run, even for a 1B model on a few hundred pairs: the
-# first thing DPO learns is what tells chosen from rejected in general (length, tone, refusals,
-# format), and that carries over to held-out prompts.
+# where the implicit reward of chosen is higher than rejected's, and the mean of chosen's reward
+# minus rejected's. Before training the policy *is* the reference and every reward is exactly 0. TRL
+# counts `chosen_rewards > rejected_rewards`, strictly, so a tie counts 0: its accuracy at step 1 is
+# 0% (the first line of the training log below shows it). `dpo.preference_accuracy` counts a tie as
+# half, so it starts at 50%. Neither is the model's opinion: both are what a tie happens to score.
+#
+# The real baseline is the SFT model's own preference: the share of held-out pairs where it already
+# gives chosen a higher summed log-probability than rejected (a tie counting 0, as in TRL). A
+# caution in reading it: a summed log-probability adds one negative number per token, so it
+# favours the **shorter** response whatever its quality (length bias); the cell prints how often
+# chosen is the shorter one.
 
 # %%
 from ftlab.chat import generate
 
+
+@torch.no_grad()
+def pair_logprobs(model, pairs, pairs_per_batch=dpo.EVAL_PAIRS_PER_BATCH):
+    """Summed log p(chosen) and log p(rejected) of each pair: two (N,) tensors (ftlab's memory-bounded version)."""
+    chosen, rejected = [], []
+    for i in range(0, len(pairs), pairs_per_batch):
+        b = {k: v.to(device()) for k, v in dpo.collate_pairs(pairs[i:i + pairs_per_batch], tokenizer.pad_token_id).items()}
+        c, r = dpo.sequence_logprobs(model, b).float().cpu().chunk(2)  # (n,), (n,)
+        chosen.append(c)
+        rejected.append(r)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+policy.eval()
+with policy.disable_adapter():  # the SFT model
+    sft_c, sft_r = pair_logprobs(policy, test_pairs)
+sft_preference = float((sft_c > sft_r).float().mean())  # a tie counts 0, as TRL counts
+n_tokens = lambda seq: sum(t != -100 for t in seq["labels"])  # noqa: E731  response tokens
+chosen_shorter = sum(n_tokens(p["chosen"]) < n_tokens(p["rejected"]) for p in test_pairs) / len(test_pairs)
 acc_before = dpo.preference_accuracy(policy, test_pairs, pad_token_id=tokenizer.pad_token_id)
 shown = [r["prompt"] for r in test_rows[:4]]
 gen_before = generate(policy, tokenizer, shown)
-print(f"held-out preference accuracy before DPO: {acc_before:.0%}")
+print(f"the SFT model already prefers chosen on {sft_preference:.0%} of the held-out pairs "
+      f"(chosen is the shorter response on {chosen_shorter:.0%} of them)")
+print(f"implicit-reward accuracy before DPO: every margin 0, so {acc_before:.0%} with ties as half "
+      f"(dpo.preference_accuracy), 0% with TRL's strict count")
 
 # %% [markdown]
 # ### DPO with ftlab
@@ -271,19 +425,38 @@ fig
 # Most of the margin comes from pushing the **rejected** answers down; the chosen reward moves
 # much less. That is typical of DPO: it is easier to make a bad answer unlikely than a good one likelier.
 
+# %% [markdown]
+# Why can `rewards/chosen` go negative while the margin grows? The loss sees only the
+# **difference** of the two rewards. Lowering both, rejected faster, lowers the loss as well as
+# raising chosen would; and the probability taken from a chosen answer can go to answers that are
+# in no pair at all. A falling chosen reward is not a failure in itself; a margin that grows
+# because *both* collapse is the over-optimisation to watch (the generations below). The last step:
+
 # %%
+print(f"step {log[-1]['step']}: rewards/chosen {log[-1]['rewards/chosen']:+.3f}, "
+      f"rewards/rejected {log[-1]['rewards/rejected']:+.3f}, margin {log[-1]['rewards/margins']:+.3f}")
 margins_after = dpo.preference_margins(policy, test_pairs, pad_token_id=tokenizer.pad_token_id)  # one per pair
-acc_after = dpo.margin_accuracy(margins_after)
+acc_after = float((margins_after > 0).float().mean())  # TRL's count: chosen's reward strictly higher
 reward_margin = cfg.beta * float(margins_after.mean())  # TRL's rewards/margins on the held-out pairs
 per_kind = dpo.accuracy_by_kind(margins_after, [test_rows[i]["kind"] for i in test_pairs.kept_rows])
-print(f"held-out preference accuracy: {acc_before:.0%} -> {acc_after:.0%} "
+pi_c_after, pi_r_after = pair_logprobs(policy, test_pairs)
+preference_after = float((pi_c_after > pi_r_after).float().mean())  # the policy's own preference
+print(f"the model's own preference for chosen: SFT {sft_preference:.0%} -> DPO {preference_after:.0%}")
+print(f"held-out implicit-reward accuracy after DPO: {acc_after:.0%} "
       f"({', '.join(f'{k} {v:.0%}' for k, v in per_kind.items())}); mean reward margin 0 -> {reward_margin:+.3f}; "
       f"{history.seconds:.1f} s of training")
-if profile() == "tiny":  # measured: 50% -> 75% (rambling 100%, refusal 100%, wrong_fact 36%)
-    assert acc_after >= 0.65 and acc_after > acc_before + 0.15, "DPO should raise held-out preference accuracy"
+if profile() == "tiny":  # measured: 75% (rambling 100%, refusal 100%, wrong_fact 36%), margin +4.6
+    assert acc_after >= 0.65, "DPO should raise held-out preference accuracy"
+    assert preference_after >= sft_preference >= 0.9, "measured 100% before and after: SFT already ranks them"
     assert reward_margin > 0.1, "chosen's implicit reward should rise above rejected's on held-out pairs"
 
 # %% [markdown]
+# Read the two kinds of number apart. The model's own preference is absolute: does it give chosen
+# the higher log-probability? Where the SFT model already does on most pairs (every pair in the
+# tiny profile), there is little left to gain there. The implicit-reward accuracy and margin are
+# *relative to the start*: the margin is beta times how much the gap log p(chosen) - log p(rejected)
+# grew, so they measure what DPO itself did.
+#
 # Look at the kinds (the tiny profile's held-out pairs come in three). Refusals and rambling are
 # *styles*: the preference learned on training questions carries
 # over to questions about people DPO never saw. A wrong fact is not a style: "Bo lives in Oslo" is
@@ -326,7 +499,7 @@ _, log_large = dpo.train_dpo(policy, train_pairs, lr=cfg.lr, num_steps=cfg.num_s
                              grad_accum=cfg.grad_accum, shuffle=False, seed=cfg.seed, beta=cfg.beta_large,
                              pad_token_id=tokenizer.pad_token_id, progress=False)
 kl = {cfg.beta_large: dpo.kl_to_reference(policy, test_pairs, pad_token_id=tokenizer.pad_token_id)}
-acc_large = dpo.preference_accuracy(policy, test_pairs, pad_token_id=tokenizer.pad_token_id)
+acc_large = float((dpo.preference_margins(policy, test_pairs, pad_token_id=tokenizer.pad_token_id) > 0).float().mean())
 gen_large = generate(policy, tokenizer, shown)
 policy.set_adapter("dpo")  # back to the beta = cfg.beta run
 kl[cfg.beta] = dpo.kl_to_reference(policy, test_pairs, pad_token_id=tokenizer.pad_token_id)
@@ -335,8 +508,9 @@ for b in (cfg.beta, cfg.beta_large):
 print(f"held-out accuracy: beta {cfg.beta} {acc_after:.0%}, beta {cfg.beta_large} {acc_large:.0%}")
 for q, a in zip(shown, gen_large):
     print(f"beta {cfg.beta_large} answers {q!r}: {a!r}")
-if profile() == "tiny":
+if profile() == "tiny":  # measured: held-out accuracy 75% (beta 0.1) vs 86% (beta 1.0)
     assert kl[cfg.beta] > 2 * kl[cfg.beta_large], "a small beta should drift further from the reference"
+    assert acc_large > acc_after, "here the larger beta should also do better on the held-out pairs"
 beta_explorer(ref_probs, rewards, answers, beta=cfg.beta, measured=kl)
 
 # %% [markdown]
@@ -350,6 +524,8 @@ beta_explorer(ref_probs, rewards, answers, beta=cfg.beta, measured=kl)
 # precision from the card (`trainer_precision()`: fp16 on a T4, bf16 on an L4, fp32 on a CPU;
 # DPOConfig alone defaults to bf16, which a T4 only emulates, slowly). The full profile compares
 # the first `trl_steps` steps: enough to see the two loops agree, at a fraction of a run's cost.
+# After the run, TRL's own loss code (`DPOTrainer._compute_loss`) scores TRL's first batch once
+# more, and the lesson's `sequence_logprobs` and `dpo_loss` of section 3 must give the same loss.
 
 # %%
 from datasets import Dataset
@@ -372,6 +548,17 @@ trainer = DPOTrainer(model=policy, args=trl_args, processing_class=tokenizer,
                      train_dataset=Dataset.from_list(trl_records(train_rows)))
 trainer.remove_callback(PrinterCallback)  # we print the comparison ourselves
 trainer.train()
+
+# TRL's own loss code on TRL's first batch, with TRL's trained adapter, against the lesson's section-3 functions
+trl_batch = next(iter(trainer.get_train_dataloader()))  # the first cfg.batch_size pairs (sequential)
+our_batch = {k: v.to(device()) for k, v in dpo.collate_pairs(train_pairs[:cfg.batch_size], tokenizer.pad_token_id).items()}
+policy.eval()
+with torch.no_grad():
+    trl_loss = float(trainer._compute_loss(trainer.model, trl_batch, return_outputs=False))
+    pi_c, pi_r = sequence_logprobs(policy, **our_batch).chunk(2)  # adapter "default": TRL's, trained
+    with policy.disable_adapter():
+        ref_c, ref_r = sequence_logprobs(policy, **our_batch).chunk(2)
+    lesson_loss = float(dpo_loss(pi_c, pi_r, ref_c, ref_r, cfg.beta)[0])
 policy.set_adapter("dpo")  # our beta = cfg.beta run again
 trl_log = [h for h in trainer.state.log_history if "rewards/margins" in h]
 print(f"{'step':>4} {'':9} {'loss':>7} {'chosen':>8} {'rejected':>8} {'margin':>7} {'acc':>5}")
@@ -382,18 +569,22 @@ for ours, theirs in side_by_side[::6] + side_by_side[-1:]:
               f"{e['rewards/margins']:7.4f} {e['rewards/accuracies']:5.2f}")
 gap = max(abs(o[k] - t[k]) for o, t in side_by_side for k in ("loss", *dpo.METRICS))
 print(f"largest difference over {len(side_by_side)} steps and 5 metrics: {gap:.2e}")
+trl_loss_gap = abs(lesson_loss - trl_loss)
+print(f"TRL's loss code on its first batch, after training: {trl_loss:.5f}; the lesson's section-3 functions: "
+      f"{lesson_loss:.5f} (difference {trl_loss_gap:.1e}). Step 1: TRL logged {trl_log[0]['loss']:.5f}, "
+      f"section 3 printed {loss_start:.5f}")
+assert abs(trl_log[0]["loss"] - float(loss_start)) < 1e-3, "both start at log 2"
+assert trl_loss_gap < (1e-4 if profile() == "tiny" else 2e-2) * max(1.0, trl_loss), "the lesson's loss should be TRL's"
 if profile() == "tiny":
     assert len(trl_log) == cfg.trl_steps == len(log) and gap < 1e-3, "ftlab's DPO should follow TRL's step by step"
-_ = headline(f"{profile()}: DPO beta={cfg.beta} from the SFT model: held-out preference accuracy {acc_before:.0%} -> "
-             f"{acc_after:.0%}, mean reward margin {reward_margin:+.3f}; KL to ref {kl[cfg.beta]:.3f} (beta {cfg.beta}) "
+_ = headline(f"{profile()}: DPO beta={cfg.beta} from the SFT model: the model prefers chosen on {sft_preference:.0%} -> "
+             f"{preference_after:.0%} of held-out pairs, implicit-reward accuracy {acc_after:.0%}, mean reward margin {reward_margin:+.3f}; KL to ref {kl[cfg.beta]:.3f} (beta {cfg.beta}) "
              f"vs {kl[cfg.beta_large]:.3f} (beta {cfg.beta_large}); ftlab = TRL DPOTrainer over {len(side_by_side)} "
              f"steps (gap {'< 1e-5' if gap < 1e-5 else f'{gap:.0e}'})")
 
 # %% [markdown]
 # ## Drills
-
-# %%
-from ftlab.drills import check, describe
+# (Drills 06c, 06d and 06e are in section 3.)
 
 # %% [markdown]
 # ### Drill 06a ★★☆ · Where the partition function goes
@@ -433,50 +624,21 @@ solution_06b = -math.log(1 / (1 + math.exp(-0.5)))
 check("06b", solution_06b)
 
 # %% [markdown]
-# ### Drill 06c ★★★ · The response log-probability
-# Write `response_logprob(logits, labels)`: logits (B, L, V) of a causal LM, labels (B, L) with -100
-# on the prompt. Return the (B,) summed log-probabilities of the response tokens (the logits at
-# position t predict the token at t + 1). The check compares with a reference on random inputs.
-
-# %% tags=["answer"]
-def response_logprob(logits, labels):
-    raise NotImplementedError  # your code here
-
-
-answer_06c = response_logprob
-
-# %%
-check("06c", answer_06c)
-
-# %% cellView="form" tags=["solution"]
-#@title Solution
-# shift (drop the last logit and the first label), log_softmax over the vocabulary, pick each
-# target's log-prob, zero the masked positions, sum per row.
-def solution_response_logprob(logits, labels):
-    logps = torch.log_softmax(logits[:, :-1], dim=-1)
-    targets = labels[:, 1:]
-    mask = targets != -100
-    picked = logps.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(dim=1)
-
-
-solution_06c = solution_response_logprob
-check("06c", solution_06c)
-
-# %% [markdown]
 # ## Summary
 # - DPO is RLHF's KL-regularised objective solved in closed form: the reward is
 #   beta·log(pi/pi_ref) up to a prompt-only term Z(x) that cancels in a pair, so preference tuning
 #   is a classification loss on log-ratios, with no reward model and no sampling (drill 06a).
-# - The loss needs four summed response log-probabilities per pair (drills 06b, 06c); the reference
+# - The loss needs four summed response log-probabilities per pair (drills 06b to 06e); the reference
 #   is the same model with the DPO adapter disabled, after merging the SFT adapter into the base.
-# - From the SFT model, held-out preference accuracy rose from 50% (a tie: the policy is the
-#   reference) and the mean reward margin from 0 to the numbers printed in section 4; rejected
-#   answers are pushed down more than chosen ones are pulled up.
+# - Before DPO every implicit reward is 0: TRL's accuracy reads 0% (a tie counts 0) and a "ties as
+#   half" count reads 50%; neither is a baseline. The SFT model's own preference is (section 4), and
+#   summed log-probabilities favour shorter responses. Rejected answers are pushed down more than
+#   chosen ones are pulled up; chosen rewards can go negative while the margin grows.
 # - Several DPO runs are several adapters on one base (`dpo.fresh_adapter`, `set_adapter`), and
 #   the evaluations score a few pairs per forward pass: a T4 holds one copy of the model, never three.
 # - beta is a leash: 10x larger beta left the policy far closer to the reference (the KL above),
-#   and here it also generalised better; beta 0.1 at this learning rate over-optimised.
+#   and in the tiny profile it also did better on the held-out pairs (section 5 prints both
+#   accuracies); beta 0.1 at this learning rate over-optimised.
 # - ftlab's loop and TRL's `DPOTrainer` give the same loss and rewards step by step; use TRL in
 #   practice (`DPOConfig(beta=..., **trainer_precision())`, a peft model, conversational records).
 #

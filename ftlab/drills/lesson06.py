@@ -1,11 +1,14 @@
 """Lesson 06's drills: why DPO needs no reward model (the seed's D3, as a derivation), a DPO loss
-by hand, and the summed response log-probability checked against ftlab.dpo."""
+by hand, the summed response log-probability and the DPO loss with its implicit rewards (both
+checked against ftlab.dpo, in the middle of the lesson, before its reference cells), and the loss
+at step 0 predicted before the lesson prints it."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 
 from ._core import Drill, choice, code, numeric, register
 
@@ -101,7 +104,8 @@ def _with_prompt(logits, labels):
 _BUGS = [(_no_shift, "The logits at position t predict the token at t + 1: drop the last logit and the first label."),
          (_no_softmax, "Those are raw logits; take log_softmax over the vocabulary first."),
          (_mean, "DPO (and TRL) SUM the response log-probabilities; that is a per-token mean."),
-         (_with_prompt, "The masked positions (-100) must contribute nothing: multiply by the mask.")]
+         (_with_prompt, "The -100 positions (the prompt) were counted: multiply the picked log-probs by "
+                        "the mask labels != -100 so that only response tokens add up.")]
 
 register(Drill(
     "06c", "The response log-probability", LESSON, 3, "code", response_logprob_solution,
@@ -112,3 +116,111 @@ register(Drill(
     wrong=tuple(bug for bug, _ in _BUGS),
     prompt="response_logprob(logits (B, L, V), labels (B, L) with -100 on the prompt) -> (B,) summed "
            "log-probabilities of the response tokens."))
+
+
+# -- 06d: the DPO loss and its implicit rewards (lesson 08's 08b reviews the loss alone) ----------
+
+def dpo_loss_solution(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    """(B,) summed log-probs x 4 and beta -> (loss 0-d, chosen_rewards (B,), rejected_rewards (B,))."""
+    chosen_rewards = beta * (policy_chosen - ref_chosen)        # implicit reward beta * log(pi / pi_ref)
+    rejected_rewards = beta * (policy_rejected - ref_rejected)
+    loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+    return loss, chosen_rewards, rejected_rewards
+
+
+def _ftlab_dpo_loss(pc, pr, rc, rr, beta):
+    from ftlab.dpo import dpo_loss
+
+    return dpo_loss(pc, pr, rc, rr, beta)
+
+
+def _loss_inputs(gen):
+    n = int(torch.randint(2, 9, (1,), generator=gen))
+    logp = lambda: -30 * torch.rand(n, generator=gen, dtype=torch.float64)  # noqa: E731
+    return logp(), logp(), logp(), logp(), float(torch.rand(1, generator=gen)) * 0.9 + 0.05
+
+
+_RETURNS = "(loss, chosen_rewards, rejected_rewards)"
+
+
+class _NotATriple(Exception):
+    """The student's dpo_loss returned something other than three tensors."""
+
+
+def _flat(fn):
+    """``fn``'s three outputs as one (1 + 2B,) tensor, so the code grader compares all three at once."""
+    def flat(*args):
+        out = fn(*args)
+        if not isinstance(out, (tuple, list)) or len(out) != 3:
+            what = f"{len(out)} things" if isinstance(out, (tuple, list)) else f"a {type(out).__name__}"
+            raise _NotATriple(f"dpo_loss returns three things, {_RETURNS}; yours returned {what}.")
+        loss, chosen, rejected = (torch.as_tensor(t, dtype=torch.float64) for t in out)
+        if loss.numel() != 1:
+            raise _NotATriple(f"the loss is one number, the mean over the pairs; yours has shape {tuple(loss.shape)}.")
+        return torch.cat([loss.reshape(1), chosen.reshape(-1), rejected.reshape(-1)])
+    return flat
+
+
+def _loss(pc, pr, rc, rr, b, loss):  # a bug in the loss alone: the rewards are right
+    return loss, b * (pc - rc), b * (pr - rr)
+
+
+_LOSS_BUGS = [
+    (lambda pc, pr, rc, rr, b: _loss(pc, pr, rc, rr, b, F.logsigmoid(b * ((pc - rc) - (pr - rr))).mean()),
+     "The sign is flipped: the loss is MINUS log sigmoid of the reward margin (a negative log-likelihood "
+     "to minimise)."),
+    (lambda pc, pr, rc, rr, b: _loss(pc, pr, rc, rr, b, -b * F.logsigmoid((pc - rc) - (pr - rr)).mean()),
+     "beta is on the wrong side: it scales the margin INSIDE the sigmoid, -log sigmoid(beta * margin), "
+     "not the loss outside it."),
+    (lambda pc, pr, rc, rr, b: _loss(pc, pr, rc, rr, b, -F.logsigmoid(((pc - rc) - (pr - rr)) / b).mean()),
+     "beta divides the margin here; it multiplies it: the reward is beta * log(pi / pi_ref)."),
+    (lambda pc, pr, rc, rr, b: _loss(pc, pr, rc, rr, b, -F.logsigmoid(b * ((pc - rc) - (pr - rr))).sum()),
+     "That is the sum over the pairs; the loss is the mean, so it does not grow with the batch size."),
+    (lambda pc, pr, rc, rr, b: _loss(pc, pr, rc, rr, b, -F.logsigmoid(b * ((pr - rr) - (pc - rc))).mean()),
+     "Chosen and rejected are swapped: the margin is chosen's reward minus rejected's."),
+    (lambda pc, pr, rc, rr, b: _loss(pc, pr, rc, rr, b, -F.logsigmoid(b * (pc - pr)).mean()),
+     "The reference is missing from the loss: each reward is beta * (policy - reference)."),
+    (lambda pc, pr, rc, rr, b: (-F.logsigmoid(b * ((pc - rc) - (pr - rr))).mean(), pc - rc, pr - rr),
+     "The loss is right; the rewards need beta too: chosen_rewards = beta * (policy_chosen - ref_chosen)."),
+]
+
+
+def _dpo_loss_grader():
+    inner = code(_flat(_ftlab_dpo_loss), _loss_inputs, hints=[(_flat(bug), text) for bug, text in _LOSS_BUGS],
+                 atol=1e-8, rtol=1e-6, signature=f"dpo_loss(policy_chosen, policy_rejected, ref_chosen, "
+                                                 f"ref_rejected, beta) -> {_RETURNS}",
+                 praise="Equal to ftlab.dpo.dpo_loss, loss and rewards, on random batches: TRL's sigmoid "
+                        "loss, with the implicit rewards TRL logs as rewards/chosen and rewards/rejected.")
+
+    def grade(answer):
+        if not callable(answer):
+            return inner(answer)  # its message names the signature
+        ok, text = inner(_flat(answer))
+        if not ok and text.startswith("Your function raised _NotATriple"):
+            text = text.split(": ", 1)[1]  # the shape of the return, said plainly
+        return ok, text
+    return grade
+
+
+register(Drill(
+    "06d", "The DPO loss and its implicit rewards", LESSON, 2, "code", dpo_loss_solution, _dpo_loss_grader(),
+    wrong=tuple(bug for bug, _ in _LOSS_BUGS),
+    prompt=f"dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta), each (B,) but beta -> "
+           f"{_RETURNS}: the mean of -log sigmoid(reward margin) and the (B,) rewards beta * log(pi / pi_ref)."))
+
+
+# -- 06e: predict, then run: the loss before the first update ----------------------------------
+
+_LOG2 = math.log(2)
+register(Drill(
+    "06e", "Predict the DPO loss at step 0", LESSON, 1, "numeric", round(_LOG2, 4), numeric(
+        _LOG2, rel=0.01,
+        hints=[(0.0, "Every reward margin is 0 at step 0, but the loss is -log sigmoid(0), and sigmoid(0) is not 1."),
+               (0.5, "sigmoid(0) = 0.5 is the probability the model gives 'chosen wins'; the loss is -log of it."),
+               (-_LOG2, "Sign: the loss is MINUS log sigmoid(0), a positive number.")],
+        fallback="At step 0 the DPO adapter is B = 0: the policy IS the reference, every log-ratio is 0. "
+                 "What is -log sigmoid(beta * 0)?",
+        praise="log 2 = 0.693, whatever beta and whatever the data: a coin toss on every pair. Each step "
+               "of the run starts from there."),
+    wrong=(0, 0.5, round(-_LOG2, 4)),
+    prompt="Before the first update the policy equals the reference. The DPO loss of a batch (a number)?"))
