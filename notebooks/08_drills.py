@@ -160,24 +160,27 @@ assert full_gb > 16 > qlora_gb, "QLoRA on 7B fits a 16 GB T4 before activations;
 # %% [markdown]
 # ### Drill D3 ★★☆ · Why DPO needs no reward model
 # RLHF fits a reward model r(x, y), then optimises the policy against it with PPO. DPO skips
-# both steps. Why is that valid? Answer with one letter.
+# both steps. The step that makes this valid: with a KL penalty to a reference policy, the best
+# policy is pi*(y|x) ∝ pi_ref(y|x) exp(r(x,y)/beta), so r = beta log(pi*/pi_ref) + beta log Z(x),
+# where the partition function Z(x) sums over every possible answer and no one can compute it.
+# Work out the reward difference the drill asks for, and see what happens to Z. Answer with a number.
 
 # %%
 print(describe("d3"))
 
 # %% tags=["answer"]
-answer_d3 = ...  # "a", "b", "c" or "d"
+answer_d3 = ...  # a number
 
 # %%
 check("d3", answer_d3)
 
 # %% cellView="form" tags=["solution"]
 #@title Solution
-# With a KL penalty to a reference policy, the best policy is pi*(y|x) ∝ pi_ref(y|x) exp(r(x,y)/beta).
-# Solve for the reward: r = beta log(pi*/pi_ref) + beta log Z(x). Put that into the Bradley-Terry
-# probability of preferring y_c over y_r: only the *difference* of rewards appears, and Z(x),
-# which depends on the prompt alone, cancels. What is left is a logistic loss on log-ratios.
-solution_d3 = "c"
+# r(x, y1) - r(x, y2) = beta (log-ratio 1 - log-ratio 2) + beta log Z(x) - beta log Z(x): Z(x)
+# depends on the prompt alone, so it cancels. The Bradley-Terry probability of preferring y_c over
+# y_r only uses that difference, so DPO needs neither Z nor a reward model: what is left is a
+# logistic loss on log-ratios.
+solution_d3 = 0.5 * (1.2 - 0.2)
 check("d3", solution_d3)
 
 # %% [markdown]
@@ -198,7 +201,7 @@ assert torch.allclose(plain, shifted)
 # %% [markdown]
 # ### Drill D4 ★★☆ · When prompt tuning beats LoRA
 # Lester et al. find prompt tuning competitive with full fine-tuning only for some base models.
-# Which ones, and why? Answer with one letter.
+# Which ones? Answer with one letter, then say to yourself why before you open the solution.
 
 # %%
 print(describe("d4"))
@@ -221,7 +224,8 @@ check("d4", solution_d4)
 # %% [markdown]
 # ### Drill D5 ★★☆ · Diagnosing catastrophic forgetting
 # You fully fine-tune an 8B model on 500 medical Q&A pairs. It now answers medical questions but
-# has lost basic arithmetic. Diagnose and fix. Answer with one letter.
+# has lost basic arithmetic. What happened? Answer with one letter, then name two fixes before
+# you open the solution.
 
 # %%
 print(describe("d5"))
@@ -238,7 +242,7 @@ check("d5", answer_d5)
 # what encoded everything else. Fixes, cheapest first: LoRA (the base stays frozen; disable the
 # adapter and the old model is back), a 5-10x lower learning rate, replay general data in every
 # batch, and early stopping on a *general* eval, not only the medical loss. Lesson 09 measures each.
-solution_d5 = "d"
+solution_d5 = "b"
 check("d5", solution_d5)
 
 # %% [markdown]

@@ -77,9 +77,9 @@ def test_bad_input_gets_a_clear_message_not_a_traceback(capsys):
     assert r.status == "fail" and "no drill" in r.message
     r = drills.check("d1", 131072)
     assert r.status == "fail" and "pair" in r.message
-    r = drills.check("d3", "z")
+    r = drills.check("d4", "z")
     assert r.status == "fail" and "not an option" in r.message
-    r = drills.check("d3", 3)
+    r = drills.check("d4", 3)
     assert r.status == "fail" and "letter" in r.message
     r = drills.check("08c", "lots")
     assert r.status == "fail" and "not a number" in r.message

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._core import AnswerError, Drill, choice, close, parse_number, register
+from ._core import AnswerError, Drill, choice, close, numeric, parse_number, register
 
 LESSON = "08_drills"
 D1_PARAMS = 16 * (4096 + 4096)
@@ -54,50 +54,58 @@ register(Drill(
     "d2", "QLoRA memory savings", LESSON, 2, "numeric", (84, 3.5), _grade_d2,
     wrong=((14, 3.5), (84, 14), (28, 3.5)),
     prompt="7B parameters: (GB for full FT in fp16 with Adam, GB for QLoRA's 4-bit base weights)."))
+# D3: the reward difference of two answers from their log-ratios alone: log Z(x) is unknown and cancels
+D3_BETA, D3_LOG_RATIOS = 0.5, (1.2, 0.2)
+D3_DIFFERENCE = D3_BETA * (D3_LOG_RATIOS[0] - D3_LOG_RATIOS[1])
+
 register(Drill(
-    "d3", "Why DPO needs no reward model", LESSON, 2, "choice", "c", choice(
-        "c",
-        {"a": "DPO does use a reward: it is implicit. Ask what the optimal KL-regularised policy says "
-              "about the reward, and what happens to the partition function in a *pair*.",
-         "b": "A reference model is not a reward model, and DPO keeps one. Look at the closed form of "
-              "the optimal policy.",
-         "d": "DPO is still trained on preference pairs, just like a reward model. What cancels in the "
-              "Bradley-Terry difference?"},
-        "The optimal policy gives r = beta*log(pi/pi_ref) + beta*log Z(x); Z(x) cancels in the "
-        "chosen-minus-rejected difference, leaving a classification loss on log-ratios."),
-    wrong=("a", "b", "d"),
-    prompt="RLHF fits a reward model, then runs PPO against it. DPO skips both. Why is that valid?",
-    options={"a": "DPO ignores rewards altogether; it only imitates the chosen answers.",
-             "b": "DPO uses the reference model as its reward model.",
-             "c": "The KL-regularised optimum gives the reward as beta*log(pi/pi_ref) plus a term "
-                  "Z(x) that cancels between chosen and rejected.",
-             "d": "DPO needs no preference data, so no reward model can be fit."}))
+    "d3", "Why DPO needs no reward model", LESSON, 2, "numeric", D3_DIFFERENCE, numeric(
+        D3_DIFFERENCE, rel=0.02,
+        hints=[(D3_LOG_RATIOS[0] - D3_LOG_RATIOS[1], "The log-ratios are right, but the reward is beta times the "
+                                                      "log-ratio: multiply the difference by beta."),
+               (D3_BETA * (D3_LOG_RATIOS[0] + D3_LOG_RATIOS[1]), "A difference of rewards: subtract the two "
+                                                                    "log-ratios, do not add them."),
+               ((D3_LOG_RATIOS[0] - D3_LOG_RATIOS[1]) / D3_BETA, "beta multiplies the log-ratio; it does not "
+                                                                  "divide it."),
+               (-D3_DIFFERENCE, "Sign: y1 has the larger log-ratio, so its reward is the larger one.")],
+        fallback="Write r(x, y1) - r(x, y2) with the formula above: what happens to beta*log Z(x)?",
+        praise=f"beta*({D3_LOG_RATIOS[0]} - {D3_LOG_RATIOS[1]}) = {D3_DIFFERENCE:g}. Both answers share the "
+               "prompt, so beta*log Z(x) is the same in "
+               "both rewards and cancels: the difference, the only thing Bradley-Terry looks at, needs "
+               "no Z and no reward model. That is the step that turns RLHF into DPO's logistic loss."),
+    wrong=(D3_LOG_RATIOS[0] - D3_LOG_RATIOS[1], D3_BETA * sum(D3_LOG_RATIOS), -D3_DIFFERENCE),
+    prompt=f"r(x, y) = beta*log(pi*(y|x)/pi_ref(y|x)) + beta*log Z(x). With beta = {D3_BETA} and log-ratios "
+           f"{D3_LOG_RATIOS[0]} for y1 and {D3_LOG_RATIOS[1]} for y2 (same prompt x, Z(x) unknown): "
+           "r(x, y1) - r(x, y2) = ?"))
 register(Drill(
     "d4", "When prompt tuning beats LoRA", LESSON, 2, "choice", "b", choice(
         "b",
-        {"a": "Fewer parameters is the cost, not the advantage: it works only if the base can be "
-              "steered from its input alone. When can it?",
-         "c": "Prompt tuning is cheaper at every size. The question is when it is *competitive*.",
-         "d": "Small bases are where prompt tuning loses most. Think about in-context ability."},
+        {"a": "Small bases are where prompt tuning loses most: a soft prompt only acts at the input, and "
+              "a small model does little with what it is told in context.",
+         "c": "Past a few dozen tokens a longer soft prompt stops helping; length does not close the gap.",
+         "d": "Lester et al. measured it matching full fine-tuning: on the largest bases."},
         "Soft prompts only steer the input; that is enough once the base has strong in-context "
         "ability (~10B+). At 1-7B, LoRA, which adapts every attention projection, wins."),
     wrong=("a", "c", "d"),
-    prompt="Prompt tuning matches full fine-tuning only for some base models. Which, and why?",
-    options={"a": "Always: fewer trainable parameters always generalise better.",
-             "b": "For very large bases (around 10B+), whose in-context ability a short soft prompt can steer.",
-             "c": "Never: it is more expensive than LoRA.",
-             "d": "For small bases under 1B, where LoRA overfits."}))
+    prompt="Prompt tuning matches full fine-tuning only for some base models. Which?",
+    options={"a": "Small bases, under 1B parameters.",
+             "b": "Very large bases, around 10B parameters and more.",
+             "c": "Any size, given a soft prompt of 100 tokens or more.",
+             "d": "None: it never matches full fine-tuning."}))
 register(Drill(
-    "d5", "Diagnosing catastrophic forgetting", LESSON, 2, "choice", "d", choice(
-        "d",
-        {"a": "More epochs on 500 medical pairs makes the narrow fit, and the forgetting, worse.",
-         "b": "A bigger learning rate moves the weights further from what encoded arithmetic.",
-         "c": "Unfreezing more is the cause, not the cure: all 8B weights already moved."},
-        "Forgetting: full FT on a narrow set overwrote general skills. Use LoRA (frozen base), a "
-        "5-10x lower lr, mix general data into each batch, and early-stop on a general eval."),
-    wrong=("a", "b", "c"),
-    prompt="Full FT of an 8B model on 500 medical Q&A pairs; it now fails basic arithmetic. Diagnose and fix.",
-    options={"a": "Underfitting: train for more epochs on the medical data.",
-             "b": "The learning rate is too low: raise it so the medical skill sets in faster.",
-             "c": "Too few trainable parameters: unfreeze the embeddings too.",
-             "d": "Catastrophic forgetting: use LoRA, lower the lr, replay general data, early-stop on a general eval."}))
+    "d5", "Diagnosing catastrophic forgetting", LESSON, 2, "choice", "b", choice(
+        "b",
+        {"a": "An underfit model would be bad at the medical questions too; this one answers them.",
+         "c": "Fine-tuning does not touch the tokenizer: the same text gives the same tokens.",
+         "d": "Overfitting would show on *held-out medical* questions. Arithmetic is a skill the "
+              "training data never asked for, and it is gone."},
+        "Catastrophic forgetting: full FT on a narrow set overwrote weights that general skills use. "
+        "Fix it with LoRA (a frozen base), a 5-10x lower lr, general data mixed into each batch, and "
+        "early stopping on a general eval; lesson 09 measures each."),
+    wrong=("a", "c", "d"),
+    prompt="Full FT of an 8B model on 500 medical Q&A pairs: it answers medical questions, but now fails "
+           "basic arithmetic. What happened?",
+    options={"a": "Underfitting: 500 pairs are too few for the model to learn anything.",
+             "b": "Catastrophic forgetting: the updates for the narrow task overwrote what arithmetic relied on.",
+             "c": "Fine-tuning changed how the tokenizer splits numbers.",
+             "d": "Overfitting to the 500 medical pairs."}))
