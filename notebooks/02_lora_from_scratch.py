@@ -26,8 +26,9 @@
 # - what the trained update looks like inside (its singular values), and how to choose `r` and
 #   `alpha`.
 #
-# Everything you write here lives in `ftlab/lora.py` (one screen of code: open it). In the tiny
-# profile the whole notebook runs in well under a minute on a CPU.
+# You write `MyLoRALinear` and `my_inject_lora` here, in the lesson's cells; `ftlab/lora.py` holds
+# the tested copy the rest of the course imports. In the tiny profile the whole notebook runs in
+# well under a minute on a CPU.
 
 # %% [markdown]
 # ## Set-up
@@ -684,8 +685,9 @@ check("02e", solution_02e)
 # - The base never moves; a rank-r adapter learns any change of rank ≤ r (the toy), and merging
 #   gives back a plain `nn.Linear`: zero added latency at inference.
 # - On the tiny LM, LoRA on `q_proj` and `v_proj` (1.6% of the parameters) taught the answer
-#   format (answer loss and exact match above), and our hand-written layers give the same logits as peft's, from
-#   the same factors and through the same files.
+#   format (answer loss and exact match above). Your `MyLoRALinear` and `my_inject_lora` equal
+#   ftlab's and peft's (forward, merge, trainable count, logits), and the trained adapter gives
+#   the same logits in peft through peft's file format.
 # - The trained update has at most r nonzero singular values, and most of its size in the first
 #   few: pick r by budget, and alpha (or rsLoRA) for the scale.
 #
