@@ -354,15 +354,11 @@ print(f"over the {len(lesson_ds)} training examples the loss sees {seen:,} of {t
       "before padding")
 
 # %% [markdown]
-# **Pad = EOS.** Llama tokenizers have no pad token, so the full profile pads with EOS. Drill 05c:
-# a classmate masks the padding by id, `labels[input_ids == pad_token_id] = -100`, with the pad id
-# being the token that ends an answer (TinyLlama's `</s>`). What goes wrong? Answer, then run the
-# demo after it. (Llama-3's chat template ends a turn with `<|eot_id|>`, not its EOS
-# `<|end_of_text|>`; `ftlab.chat.turn_end_ids` finds both. The demo pads with the token that ends
-# an answer, whichever it is.)
-
-# %% [markdown]
-# ### Drill 05c ★★☆ · Pad token = EOS
+# ### Drill 05c ★★☆ · Pad token = EOS (predict, then run)
+# Llama tokenizers have no pad token, so the full profile pads with EOS. A classmate masks padding
+# by id, `labels[input_ids == pad_token_id] = -100`, the pad id being the token that ends an answer
+# (TinyLlama's `</s>`; Llama-3's chat template ends a turn with `<|eot_id|>`, which
+# `ftlab.chat.turn_end_ids` finds too). What goes wrong? Answer, then run the demo after it.
 # - (a) Nothing: padding is masked, the rest is trained as before.
 # - (b) The model never learns to stop: every EOS label becomes -100.
 # - (c) The loss becomes NaN on short examples.
