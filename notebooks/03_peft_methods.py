@@ -351,6 +351,37 @@ model = get_peft_model(load_text_encoder(seed=cfg.seed)[0], ia3_config)
 ia3 = record("IA3", model, fit(model, cfg.lr_ia3, cfg.lr_head))
 
 # %% [markdown]
+# **Prefix tuning** goes one step further than prompt tuning: instead of input vectors, it learns
+# `m` key vectors and `m` value vectors for *every* attention layer, which each layer's attention
+# reads as if they were `m` extra past tokens. That is `m x 2 x L x d` numbers, where `d` is the
+# width of one layer's keys (the model width, or less when keys and values share heads, as in
+# Llama's grouped-query attention). DistilBERT's attention takes no past keys and values, so
+# it cannot carry a prefix and sits out of the table above; a Llama-style decoder can. peft's
+# `PrefixTuningConfig` on the real TinyLlama-1.1B architecture, built on the `meta` device (shapes
+# only, no memory, nothing downloaded), counts exactly that:
+
+# %%
+from peft import PrefixTuningConfig
+from transformers import AutoModelForCausalLM
+
+from ftlab.memory import known_config
+
+llama_config = known_config("TinyLlama-1.1B")
+with torch.device("meta"):
+    decoder = AutoModelForCausalLM.from_config(llama_config)
+prefix_model = get_peft_model(decoder, PrefixTuningConfig(task_type="CAUSAL_LM",
+                                                          num_virtual_tokens=cfg.num_virtual_tokens))
+prefix_trainable = count_parameters(prefix_model, trainable_only=True)
+key_width = llama_config.num_key_value_heads * llama_config.head_dim  # d: key/value heads x head width
+by_formula = cfg.num_virtual_tokens * 2 * llama_config.num_hidden_layers * key_width  # m x 2 x L x d
+print(f"prefix tuning, m = {cfg.num_virtual_tokens}: peft trains {prefix_trainable:,} parameters; "
+      f"m x 2 x L x d = {cfg.num_virtual_tokens} x 2 x {llama_config.num_hidden_layers} x {key_width} = {by_formula:,} "
+      f"({prefix_trainable / count_parameters(prefix_model):.4%} of the model); prompt tuning's m x d_model "
+      f"would be {cfg.num_virtual_tokens * llama_config.hidden_size:,}")
+assert prefix_trainable == by_formula
+del prefix_model, decoder
+
+# %% [markdown]
 # ## 8. The comparison
 # `share` is of the classifier's parameters; `grads+Adam MiB` is what training keeps per
 # trainable parameter in fp32 (a gradient and AdamW's two moments, 12 bytes): the memory the
