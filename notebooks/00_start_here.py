@@ -208,6 +208,154 @@ for block in model.model.layers[-cfg.train_last_blocks:]:
 trainable = count_parameters(model, trainable_only=True)
 print(f"training {trainable:,} of {n_params:,} parameters ({trainable / n_params:.1%})")
 
+# %% [markdown]
+# ### What `train` does, written out
+# Before handing the model to `train`, write its loop yourself. One optimizer step reads a
+# *window* of `grad_accum` micro-batches. The loss contract: `loss_fn` returns the **sum** of the
+# per-token losses of a micro-batch, and the step's loss is the mean over every target token
+# of the window, N of them. So each micro-batch back-propagates `loss_sum / N`, and the
+# accumulated gradient is that of one big batch. Predict the step's loss first:
+
+# %% [markdown]
+# ### Drill 00c ★★☆ · One window, two micro-batches
+# A window of two micro-batches: the first has 3 target tokens with mean loss 4.0 nats, the
+# second 300 tokens with mean loss 1.0. What loss per token does the step report? Answer with a
+# number (two decimals are enough).
+
+# %% tags=["answer"]
+from ftlab.drills import check
+
+answer_00c = ...  # your answer, in nats per token
+
+# %%
+check("00c", answer_00c)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# Sum the window's losses, then divide by all its tokens: (3 * 4.0 + 300 * 1.0) / 303.
+solution_00c = (3 * 4.0 + 300 * 1.0) / (3 + 300)
+check("00c", solution_00c)
+
+# %%
+loss_sums, counts = torch.tensor([3 * 4.0, 300 * 1.0]), torch.tensor([3, 300])  # (grad_accum,) each
+print(f"window mean {(loss_sums.sum() / counts.sum()).item():.3f} nats/token; the mean of the "
+      f"micro-batch means would say {(loss_sums / counts).mean().item():.3f}")
+
+# %% [markdown]
+# ### Drill 00d ★★☆ · Scale the loss for gradient accumulation
+# Write `window_losses(loss_sums, counts)`: given the summed loss and the target-token count of
+# each of the window's micro-batches (two tensors of shape `(grad_accum,)`), return the loss each
+# micro-batch back-propagates, shape `(grad_accum,)`, so that their sum is the window's mean loss
+# per token. The check compares it with `ftlab.train` on random windows.
+
+# %% tags=["answer"]
+def window_losses(loss_sums, counts):
+    raise NotImplementedError  # your code here
+
+
+answer_00d = window_losses
+
+# %%
+check("00d", answer_00d)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# Divide by the tokens of the WHOLE window, not by grad_accum and not by each micro-batch's own
+# count: then the sum is (sum of losses) / (all tokens), the mean of one big batch.
+def solution_window_losses(loss_sums, counts):
+    return loss_sums / counts.sum()
+
+
+solution_00d = solution_window_losses
+check("00d", solution_00d)
+
+# %% [markdown]
+# The loop, in the order `train` runs it. `N` is counted before any backward, because every
+# micro-batch is divided by the window's total.
+
+# %%
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ftlab.runtime import device
+
+
+def my_train(model, train_ds, collate, *, lr, num_steps, batch_size, grad_accum, warmup_steps=0,
+             max_grad_norm=1.0, dtype=torch.float32):
+    """AdamW, linear warmup then a constant lr, window-normalised loss. Returns the loss of each step."""
+    dev = device()
+    model.to(dev).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)  # train's default: no decay
+    scheduler = torch.optim.lr_scheduler.LambdaLR(  # lr multiplier after s steps: 0, 1/w, ..., 1
+        optimizer, lambda s: s / warmup_steps if s < warmup_steps else 1.0)
+    batches = iter(DataLoader(train_ds, batch_size=batch_size, collate_fn=collate))  # in order
+    losses = []
+    for step in range(num_steps):
+        window = [next(batches) for _ in range(grad_accum)]  # grad_accum dicts of (B, L) tensors
+        N = sum(int((b["labels"][:, 1:] != -100).sum()) for b in window)  # target tokens in the window
+        loss_total = 0.0
+        for batch in window:
+            batch = {k: v.to(dev) for k, v in batch.items()}
+            with torch.autocast(dev.type, dtype=dtype, enabled=dtype != torch.float32):  # off in fp32
+                logits = model(input_ids=batch["input_ids"],
+                               attention_mask=batch["attention_mask"]).logits  # (B, L, V)
+                logits, targets = logits[:, :-1].float(), batch["labels"][:, 1:]  # t predicts t+1
+                loss_sum = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                           ignore_index=-100, reduction="sum")  # 0-d: summed over tokens
+            (loss_sum / N).backward()  # drill 00d: gradients add up to the window mean's gradient
+            loss_total += loss_sum.item()
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)  # rescale if the global norm > max
+        optimizer.step()  # AdamW update with this step's lr
+        scheduler.step()  # the next step's lr
+        optimizer.zero_grad(set_to_none=True)  # the next window starts from zero gradients
+        losses.append(loss_total / N)  # mean loss per target token of this window
+    return losses
+
+
+# %% [markdown]
+# **Check: the loop above is `ftlab.train`.** Both start from copies of the same weights and read
+# the same examples in the same order (`shuffle=False`), with the same optimizer, warmup, and
+# clipping, for three steps; the losses and the final weights must agree. The check runs on a
+# tiny random `LlamaForCausalLM` (hidden size 32) in both profiles: three steps of the real
+# model, twice, would cost minutes on a T4. It autocasts to bf16 where `train` would (an
+# Ampere+ GPU) and runs fp32 otherwise: on a T4 `train` runs fp16 with a loss scaler
+# (`GradScaler`, lesson 07), which this loop leaves out.
+
+# %%
+import copy
+
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ftlab.runtime import amp_dtype
+
+seed_everything(cfg.seed)  # the same random init on every run
+tiny_lm = LlamaForCausalLM(LlamaConfig(
+    vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=cfg.max_length))
+mine, ref = copy.deepcopy(tiny_lm), copy.deepcopy(tiny_lm)  # the same initial weights, twice
+check_ds = train_ds.select(range(3 * 2 * 2))  # three steps of grad_accum=2 micro-batches of 2 examples
+dtype = torch.bfloat16 if amp_dtype() == torch.bfloat16 else torch.float32
+loop = dict(lr=1e-3, batch_size=2, grad_accum=2, warmup_steps=2, max_grad_norm=1.0)
+ref_history = train(ref, check_ds, TrainConfig(num_steps=3, shuffle=False, **loop,
+                                               precision="bf16" if dtype == torch.bfloat16 else "fp32"),
+                    loss_fn=causal_lm_loss, collate_fn=collate, progress=False)
+my_losses = my_train(mine, check_ds, collate, num_steps=len(ref_history.steps), dtype=dtype, **loop)
+torch.testing.assert_close(torch.tensor(my_losses), torch.tensor(ref_history.losses))
+weight_diff = 0.0
+for (name, mine_p), ref_p in zip(mine.named_parameters(), ref.parameters()):
+    torch.testing.assert_close(mine_p, ref_p, msg=lambda m, name=name: f"{name}: {m}")
+    weight_diff = max(weight_diff, (mine_p - ref_p).abs().max().item())
+loss_diff = max(abs(a - b) for a, b in zip(my_losses, ref_history.losses))  # train rounds its loss to fp32
+print(f"{len(my_losses)} steps: my loop {[round(x, 4) for x in my_losses]}, "
+      f"ftlab.train {[round(x, 4) for x in ref_history.losses]}")
+print(f"largest difference: losses {loss_diff:.2g}, weights {weight_diff:.2g} (dtype {dtype})")
+
+# %% [markdown]
+# The same loop, with a progress bar, mixed precision, the NaN guard and a history, on the
+# lesson's model:
+
+# %%
 history = train(model, train_ds, TrainConfig(lr=cfg.lr, num_steps=cfg.num_steps, batch_size=cfg.batch_size,
                                              grad_accum=cfg.grad_accum, seed=cfg.seed),
                 loss_fn=causal_lm_loss, collate_fn=collate)
