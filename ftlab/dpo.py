@@ -363,11 +363,13 @@ TIE = 1e-4  # a margin within this of 0 (nats) is a tie: before training every m
 
 
 def margin_accuracy(margins: torch.Tensor) -> float:
-    """The share of margins > 0, a tie (``|margin| <= 1e-4``) counting one half."""
+    """The share of margins > 0, counted as TRL's ``rewards/accuracies`` counts them (chosen's reward
+    strictly higher than rejected's): a tie counts 0. A margin within :data:`TIE` of 0 is a tie,
+    so float noise in an untrained policy does not count as a preference."""
     margins = torch.as_tensor(margins, dtype=torch.float32).flatten()
     if not margins.numel():
         raise ValueError("margin_accuracy needs at least one margin.")
-    return float((margins > TIE).sum() + 0.5 * (margins.abs() <= TIE).sum()) / margins.numel()
+    return float((margins > TIE).sum()) / margins.numel()
 
 
 def accuracy_by_kind(margins: torch.Tensor, kinds: Sequence[str]) -> dict[str, float]:
@@ -383,10 +385,12 @@ def accuracy_by_kind(margins: torch.Tensor, kinds: Sequence[str]) -> dict[str, f
 def preference_accuracy(model, pairs: Sequence[Mapping], ref_model=None, batch_size: int = EVAL_PAIRS_PER_BATCH,
                         pad_token_id: int = 0) -> float:
     """Held-out reward accuracy: the share of tokenized pairs whose implicit reward margin
-    ``(pi_c - ref_c) - (pi_r - ref_r)`` is positive (a tie counts one half).
+    ``(pi_c - ref_c) - (pi_r - ref_r)`` is positive (a tie counts 0).
 
-    This is TRL's ``rewards/accuracies`` on an eval set. Before DPO the policy IS the reference,
-    every margin is 0 and the accuracy is 50%: the model has no preference of its own yet.
+    This is TRL's ``rewards/accuracies`` on an eval set, counted as TRL counts it. Before DPO the
+    policy IS the reference, every margin is 0 and the accuracy is 0%: that is a tie, not the
+    model's opinion. The SFT model's own preference (summed log-probabilities of chosen against
+    rejected) is the baseline to compare with (lesson 06).
     ``batch_size`` pairs per forward pass (see :func:`preference_margins`).
     """
     return margin_accuracy(_margins("preference_accuracy", model, pairs, ref_model, batch_size, pad_token_id))

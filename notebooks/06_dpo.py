@@ -348,8 +348,9 @@ print(f"loss {ours[0]:.5f} (ftlab.dpo.dpo_loss {theirs[0]:.5f}); largest differe
 # where the implicit reward of chosen is higher than rejected's, and the mean of chosen's reward
 # minus rejected's. Before training the policy *is* the reference and every reward is exactly 0. TRL
 # counts `chosen_rewards > rejected_rewards`, strictly, so a tie counts 0: its accuracy at step 1 is
-# 0% (the first line of the training log below shows it). `dpo.preference_accuracy` counts a tie as
-# half, so it starts at 50%. Neither is the model's opinion: both are what a tie happens to score.
+# 0% (the first line of the training log below shows it), and `dpo.preference_accuracy` counts it
+# the same way. That 0% is not the model's opinion: it is what a tie happens to score (a count
+# that gave a tie one half would read 50%, just as meaningless).
 #
 # The real baseline is the SFT model's own preference: the share of held-out pairs where it already
 # gives chosen a higher summed log-probability than rejected (a tie counting 0, as in TRL). A
@@ -384,8 +385,9 @@ shown = [r["prompt"] for r in test_rows[:4]]
 gen_before = generate(policy, tokenizer, shown)
 print(f"the SFT model already prefers chosen on {sft_preference:.0%} of the held-out pairs "
       f"(chosen is the shorter response on {chosen_shorter:.0%} of them)")
-print(f"implicit-reward accuracy before DPO: every margin 0, so {acc_before:.0%} with ties as half "
-      f"(dpo.preference_accuracy), 0% with TRL's strict count")
+print(f"implicit-reward accuracy before DPO: every margin 0, so {acc_before:.0%} "
+      f"(dpo.preference_accuracy counts a tie 0, as TRL does)")
+assert acc_before == 0.0, "before DPO the policy is the reference: every margin is a tie"
 
 # %% [markdown]
 # ### DPO with ftlab
@@ -436,7 +438,7 @@ fig
 print(f"step {log[-1]['step']}: rewards/chosen {log[-1]['rewards/chosen']:+.3f}, "
       f"rewards/rejected {log[-1]['rewards/rejected']:+.3f}, margin {log[-1]['rewards/margins']:+.3f}")
 margins_after = dpo.preference_margins(policy, test_pairs, pad_token_id=tokenizer.pad_token_id)  # one per pair
-acc_after = float((margins_after > 0).float().mean())  # TRL's count: chosen's reward strictly higher
+acc_after = dpo.margin_accuracy(margins_after)  # TRL's count: chosen's reward strictly higher
 reward_margin = cfg.beta * float(margins_after.mean())  # TRL's rewards/margins on the held-out pairs
 per_kind = dpo.accuracy_by_kind(margins_after, [test_rows[i]["kind"] for i in test_pairs.kept_rows])
 pi_c_after, pi_r_after = pair_logprobs(policy, test_pairs)
@@ -630,8 +632,8 @@ check("06b", solution_06b)
 #   is a classification loss on log-ratios, with no reward model and no sampling (drill 06a).
 # - The loss needs four summed response log-probabilities per pair (drills 06b to 06e); the reference
 #   is the same model with the DPO adapter disabled, after merging the SFT adapter into the base.
-# - Before DPO every implicit reward is 0: TRL's accuracy reads 0% (a tie counts 0) and a "ties as
-#   half" count reads 50%; neither is a baseline. The SFT model's own preference is (section 4), and
+# - Before DPO every implicit reward is 0: TRL's accuracy (and ftlab's) reads 0%, since a tie counts
+#   0; that is not a baseline. The SFT model's own preference is (section 4), and
 #   summed log-probabilities favour shorter responses. Rejected answers are pushed down more than
 #   chosen ones are pulled up; chosen rewards can go negative while the margin grows.
 # - Several DPO runs are several adapters on one base (`dpo.fresh_adapter`, `set_adapter`), and

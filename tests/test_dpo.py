@@ -184,11 +184,12 @@ def test_train_dpo_logs_each_step_over_its_whole_window(lm, rows):
         assert log[0][key] == pytest.approx(value, abs=1e-5), key
 
 
-def test_accuracy_is_half_and_kl_zero_before_training(lm, rows):
+def test_accuracy_counts_ties_zero_as_trl_does_and_kl_is_zero_before_training(lm, rows):
     model, tokenizer = lm
     policy = _lora(model)
     pairs = dpo.tokenize_pairs(rows, tokenizer)
-    assert dpo.preference_accuracy(policy, pairs) == 0.5
+    assert dpo.preference_accuracy(policy, pairs) == 0.0  # every margin is a tie; TRL counts chosen > rejected
+    assert dpo.margin_accuracy(torch.tensor([0.0, 1e-5, 0.5, -0.5])) == 0.25  # near-ties count 0 too
     assert dpo.kl_to_reference(policy, pairs) == pytest.approx(0.0, abs=1e-6)
     assert dpo.kl_to_reference(_lora(model, init=False), pairs) > 1e-4
 

@@ -484,6 +484,7 @@ def _drill_cells(drill_id: str, answer: str, solution: str):
 def test_drill_cell_check_passes_a_good_drill_and_catches_a_missing_solution(tmp_path):
     nb = _good_notebook("00_start_here")
     nb.cells[2:2] = _drill_cells("00a", "...", "16 * 4") + _drill_cells("00b", "...", "'b'")
+    nb.cells[8:8] = _drill_cells("00c", "...", "312 / 303") + _drill_cells("00d", "...", "lambda s, c: s / c.sum()")
     ipynb, _ = _write_pair(tmp_path, "00_start_here", nb)
     assert check_drill_cells(ipynb) == []
     del nb.cells[4]  # 00a's solution
@@ -502,4 +503,4 @@ def test_drill_cell_check_catches_unknown_and_missing_drills(tmp_path):
     ipynb, _ = _write_pair(tmp_path, "00_start_here", nb)
     problems = check_drill_cells(ipynb)
     assert any("unknown drills ['zz9']" in p for p in problems)
-    assert any("not in it: ['00a', '00b']" in p for p in problems)
+    assert any("not in it: ['00a', '00b', '00c', '00d']" in p for p in problems)
