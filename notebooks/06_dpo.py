@@ -441,9 +441,13 @@ margins_after = dpo.preference_margins(policy, test_pairs, pad_token_id=tokenize
 acc_after = dpo.margin_accuracy(margins_after)  # TRL's count: chosen's reward strictly higher
 reward_margin = cfg.beta * float(margins_after.mean())  # TRL's rewards/margins on the held-out pairs
 per_kind = dpo.accuracy_by_kind(margins_after, [test_rows[i]["kind"] for i in test_pairs.kept_rows])
-pi_c_after, pi_r_after = pair_logprobs(policy, test_pairs)
-preference_after = float((pi_c_after > pi_r_after).float().mean())  # the policy's own preference
-print(f"the model's own preference for chosen: SFT {sft_preference:.0%} -> DPO {preference_after:.0%}")
+# the policy's own gap log p(chosen) - log p(rejected): the margin is that gap minus the SFT model's,
+# so it comes from numbers already computed, without scoring the pairs again
+gap_sft = sft_c - sft_r  # (N,)
+gap_dpo = margins_after + gap_sft  # (N,)
+preference_after = float((gap_dpo > 0).float().mean())  # counted as sft_preference is
+print(f"the model's own preference for chosen: SFT {sft_preference:.0%} -> DPO {preference_after:.0%}; "
+      f"mean gap log p(chosen) - log p(rejected): {gap_sft.mean():+.2f} -> {gap_dpo.mean():+.2f} nats")
 print(f"held-out implicit-reward accuracy after DPO: {acc_after:.0%} "
       f"({', '.join(f'{k} {v:.0%}' for k, v in per_kind.items())}); mean reward margin 0 -> {reward_margin:+.3f}; "
       f"{history.seconds:.1f} s of training")
@@ -580,7 +584,8 @@ assert trl_loss_gap < (1e-4 if profile() == "tiny" else 2e-2) * max(1.0, trl_los
 if profile() == "tiny":
     assert len(trl_log) == cfg.trl_steps == len(log) and gap < 1e-3, "ftlab's DPO should follow TRL's step by step"
 _ = headline(f"{profile()}: DPO beta={cfg.beta} from the SFT model: the model prefers chosen on {sft_preference:.0%} -> "
-             f"{preference_after:.0%} of held-out pairs, implicit-reward accuracy {acc_after:.0%}, mean reward margin {reward_margin:+.3f}; KL to ref {kl[cfg.beta]:.3f} (beta {cfg.beta}) "
+             f"{preference_after:.0%} of held-out pairs, its gap log p(c) - log p(r) {gap_sft.mean():+.1f} -> "
+             f"{gap_dpo.mean():+.1f} nats, implicit-reward accuracy {acc_after:.0%}, mean reward margin {reward_margin:+.3f}; KL to ref {kl[cfg.beta]:.3f} (beta {cfg.beta}) "
              f"vs {kl[cfg.beta_large]:.3f} (beta {cfg.beta_large}); ftlab = TRL DPOTrainer over {len(side_by_side)} "
              f"steps (gap {'< 1e-5' if gap < 1e-5 else f'{gap:.0e}'})")
 
