@@ -17,9 +17,9 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ftlab-course/ftlab/blob/main/notebooks/04_qlora.ipynb)
 #
 # **What you will learn**
-# - how a weight is squeezed into 4 bits: absmax scaling, blocks, and why NF4's levels sit at
-#   normal quantiles (its error against int4 and fp4, measured);
-# - double quantization: from 4.5 to ~4.127 bits per weight;
+# - how a weight is squeezed into 4 bits: blockwise absmax and the NF4 lookup, written here and
+#   proven equal to bitsandbytes; why NF4's levels sit at normal quantiles (its error against
+#   int4 and fp4, measured); double quantization, from 4.5 to ~4.127 bits per weight;
 # - QLoRA by hand (a frozen 4-bit layer + the LoRA of lesson 02), proven equal to bitsandbytes + peft;
 # - the real recipe: `BitsAndBytesConfig`, `prepare_model_for_kbit_training`, LoRA on every
 #   linear, gradient checkpointing, paged 8-bit AdamW, a short SFT run;
@@ -93,34 +93,46 @@ cfg
 # ## 1. Quantization from the ground up
 #
 # ### Absmax int8, and why blocks
-# The simplest quantizer maps a tensor onto the integers -127..127 by dividing by its largest
-# magnitude (its *absmax*) and rounding. One outlier stretches the scale for every other value:
-# they all land on a few levels near zero. Cutting the tensor into blocks, each with its own
-# absmax, confines the damage to the outlier's block.
+# The simplest quantizer divides a tensor by its largest magnitude (its *absmax*) into [-1, 1] and
+# rounds 127 times that to an integer. One outlier stretches the scale: every other value lands on a
+# few levels near zero. Cut the flat weight into blocks of `blocksize`, each with its own absmax,
+# and the damage stays in the outlier's block.
 
 # %%
 import torch
 
 from ftlab import quant
 
+
+def blockwise_absmax(w, blocksize):
+    """w (numel a multiple of blocksize) -> absmax (n_blocks,), scaled (n_blocks, blocksize) in [-1, 1]."""
+    blocks = w.detach().float().reshape(-1, blocksize)  # (n_blocks, blocksize)
+    absmax = blocks.abs().amax(dim=1)                    # (n_blocks,): one scale per block
+    # times the reciprocal, not a division: bitsandbytes' arithmetic, so a value on a boundary rounds alike
+    scaled = blocks * (1.0 / absmax).unsqueeze(1)        # (n_blocks, blocksize)
+    return absmax, scaled
+
+
+# %%
 g = torch.Generator().manual_seed(cfg.seed)
 w = torch.randn(4096, generator=g) * 0.02
 w[100] = 1.0  # one outlier, 50x the typical weight
 rows = []
-for label, bs in (("one absmax for the tensor", None), (f"one absmax per {cfg.blocksize}", cfg.blocksize)):
-    codes, absmax = quant.quantize_int8(w, bs)
-    err = (quant.dequantize_int8(codes, absmax, bs) - w).abs().mean().item()
+for label, bs in (("one absmax for the tensor", w.numel()), (f"one absmax per {cfg.blocksize}", cfg.blocksize)):
+    absmax, scaled = blockwise_absmax(w, bs)
+    codes = torch.round(127 * scaled)  # (n_blocks, bs): the int8 codes, -127..127
+    err = (codes / 127 * absmax.unsqueeze(1) - w.view(-1, bs)).abs().mean().item()
+    assert torch.equal(codes.flatten().to(torch.int8), quant.quantize_int8(w, bs)[0])  # ftlab's int8 codes
     rows.append((label, err))
     print(f"int8, {label:28}: mean error {err:.2e}")
 assert rows[1][1] < rows[0][1] / 10, "blocks should cut the error by far more than 10x with an outlier"
 
 # %% [markdown]
 # ### Four bits: where should the 16 levels go?
-# Trained weights are close to normally distributed. With 16 evenly spaced levels (int4), the
-# outer levels are almost never used and the crowded middle is coarse. **NF4** puts its levels at
-# quantiles of a standard normal, so each level is used about equally often: 8 positive levels,
-# 7 negative ones and an exact zero (so that zero weights and padding stay exact), scaled to [-1, 1].
-# `quant.nf4_codebook()` builds them from `torch.special.ndtri` (the normal's quantile function).
+# Trained weights are close to normally distributed. With 16 evenly spaced levels (int4), the outer
+# levels are almost never used and the crowded middle is coarse. **NF4** puts its levels at normal
+# quantiles (`torch.special.ndtri` in `quant.nf4_codebook()`), so each is used about equally often:
+# 8 positive, 7 negative and an exact zero (zero weights and padding stay exact), scaled to [-1, 1].
 
 # %%
 quant.require_bitsandbytes("Lesson 04")  # the set-up cell installs it (ftlab[quant]); a clear error if not
@@ -134,13 +146,9 @@ assert torch.equal(quant.NF4_CODEBOOK, bnb_table)
 # %% [markdown]
 # Measure it: the mean squared error of each 4-bit grid, blockwise with the same absmax, on
 # Gaussian weights and on every projection weight of this lesson's model, relative to the
-# weights' variance.
-#
-# At full scale that is ~1B weights. Gathering them into one float32 tensor and quantizing it in
-# one go would hold several copies at once (the float32 copy, the scaled values, the indices):
-# about 20 GB, more than a Colab runtime's 12.7 GB of RAM. `quant.codebook_errors` streams
-# instead: one weight matrix at a time, where it lives, in slices of `quant.CHUNK` values, adding
-# up squared errors as it goes. The memory it needs is a few slices, whatever the model's size.
+# weights' variance. At full scale that is ~1B weights: one float32 copy quantized in one go
+# would hold ~20 GB of temporaries, more than Colab's 12.7 GB of RAM, so `quant.codebook_errors`
+# streams, one matrix at a time in slices of `quant.CHUNK` values, adding up squared errors.
 
 # %%
 from ftlab.models import load_causal_lm
@@ -165,8 +173,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
-scaled = gauss.view(-1, cfg.blocksize)
-scaled = (scaled / scaled.abs().amax(1, keepdim=True)).flatten().numpy()
+scaled = blockwise_absmax(gauss, cfg.blocksize)[1].flatten().numpy()
 ax1.hist(scaled, bins=120, density=True, color="0.8", label="weights / block absmax")
 for k, (name, cb) in enumerate(grids.items()):
     ax1.plot(cb.numpy(), np.full(cb.numel(), 0.25 + 0.25 * k), "|", ms=14, mew=2, label=name)
@@ -185,46 +192,117 @@ plt.close(fig)
 fig
 
 # %% [markdown]
-# ### NF4 by hand equals bitsandbytes
-# `quant.quantize_nf4` cuts a weight into blocks of 64, scales each by its absmax and stores the
-# index of the nearest level (4 bits). Quantize one of the model's real weights both ways: the
-# same indices, the same scales, the same dequantized weight. The comparisons of this section run
-# on one device, the CPU, whatever the model sits on: a copy of the weight comes over first, and
-# bitsandbytes' CPU kernels are the ones `tests/test_quant.py` holds to ours bit for bit.
+# ### Drill 04b ★★☆ · An NF4 round trip
+# Write `nf4_roundtrip(w, codebook)`: `w` is 1-D and a multiple of 64 long, `codebook` the 16 NF4
+# levels (sorted). Cut `w` into blocks of 64, divide each by its absmax, snap every value to the
+# nearest level, and return level x absmax with `w`'s shape. The check compares with bitsandbytes.
+
+# %% tags=["answer"]
+def nf4_roundtrip(w, codebook):
+    raise NotImplementedError  # your code here
+
+
+answer_04b = nf4_roundtrip
 
 # %%
+from ftlab.drills import check  # check(drill_id, answer): a pass, a hint, or "not attempted"
+
+check("04b", answer_04b)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# (blocks, 64) -> absmax per block -> scaled values in [-1, 1] -> distance to each of the 16
+# levels (blocks, 64, 16) -> argmin -> level x absmax.
+def solution_nf4_roundtrip(w, codebook):
+    blocks = w.reshape(-1, 64)
+    absmax = blocks.abs().amax(dim=1, keepdim=True)
+    nearest = (blocks.unsqueeze(-1) / absmax.unsqueeze(-1) - codebook).abs().argmin(dim=-1)
+    return (codebook[nearest] * absmax).reshape(w.shape)
+
+
+solution_04b = solution_nf4_roundtrip
+check("04b", solution_04b)
+
+# %% [markdown]
+# ### NF4 by hand equals bitsandbytes
+# `blockwise_absmax` above, then the **NF4 lookup**: the index (0..15, 4 bits) of the level
+# nearest each scaled value; dequantizing is level x absmax. The nearest level comes from the 15
+# midpoints between levels (the count of midpoints below a value is its index): 04b's argmin
+# without a (weights x 16) table, and a value exactly on a midpoint goes to the lower level, as
+# in bitsandbytes (argmin's float distances can break that tie either way).
+
+# %%
+def nf4_quantize(w, blocksize, levels=quant.NF4_CODEBOOK):
+    """w (numel a multiple of blocksize) -> codes (n_blocks, blocksize) uint8 in 0..15, absmax (n_blocks,)."""
+    absmax, scaled = blockwise_absmax(w, blocksize)  # (n_blocks,), (n_blocks, blocksize)
+    midpoints = (levels[:-1] + levels[1:]) / 2        # (15,): halfway between neighbouring levels
+    codes = torch.bucketize(scaled, midpoints)        # (n_blocks, blocksize): midpoints below each value
+    return codes.to(torch.uint8), absmax
+
+
+def nf4_dequantize(codes, absmax, levels=quant.NF4_CODEBOOK):
+    """codes (n_blocks, blocksize), absmax (n_blocks,) -> (n_blocks, blocksize): each level x its block's absmax."""
+    return levels[codes.long()] * absmax.unsqueeze(1)
+
+
+# %%
+# One of the model's real weights three ways: by hand, with quant.quantize_nf4 (the tested copy) and with
+# bitsandbytes, on the CPU whatever the model sits on (tests/test_quant.py holds bitsandbytes' CPU kernels
+# to ftlab bit for bit).
 cpu = torch.device("cpu")  # the one device of every comparison in this section
 weight = plain_model.model.layers[0].mlp.up_proj.weight.detach().to(cpu)
+codes, absmax = nf4_quantize(weight, cfg.blocksize)  # (n_blocks, 64), (n_blocks,)
+mine = nf4_dequantize(codes, absmax).reshape(weight.shape).to(weight.dtype)
 ours = quant.quantize_nf4(weight, cfg.blocksize)
 packed, state = bnbf.quantize_4bit(weight, blocksize=cfg.blocksize, quant_type="nf4")
-same_codes = torch.equal(ours.packed(), packed.reshape(-1))
-same_scales = torch.equal(ours.absmax, state.absmax)
-max_diff = (quant.dequantize_nf4(ours) - bnbf.dequantize_4bit(packed, state)).abs().max().item()
-print(f"{tuple(weight.shape)} weight: same 4-bit codes {same_codes}, same absmax {same_scales}, "
-      f"dequantized max difference {max_diff:.1e}")
-assert same_codes and same_scales and max_diff <= 1e-6
+my_packed = (codes[:, 0::2] << 4) | codes[:, 1::2]  # (n_blocks, 32): two codes per byte, high nibble first
+assert torch.equal(codes.flatten(), ours.codes.flatten()) and torch.equal(absmax, ours.absmax)
+assert torch.equal(my_packed.flatten(), packed.flatten()) and torch.equal(absmax, state.absmax)
+max_diff = {"ftlab": (mine.float() - quant.dequantize_nf4(ours).float()).abs().max().item(),
+            "bitsandbytes": (mine.float() - bnbf.dequantize_4bit(packed, state).float()).abs().max().item()}
+print(f"{tuple(weight.shape)} weight: the same 4-bit codes and absmax as ftlab and bitsandbytes; dequantized, "
+      + ", ".join(f"max difference to {k} {v:.1e}" for k, v in max_diff.items()))
+assert max(max_diff.values()) <= 1e-6
+
+# %% [markdown]
+# ### Drill 04a ★☆☆ · Bytes of one NF4 weight
+# **Predict, then run:** a 4096 x 4096 weight in NF4 with blocksize 64 and **no** double
+# quantization. How many bytes does bitsandbytes store, codes and scales together?
+
+# %% tags=["answer"]
+answer_04a = ...  # bytes
+
+# %%
+check("04a", answer_04a)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# Two 4-bit codes per byte: 4096*4096/2 bytes. One fp32 absmax (4 bytes) per block of 64 weights.
+n = 4096 * 4096
+solution_04a = n // 2 + 4 * (n // 64)
+check("04a", solution_04a)
 
 # %% [markdown]
 # ### Double quantization
-# One fp32 absmax per 64 weights costs 32/64 = **0.5 bit per weight**: an eighth on top of the
-# 4 bits. QLoRA quantizes those scales too: subtract their mean, then 8 bits each in blocks of
-# 256 with one fp32 scale per block: 8/64 + 32/(64·256) ≈ **0.127 bit**.
+# The fp32 absmax costs 32/64 = 0.5 bit per weight, an eighth on top of the 4 bits. QLoRA's
+# *double quantization* quantizes the scales too: subtract their mean, then 8 bits each in blocks
+# of 256 with one fp32 scale per block, 8/64 + 32/(64·256) bit per weight.
 
 # %%
 double = quant.quantize_nf4(weight, cfg.blocksize, double_quant=True)
 for label, q in (("fp32 absmax", ours), ("double-quantized", double)):
     err = (quant.dequantize_nf4(q) - weight).pow(2).mean().item()
     print(f"{label:17}: {q.bits_per_parameter():.3f} bits per weight, MSE {err:.3e}")
-print(f"large-weight limit: {quant.bits_per_parameter(64)} -> {quant.bits_per_parameter(64, double_quant=True):.3f} bits")
+bits = {dq: quant.bits_per_parameter(64, double_quant=dq) for dq in (False, True)}  # a large weight's limit
+print(f"a 4096 x 4096 weight: {bits[False] * 4096**2 / 8:,.0f} bytes ({bits[False]} bits per weight), "
+      f"double-quantized {bits[True] * 4096**2 / 8:,.0f} ({bits[True]:.3f})")
 
 # %% [markdown]
 # ### QLoRA by hand
-# QLoRA is lesson 02's LoRA on a frozen 4-bit base. `quant.NF4Linear` stores only the packed
-# codes and scales and dequantizes the weight on every forward; `ftlab.lora.LoRALinear` wraps it
-# like any linear. `quant.qlora_layer_pair` builds that layer and the same layer from
-# bitsandbytes' `Linear4bit` (a `Params4bit` weight, quantized by bitsandbytes) with peft's LoRA
-# `Linear` on top, gives both the same A and B, and puts both on the one device it is given,
-# starting from a float32 copy of the model's layer. Compare them on an input on that device.
+# QLoRA is lesson 02's LoRA on a frozen 4-bit base: `ftlab.lora.LoRALinear` around
+# `quant.NF4Linear`, which stores only the packed codes and scales and dequantizes on every
+# forward. `quant.qlora_layer_pair` builds it, and bitsandbytes' `Linear4bit` under peft's LoRA
+# `Linear`, from one float32 copy of a layer, with the same A and B, on one device. Compare them.
 
 # %%
 linear = plain_model.model.layers[0].self_attn.q_proj
@@ -242,17 +320,16 @@ del plain_model, linear, mine, theirs, projections  # free the unquantized model
 # ## 2. The real recipe
 # What you run in a competition, step by step:
 #
-# 1. `load_causal_lm(quantization="nf4")` loads the model through transformers with
-#    `BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-#    bnb_4bit_compute_dtype=amp_dtype())`: the matmuls run in bf16 on an L4, fp16 on a T4, fp32 on a CPU.
-# 2. `prepare_model_for_kbit_training` upcasts the few non-quantized weights (embeddings, norms)
-#    to fp32 for stable training, and turns on gradient checkpointing. Ask for the non-reentrant
-#    kind (`use_reentrant=False`), the one PyTorch recommends.
-# 3. peft LoRA on **every** linear projection (`target_modules="all-linear"`): with the base
-#    frozen in 4 bits, the adapters are where all the learning happens, so give them every layer.
-# 4. Paged 8-bit AdamW: the adapters' optimizer state in 8 bits, paged to CPU memory if the GPU
-#    runs short. On a CPU bitsandbytes' optimizers run a slow reference implementation (about
-#    10x slower here), so the tiny profile uses torch's AdamW; the full profile uses the paged one.
+# 1. `load_causal_lm(quantization="nf4")`: transformers with `BitsAndBytesConfig(load_in_4bit=True,
+#    bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=amp_dtype())`;
+#    the matmuls run in bf16 on an L4, fp16 on a T4, fp32 on a CPU.
+# 2. `prepare_model_for_kbit_training` upcasts the few unquantized weights (embeddings, norms) to
+#    fp32 for stable training and turns on gradient checkpointing, the non-reentrant kind
+#    (`use_reentrant=False`) PyTorch recommends.
+# 3. peft LoRA on **every** linear (`target_modules="all-linear"`): with the base frozen in 4 bits,
+#    the adapters do all the learning.
+# 4. Paged 8-bit AdamW: optimizer state in 8 bits, paged to CPU memory if the GPU runs short. On a
+#    CPU bitsandbytes' optimizers are ~10x slower here, so the tiny profile uses torch's AdamW.
 
 # %%
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -276,15 +353,12 @@ print(f"trainable: {trainable:,} LoRA parameters on "
 
 # %% [markdown]
 # ### Before: what the 4-bit base makes of the questions
-# Held-out questions (in the tiny profile the same as lessons 00 and 02: people no training
-# question mentions). Two measures:
-#
-# - the **response loss**: the mean loss per answer token, in nats, with the prompt masked out
-#   as in training (`ftlab.evals.response_loss`). It moves first, at any scale: a base model that
-#   learns the answer format puts more probability on the wanted answers;
-# - **exact match** of the generated answer, where answers are short facts (the tiny profile).
-#   Alpaca's answers are paragraphs: 24 generated tokens never equal one, so at full scale exact
-#   match reads 0% before and after, and the config turns it off.
+# Held-out questions (in the tiny profile those of lessons 00 and 02: people no training question
+# mentions), two measures: the **response loss**, the mean loss per answer token in nats with the
+# prompt masked as in training (`ftlab.evals.response_loss`), which moves first at any scale; and
+# **exact match** of the generated answer, where answers are short facts (the tiny profile).
+# Alpaca's answers are paragraphs that 24 generated tokens never equal (0% before and after), so
+# the full profile's config turns exact match off.
 
 # %%
 from ftlab.data import load_instructions
@@ -322,9 +396,8 @@ print(f"held-out, before: {described(before)}")
 
 # %% [markdown]
 # ### A short SFT run
-# Chat prompt + answer + EOS from `ftlab.sft`: the prompt and the padding are labelled -100, so
-# only the answer is trained (lesson 05 shows why). `measure.make_optimizer` builds the recipe's
-# optimizer by name; `train` sets its learning rate from the config.
+# Chat prompt + answer + EOS from `ftlab.sft`, the prompt and padding labelled -100 so that only the
+# answer is trained (lesson 05); `measure.make_optimizer` builds the recipe's optimizer by name.
 
 # %%
 from functools import partial
@@ -354,9 +427,9 @@ if profile() == "tiny":  # measured: exact match 0% -> 55% (seeds 0-4 without th
 # %% [markdown]
 # ## 3. Memory: predicted, then measured
 # `ftlab.memory.estimate` predicts each part of training memory from the config alone (lesson 07
-# explains every term); `ftlab.measure.measure` takes one real training step of *this* model and
-# counts the same parts: the tensors held for weights, gradients and optimizer state, and every
-# tensor the forward pass saved for backward. An unpadded batch, so the two see the same tokens.
+# explains every term); `ftlab.measure.measure` counts the same parts in one real training step of
+# *this* model: weights, gradients, optimizer state and every tensor saved for backward, on an
+# unpadded batch so that both see the same tokens.
 
 # %%
 from ftlab import memory
@@ -375,9 +448,8 @@ if profile() == "tiny":
     assert abs(predicted.activations / measured.activations - 1) < 0.10
 
 # %% [markdown]
-# The same calculator on the model this lesson fine-tunes in the full profile, and on
-# Llama-3.2-1B, at the full profile's batch: what fits a T4 and an L4. A card's usable memory is
-# its total less the ~0.5 GiB the CUDA context takes before PyTorch allocates anything.
+# The same calculator on the full profile's model and on Llama-3.2-1B: what fits a T4 and an L4. A
+# card's usable memory is its total less the ~0.5 GiB the CUDA context takes before any tensor.
 
 # %%
 print("usable: " + ", ".join(f"{card} {(memory.GPUS[card] - memory.CUDA_CONTEXT) / 2**30:.1f} GiB of "
@@ -412,11 +484,9 @@ print(f"adapter {adapter_bytes / 2**10:.0f} KiB vs base {base_bytes / 2**20:.2f}
 # ## 5. Merging: into 16-bit weights, not back into 4 bits
 # A merged model (W + scale·B·A in one weight) runs without peft and with no extra latency. The
 # adapter was trained on top of the *dequantized 4-bit* weights, so there are three ways to merge:
-#
 # 1. into the dequantized 4-bit base, kept in 16-bit: exactly the function you trained;
-# 2. into the original 16-bit base: the usual practice; the base differs from the one the adapter
-#    saw by the quantization error;
-# 3. into the 4-bit base: merge, then quantize W + scale·B·A again. Every weight gets a fresh
+# 2. into the original 16-bit base (the usual practice), which differs by the quantization error;
+# 3. into the 4-bit base: merge, then quantize W + scale·B·A again: every weight gets a fresh
 #    rounding error, and part of the learned update is rounded with it.
 #
 # Measure each against the QLoRA model itself: the KL divergence of the next-token distributions
@@ -499,64 +569,15 @@ _ = headline(f"{profile()}: NF4 = bitsandbytes bit for bit; QLoRA r={cfg.r} on a
 
 # %% [markdown]
 # ## Drills
-
-# %%
-from ftlab.drills import check, describe
-
-# %% [markdown]
-# ### Drill 04a ★☆☆ · Bytes of one NF4 weight
-# A 4096 x 4096 weight in NF4 with blocksize 64 and **no** double quantization. How many bytes
-# does bitsandbytes store, codes and scales together?
-
-# %% tags=["answer"]
-answer_04a = ...  # bytes
-
-# %%
-check("04a", answer_04a)
-
-# %% cellView="form" tags=["solution"]
-#@title Solution
-# Two 4-bit codes per byte: 4096*4096/2 bytes. One fp32 absmax (4 bytes) per block of 64 weights.
-n = 4096 * 4096
-solution_04a = n // 2 + 4 * (n // 64)
-check("04a", solution_04a)
-
-# %% [markdown]
-# ### Drill 04b ★★☆ · An NF4 round trip
-# Write `nf4_roundtrip(w, codebook)`: `w` is 1-D and a multiple of 64 long, `codebook` the 16 NF4
-# levels (sorted). Cut `w` into blocks of 64, divide each by its absmax, snap every value to the
-# nearest level, and return level x absmax with `w`'s shape. The check compares with
-# bitsandbytes' `quantize_4bit` + `dequantize_4bit` on random weights.
-
-# %% tags=["answer"]
-def nf4_roundtrip(w, codebook):
-    raise NotImplementedError  # your code here
-
-
-answer_04b = nf4_roundtrip
-
-# %%
-check("04b", answer_04b)
-
-# %% cellView="form" tags=["solution"]
-#@title Solution
-# (blocks, 64) -> absmax per block -> scaled values in [-1, 1] -> distance to each of the 16
-# levels (blocks, 64, 16) -> argmin -> level x absmax.
-def solution_nf4_roundtrip(w, codebook):
-    blocks = w.reshape(-1, 64)
-    absmax = blocks.abs().amax(dim=1, keepdim=True)
-    nearest = (blocks.unsqueeze(-1) / absmax.unsqueeze(-1) - codebook).abs().argmin(dim=-1)
-    return (codebook[nearest] * absmax).reshape(w.shape)
-
-
-solution_04b = solution_nf4_roundtrip
-check("04b", solution_04b)
+# Drills 04b and 04a sat in section 1; these two need the whole recipe.
 
 # %% [markdown]
 # ### Drill 04c ★★☆ · Merging a QLoRA adapter
 # You trained a LoRA adapter on an NF4 base and want one merged model to ship. What do you do?
 
 # %%
+from ftlab.drills import describe  # the drill's title, prompt and options
+
 print(describe("04c"))
 
 # %% tags=["answer"]
@@ -601,20 +622,19 @@ check("04d", solution_04d)
 # %% [markdown]
 # ## Summary
 # - Blockwise absmax keeps an outlier from flattening a whole tensor; NF4's normal-quantile levels
-#   beat int4 and fp4 on normally distributed weights (the table above), and double quantization
-#   takes the scales from 0.5 to ~0.127 bit per weight.
-# - `ftlab.quant` equals bitsandbytes bit for bit (codebook, codes, scales, dequantized weights),
-#   and `LoRALinear(NF4Linear(...))` equals `Linear4bit` + peft's LoRA: QLoRA is LoRA on a frozen
-#   4-bit base, nothing more.
+#   beat int4 and fp4 on normally distributed weights, and double quantization takes the scales
+#   from 0.5 to ~0.127 bit per weight (drill 04a counts a layer's bytes).
+# - The lesson's `blockwise_absmax` and NF4 lookup (drill 04b) equal `ftlab.quant` and bitsandbytes
+#   bit for bit (codes, scales, dequantized weights), and `LoRALinear(NF4Linear(...))` equals
+#   `Linear4bit` + peft's LoRA: QLoRA is LoRA on a frozen 4-bit base, nothing more.
 # - The recipe: 4-bit load, `prepare_model_for_kbit_training` with non-reentrant checkpointing,
 #   LoRA on all linears, paged 8-bit AdamW. The 4-bit model learned to answer: its held-out
 #   response loss fell (and, on the tiny profile's short answers, exact match rose).
 # - The calculator predicted this run's memory part by part; for a 1B model at 4 x 512 on a T4
-#   it leaves gigabytes to spare, and the loss over a large vocabulary is what runs out first.
+#   it leaves gigabytes to spare, and the loss over a large vocabulary runs out first (drill 04d).
 # - Merge adapters into 16-bit weights, ideally the dequantized 4-bit ones the adapter was trained
-#   on (KL 0: the same model). Merging back into 4 bits re-rounds every weight, update included.
+#   on (KL 0: the same model; drill 04c). Merging back into 4 bits re-rounds every weight.
 #
 # **Try next:** set `r=64` or `target_modules=["q_proj","v_proj"]` and compare the held-out scores
 # and trainable share; in the full profile, raise `batch_size` until `estimate(...).fits("T4")` says
-# no, then check it against `torch.cuda.max_memory_allocated()`. Lesson 05 masks the prompt
-# out of the loss.
+# no, then check it against `torch.cuda.max_memory_allocated()`. Lesson 05 masks the prompt out.

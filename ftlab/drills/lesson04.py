@@ -1,4 +1,5 @@
-"""Lesson 04's drills: NF4 storage, an NF4 round trip checked against bitsandbytes, merging, the peak."""
+"""Lesson 04's drills, in the lesson's order: an NF4 round trip checked against bitsandbytes (04b, before
+the lesson's own NF4), NF4 storage predicted before the lesson prints it (04a), merging, the peak."""
 
 from __future__ import annotations
 
@@ -8,19 +9,6 @@ from ._core import Drill, choice, code, numeric, register
 
 LESSON = "04_qlora"
 N = 4096 * 4096
-
-register(Drill(
-    "04a", "Bytes of one NF4 weight", LESSON, 1, "numeric", N // 2 + 4 * (N // 64), numeric(
-        N // 2 + 4 * (N // 64), rel=0.001,
-        hints=[(N // 2, "Those are the 4-bit codes alone. Each block of 64 also stores its fp32 absmax."),
-               (N + 4 * (N // 64), "Two 4-bit codes share a byte: the codes take N/2 bytes, not N."),
-               (2 * N, "That is the fp16 weight, before quantization."),
-               (N // 2 + N // 64, "An absmax without double quantization is fp32: 4 bytes per block.")],
-        fallback="codes: N/2 bytes (two per byte); scales: N/64 blocks x 4 bytes.",
-        praise="8,388,608 bytes of codes + 262,144 x 4 bytes of absmax = 9,437,184 bytes: 4.5 bits per weight."),
-    wrong=(N // 2, N + 4 * (N // 64), 2 * N, N // 2 + N // 64),
-    prompt="A 4096 x 4096 weight in NF4, blocksize 64, no double quantization: bytes stored (codes + scales)?"))
-
 
 # -- 04b: an NF4 round trip, against bitsandbytes --------------------------------------------------
 
@@ -59,6 +47,19 @@ def _per_tensor(w, codebook):
     return codebook[nearest] * absmax
 
 
+def _no_abs(w, codebook):
+    blocks = w.reshape(-1, 64)
+    top = blocks.amax(dim=1, keepdim=True)  # the largest value, not the largest magnitude
+    return (codebook[(blocks.unsqueeze(-1) / top.unsqueeze(-1) - codebook).abs().argmin(dim=-1)] * top).reshape(w.shape)
+
+
+def _sign_lost(w, codebook):
+    blocks = w.reshape(-1, 64)
+    absmax = blocks.abs().amax(dim=1, keepdim=True)
+    nearest = (blocks.abs().unsqueeze(-1) / absmax.unsqueeze(-1) - codebook).abs().argmin(dim=-1)
+    return (codebook[nearest] * absmax).reshape(w.shape)
+
+
 def _no_rescale(w, codebook):
     blocks = w.reshape(-1, 64)
     scaled = blocks / blocks.abs().amax(dim=1, keepdim=True)
@@ -71,9 +72,28 @@ register(Drill(
         (_uniform, "That is a uniform 4-bit grid. Snap to the nearest *codebook* level instead."),
         (_per_tensor, "One absmax for the whole tensor: NF4 uses one per block of 64 values."),
         (_no_rescale, "You return the levels in [-1, 1]. Multiply each by its block's absmax."),
+        (_no_abs, "Your scale is each block's largest value; absmax is its largest magnitude, "
+                  "blocks.abs().amax(...), so that the most negative weight lands on -1, not below it."),
+        (_sign_lost, "Every weight comes back positive: you snapped |w| / absmax. Divide w itself, "
+                     "sign included: NF4 has 7 negative levels."),
     ], praise="Equal to bitsandbytes' quantize_4bit + dequantize_4bit: you wrote NF4."),
-    wrong=(_uniform, _per_tensor, _no_rescale),
+    wrong=(_uniform, _per_tensor, _no_rescale, _no_abs, _sign_lost),
     prompt="nf4_roundtrip(w, codebook): w 1-D, a multiple of 64 long; return the dequantized NF4 weight."))
+
+
+# -- 04a: predict the bytes before the double-quantization cell prints them ----------------------
+
+register(Drill(
+    "04a", "Bytes of one NF4 weight", LESSON, 1, "numeric", N // 2 + 4 * (N // 64), numeric(
+        N // 2 + 4 * (N // 64), rel=0.001,
+        hints=[(N // 2, "Those are the 4-bit codes alone. Each block of 64 also stores its fp32 absmax."),
+               (N + 4 * (N // 64), "Two 4-bit codes share a byte: the codes take N/2 bytes, not N."),
+               (2 * N, "That is the fp16 weight, before quantization."),
+               (N // 2 + N // 64, "An absmax without double quantization is fp32: 4 bytes per block.")],
+        fallback="codes: N/2 bytes (two per byte); scales: N/64 blocks x 4 bytes.",
+        praise="8,388,608 bytes of codes + 262,144 x 4 bytes of absmax = 9,437,184 bytes: 4.5 bits per weight."),
+    wrong=(N // 2, N + 4 * (N // 64), 2 * N, N // 2 + N // 64),
+    prompt="A 4096 x 4096 weight in NF4, blocksize 64, no double quantization: bytes stored (codes + scales)?"))
 
 
 register(Drill(
