@@ -352,6 +352,59 @@ print(f"{len(my_losses)} steps: my loop {[round(x, 4) for x in my_losses]}, "
 print(f"largest difference: losses {loss_diff:.2g}, weights {weight_diff:.2g} (dtype {dtype})")
 
 # %% [markdown]
+# **The same run through Hugging Face's `Trainer`.** Most fine-tuning code you will meet (TRL's
+# trainers, model cards, the scripts of other courses) runs this loop inside `transformers.Trainer`,
+# set by `TrainingArguments`. Here it takes the check's steps once more from the same initial
+# weights: the same lr and warmup (`constant_with_warmup`), batch size, accumulation, clipping,
+# weight decay, seed, precision and optimizer (torch's AdamW), and the same order
+# (`train_sampling_strategy="sequential"` is `shuffle=False`). Like `train`, the Trainer divides
+# each micro-batch's summed loss by the target tokens of the whole window (`num_items_in_batch`,
+# since transformers 4.46), so its logged loss of each step must be `train`'s. Its
+# `compute_metrics`, run by `Trainer.evaluate`, scores the lesson's answer loss on eight held-out
+# questions and must read what `response_loss` reads for the model that `train` trained.
+
+# %%
+from transformers import PrinterCallback, Trainer, TrainingArguments
+
+from ftlab.sft import SFTCollator, tokenize_dataset
+
+
+def answer_logprobs(logits, labels):  # each eval batch: (B, L, V), (B, L) -> (B, L-1), log p of each target
+    return -F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels[:, 1:], reduction="none")
+
+
+def compute_metrics(pred):  # pred.predictions (N, L-1) from answer_logprobs, pred.label_ids (N, L)
+    answer = pred.label_ids[:, 1:] != -100  # answer tokens: the prompt and padding are -100
+    return {"answer_loss": float(-pred.predictions[answer].mean())}  # nats per answer token
+
+
+args = TrainingArguments(
+    output_dir=tempfile.mkdtemp(), save_strategy="no", report_to="none", disable_tqdm=True,  # quiet, no files
+    max_steps=len(ref_history.steps), learning_rate=loop["lr"], lr_scheduler_type="constant_with_warmup",
+    warmup_steps=loop["warmup_steps"], per_device_train_batch_size=loop["batch_size"],
+    gradient_accumulation_steps=loop["grad_accum"], max_grad_norm=loop["max_grad_norm"], weight_decay=0.0,
+    seed=cfg.seed, optim="adamw_torch", train_sampling_strategy="sequential",
+    bf16=dtype == torch.bfloat16, use_cpu=device().type == "cpu",  # the check's precision and device
+    logging_steps=1, remove_unused_columns=False)  # log every step's loss; collate reads prompt/response
+trainer = Trainer(model=copy.deepcopy(tiny_lm), args=args, train_dataset=check_ds, data_collator=collate,
+                  eval_dataset=tokenize_dataset(test_rows[:8], tokenizer, max_length=cfg.max_length, verbose=False),
+                  compute_metrics=compute_metrics, preprocess_logits_for_metrics=answer_logprobs)
+trainer.remove_callback(PrinterCallback)  # it would print every log line
+trainer.train()
+hf_losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]  # one per step
+trainer.data_collator = SFTCollator(tokenizer=tokenizer)  # evaluation pads tokenized rows, prompt masked
+hf_answer_loss = trainer.evaluate()["eval_answer_loss"]
+with torch.autocast(device().type, dtype=dtype, enabled=dtype != torch.float32):  # as the Trainer evaluates
+    ref_answer_loss = response_loss(ref, tokenizer, test_rows[:8], max_length=cfg.max_length)
+torch.testing.assert_close(torch.tensor(hf_losses), torch.tensor(ref_history.losses))
+torch.testing.assert_close(torch.tensor(hf_answer_loss), torch.tensor(ref_answer_loss))
+trainer_diff = max(abs(a - b) for a, b in zip(hf_losses, ref_history.losses))
+print(f"Trainer {[round(x, 4) for x in hf_losses]}, ftlab.train {[round(x, 4) for x in ref_history.losses]}: "
+      f"largest difference {trainer_diff:.2g}")
+print(f"answer loss: compute_metrics {hf_answer_loss:.4f}, response_loss {ref_answer_loss:.4f} nats/token "
+      f"(difference {abs(hf_answer_loss - ref_answer_loss):.2g})")
+
+# %% [markdown]
 # The same loop, with a progress bar, mixed precision, the NaN guard and a history, on the
 # lesson's model:
 

@@ -1,20 +1,29 @@
 """Lesson 00 writes a plain training loop (``my_train``) in its own cell: it takes the same steps as
 ftlab.train (losses and weights) in fp32 and under bf16 autocast, the equality is sharp enough to
 catch the usual accumulation bug, and drills 00c (predict a window's loss) and 00d (scale the loss
-for gradient accumulation) grade the usual bugs with their own hints, asked before the loop."""
+for gradient accumulation) grade the usual bugs with their own hints, asked before the loop. Its
+Trainer cell runs the same steps through ``transformers.Trainer``: the same losses as ftlab.train,
+and a ``compute_metrics`` answer loss equal to ``response_loss``; a setting that differs fails it."""
 
 from __future__ import annotations
 
+import copy
+import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import jupytext
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ftlab import drills
+from ftlab.data import load_instructions
 from ftlab.drills import lesson00
-from ftlab.runtime import seed_everything
+from ftlab.evals import response_loss
+from ftlab.models import load_causal_lm
+from ftlab.runtime import device, seed_everything
 from ftlab.train import TrainConfig, causal_lm_loss, train
 
 LESSON = Path(__file__).resolve().parent.parent / "notebooks" / "00_start_here.py"
@@ -144,3 +153,84 @@ def test_lesson00_asks_both_drills_before_its_loop_and_the_loop_before_train():
     loop = cells.index(_loop_cell())
     history = next(i for i, c in enumerate(cells) if c.startswith("history = train("))
     assert where["00c"] < revealed < where["00d"] < loop < history
+
+
+# -- the same run through transformers.Trainer ------------------------------------------------------
+
+EVAL_LENGTH = 64  # the lesson's max_length: the eval rows are real questions and answers
+
+
+def _trainer_cell() -> str:
+    (cell,) = [c for c in _code_cells() if "TrainingArguments(" in c]
+    return cell
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_causal_lm("tiny")[1]
+
+
+def _trainer_run(tokenizer, source=None, dtype=torch.float32):
+    """Run the lesson's Trainer cell after an ftlab.train run of LOOP on this file's token rows.
+
+    Returns the cell's namespace and ftlab.train's History. The names the cell takes from earlier
+    cells are given here as the lesson defines them; the model is a tiny Llama with the tiny
+    tokenizer's vocabulary, so the cell's evaluation scores real held-out answers.
+    """
+    def init():
+        seed_everything(0)
+        return LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                            max_position_embeddings=EVAL_LENGTH))
+
+    ref, rows = init(), _rows(STEPS * LOOP["batch_size"] * LOOP["grad_accum"])
+    history = train(ref, rows, TrainConfig(num_steps=STEPS, shuffle=False, **LOOP,
+                                           precision="bf16" if dtype == torch.bfloat16 else "fp32"),
+                    loss_fn=causal_lm_loss, collate_fn=_collate, progress=False)
+    ns = dict(copy=copy, tempfile=tempfile, torch=torch, F=F, device=device, response_loss=response_loss,
+              cfg=SimpleNamespace(seed=0, max_length=EVAL_LENGTH), loop=LOOP, dtype=dtype, tiny_lm=init(),
+              check_ds=rows, collate=_collate, ref_history=history, ref=ref, tokenizer=tokenizer,
+              test_rows=list(load_instructions("test").select(range(8))))
+    exec(compile(source or _trainer_cell(), "00_start_here:trainer", "exec"), ns)
+    return ns, history
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_lessons_trainer_run_takes_the_same_steps_as_ftlab_train(tokenizer, dtype, capsys):
+    ns, history = _trainer_run(tokenizer, dtype=dtype)
+    assert len(ns["hf_losses"]) == STEPS
+    torch.testing.assert_close(torch.tensor(ns["hf_losses"]), torch.tensor(history.losses))
+    assert ns["args"].bf16 == (dtype == torch.bfloat16) and not ns["args"].fp16  # the precision train ran
+    for p, q in zip(ns["trainer"].model.parameters(), ns["ref"].parameters()):
+        torch.testing.assert_close(p, q)
+    assert 4.0 < ns["hf_answer_loss"] < 9.0  # about ln(768) = 6.6 nats: a random model, answers scored
+    torch.testing.assert_close(torch.tensor(ns["hf_answer_loss"]), torch.tensor(ns["ref_answer_loss"]))
+    out = capsys.readouterr().out
+    assert "'loss'" not in out and "train_runtime" not in out  # the Trainer prints no log lines
+    lines = out.splitlines()
+    assert [line for line in lines if not line.startswith("train: ")] == lines[-2:]  # only the cell's two lines
+    assert lines[-2].startswith("Trainer [") and lines[-1].startswith("answer loss: compute_metrics")
+    assert Path(ns["args"].output_dir).resolve().is_relative_to(Path(tempfile.gettempdir()).resolve())
+
+
+@pytest.mark.parametrize("right, wrong", [
+    ('learning_rate=loop["lr"]', 'learning_rate=2 * loop["lr"]'),
+    ('train_sampling_strategy="sequential"', 'train_sampling_strategy="random"'),
+    ('warmup_steps=loop["warmup_steps"]', "warmup_steps=0"),
+    ('max_grad_norm=loop["max_grad_norm"]', "max_grad_norm=0.0"),  # 0: no clipping
+    ('gradient_accumulation_steps=loop["grad_accum"]', "gradient_accumulation_steps=1"),
+    ("pred.predictions[answer].mean()", "pred.predictions.mean()"),  # averages the prompt and padding too
+])
+def test_the_trainer_check_fails_when_a_setting_differs(tokenizer, right, wrong):
+    cell = _trainer_cell()
+    assert right in cell
+    with pytest.raises(AssertionError):
+        _trainer_run(tokenizer, cell.replace(right, wrong))
+
+
+def test_the_trainer_check_fails_when_its_precision_differs_from_trains(tokenizer):
+    cell = _trainer_cell()
+    right = "bf16=dtype == torch.bfloat16"
+    assert right in cell
+    with pytest.raises(AssertionError):
+        _trainer_run(tokenizer, cell.replace(right, "bf16=False"), dtype=torch.bfloat16)
