@@ -8,12 +8,14 @@
 # - what DDP all-reduces, seen on two real processes: after the backward pass every process
 #   holds the same gradient, the gradient of the whole batch;
 # - why two processes with batch b take exactly the steps of one process with `grad_accum=2`;
-# - what ZeRO-1/2/3 and FSDP shard, and the memory per GPU for a 7B model on 1 to 64 GPUs;
+# - what ZeRO-1/2/3 and FSDP shard, seen on two real processes (each holds half of every weight,
+#   gradient and AdamW moment, and training still equals one process), and the memory per GPU for a
+#   7B model on 1 to 64 GPUs;
 # - how to launch `python -m ftlab.run` on a multi-GPU machine, and when QLoRA on one GPU beats
 #   sharding over many.
 #
 # Everything here runs on a laptop CPU: the processes talk through **gloo**, the backend PyTorch
-# uses without GPUs (NCCL plays the same part on GPUs). About 15 seconds.
+# uses without GPUs (NCCL plays the same part on GPUs). About 20 seconds.
 
 # %% [markdown]
 # ## Set-up
@@ -52,6 +54,8 @@ class Config:
     seed: int = 0                  # same demo data on every run
     world_size: int = 2            # processes in the all-reduce demo (CPU, gloo)
     demo_batch: int = 8            # examples in the demo batch, split over the processes
+    mlp: tuple = (8, 16, 4)        # d_in, d_hidden, d_out of the FSDP demo's MLP
+    fsdp_steps: int = 3            # AdamW steps in the FSDP demo
     model: str = "Llama-2-7B"      # a KNOWN_MODELS architecture for the memory budget
     seq_len: int = 2048            # tokens per example in the budget
     batch_size: int = 1            # examples per micro-batch, PER GPU
@@ -221,6 +225,66 @@ print((configs / cfg.run_config).read_text() if configs.is_dir()
 # | ZeRO-2 (FSDP `SHARD_GRAD_OP`) | full | 1/N | 1/N | 2Ψ + 14Ψ/N |
 # | ZeRO-3 = FSDP `FULL_SHARD` | 1/N | 1/N | 1/N | 16Ψ/N |
 #
+# `ftlab.parallel.fsdp_demo` runs ZeRO-3 for real with PyTorch's FSDP2 on the same two gloo
+# processes: each builds the same MLP, calls `fully_shard(layer)` on every `Linear`, then
+# `fully_shard(model)`, and trains `cfg.fsdp_steps` AdamW steps on its half of the batch. Every
+# parameter becomes a `DTensor` whose local part is this rank's slice along dim 0. Before a
+# layer's forward (and again in backward) FSDP all-gathers its full weight; after its backward it
+# reduce-scatters the gradient: sums over the ranks, divides by their number, and hands each rank
+# the slice it owns, so the optimizer updates only that slice.
+
+# %%
+d_in, d_hidden, d_out = cfg.mlp
+mlp_total = d_in * d_hidden + d_hidden + d_hidden * d_out + d_out  # two Linear layers: weights + biases
+print(f"MLP {d_in} -> {d_hidden} -> {d_out}: {mlp_total} parameters, FSDP over {cfg.world_size} processes")
+
+# %% [markdown]
+# ### Drill 10d ★☆☆ · Predict, then run: what one FSDP process holds
+# After a backward pass and an AdamW step, how many float values of model state (weights +
+# gradients + AdamW's two moments, all fp32) does **one** of the processes hold? Answer with a number.
+
+# %% tags=["answer"]
+from ftlab.drills import check
+
+answer_10d = ...  # values on one process
+
+# %%
+check("10d", answer_10d)
+
+# %% cellView="form" tags=["solution"]
+#@title Solution
+# ZeRO-3 shards all four: each of the world_size processes holds 1/world_size of the weights, the
+# gradients and both moments (DDP would hold 4 x mlp_total on every process).
+solution_10d = 4 * mlp_total // cfg.world_size
+check("10d", solution_10d)
+
+# %%
+from ftlab.parallel import fsdp_demo
+
+fsdp_run = fsdp_demo(world_size=cfg.world_size, seed=cfg.seed, batch=cfg.demo_batch, d_in=d_in,
+                     d_hidden=d_hidden, d_out=d_out, steps=cfg.fsdp_steps)
+print(f"{'values held, of ' + str(mlp_total) + ' parameters':34}" + "".join(f"{'rank ' + str(r):>9}"
+                                                                             for r in range(cfg.world_size)))
+for part, label in (("params", "weights"), ("grads", "gradients"), ("moments", "AdamW moments (2 per weight)")):
+    print(f"{label:34}" + "".join(f"{n:9d}" for n in fsdp_run[part]))
+held = [sum(fsdp_run[k][r] for k in ("params", "grads", "moments")) for r in range(cfg.world_size)]
+print(f"{'all model state':34}" + "".join(f"{n:9d}" for n in held) + f"   (DDP: {4 * mlp_total} each)")
+print("loss per step, " + ", ".join(f"{a:.6f} / {b:.6f}" for a, b in
+                                    zip(fsdp_run["losses"], fsdp_run["single_losses"])) + "  (FSDP / 1 process)")
+fsdp_gap = max((fsdp_run["full"][0][n] - w).abs().max().item() for n, w in fsdp_run["single"].items())
+same_full = all(torch.equal(f[n], fsdp_run["full"][0][n]) for f in fsdp_run["full"] for n in f)
+print(f"gathered weights equal on every rank: {same_full}; largest difference from 1 process on the "
+      f"whole batch after {cfg.fsdp_steps} steps: {fsdp_gap:.1e}")
+half = mlp_total // cfg.world_size
+assert fsdp_run["total"] == mlp_total and fsdp_run["params"] == fsdp_run["grads"] == [half] * cfg.world_size
+assert fsdp_run["moments"] == [2 * half] * cfg.world_size, "AdamW's moments should be sharded too"
+assert same_full and fsdp_gap < 1e-5, "FSDP on 2 processes should train exactly like 1 process"
+
+# %% [markdown]
+# Each rank holds exactly 1/2 of every kind of state, yet the weights it gathers after training
+# equal one process's to float32 rounding. The price is traffic: DDP sends the gradients once per
+# step, FSDP also all-gathers every layer's weights in the forward and again in the backward.
+#
 # `estimate(..., world_size=N, sharding=...)` gives the memory of one of the N GPUs. Activations
 # are not sharded: each GPU runs its own micro-batch.
 
@@ -312,7 +376,8 @@ if profile() == "tiny":
 # (70B is ~35 GiB in NF4). And they combine: QLoRA + FSDP trains a 70B adapter on two 24 GiB cards.
 
 # %%
-_ = headline(f"{profile()}: DDP gradients equal on {cfg.world_size} gloo ranks (gap {gap:.0e}); "
+_ = headline(f"{profile()}: DDP gradients equal on {cfg.world_size} gloo ranks (gap {gap:.0e}); FSDP "
+             f"weights equal 1 process (gap {fsdp_gap:.0e}) holding {fsdp_run['params'][0]}/{mlp_total} each; "
              f"{cfg.model} full FT per GPU: DDP {per_gpu['ddp'][-1].peak / GiB:.0f} GiB, "
              f"FSDP x{cfg.gpus[-1]} {per_gpu['zero3'][-1].peak / GiB:.1f} GiB; "
              f"QLoRA on one GPU {qlora.peak / GiB:.1f} GiB")
@@ -328,8 +393,6 @@ _ = headline(f"{profile()}: DDP gradients equal on {cfg.world_size} gloo ranks (
 # Answer with a number.
 
 # %% tags=["answer"]
-from ftlab.drills import check
-
 answer_10a = ...  # your answer
 
 # %%
@@ -392,10 +455,11 @@ check("10c", solution_10c)
 # - `batch_size` is per process: 2 processes x batch b take exactly the steps of 1 process with
 #   `grad_accum=2` (bit-identical losses in `tests/test_ddp.py`).
 # - DDP never saves memory: a 7B full fine-tune needs ~102 GiB on every GPU. ZeRO-1/2/3 and FSDP
-#   shard optimizer state, gradients and weights; FSDP over 2 A100-80GB fits it.
+#   shard optimizer state, gradients and weights; FSDP over 2 A100-80GB fits it. FSDP2's
+#   `fully_shard` on 2 gloo processes holds half of every state per rank and trains like 1 process.
 # - QLoRA fits the same 7B on one L4 (~7 GiB): cheaper whenever an adapter is enough.
 #
 # **Try next:** set `cfg.model = "Llama-3-8B"` and `cfg.seq_len = 4096`: at what point do the
 # activations, which no sharding divides, dominate ZeRO-3's curve? Run
 # `torchrun --standalone --nproc_per_node 2 -m ftlab.run classifier --config configs/classifier_tiny.yaml`
-# and compare it with `--set grad_accum=2` on one process. Drills 10a-10c above.
+# and compare it with `--set grad_accum=2` on one process. Drills 10a-10d above.

@@ -1,4 +1,5 @@
-"""Lesson 10's drills: the effective batch on several processes, what DDP all-reduces, ZeRO memory."""
+"""Lesson 10's drills: the effective batch on several processes, what DDP all-reduces, ZeRO memory,
+what one FSDP process holds."""
 
 from __future__ import annotations
 
@@ -44,3 +45,28 @@ register(Drill(
         praise="2 x 7.5 + 14 x 7.5 / 64 = 16.6 GB: the ZeRO paper's Figure 1."),
     wrong=(120.0, 31.40625, 1.875, 15.0),
     prompt="7.5B parameters, mixed-precision AdamW (K = 12), 64 GPUs, ZeRO-2: GB of model states per GPU?"))
+
+# -- 10d: predict, then run: the model state one FSDP process holds -----------------------------
+# The lesson's demo MLP (cfg.mlp, the same in both profiles) on cfg.world_size = 2 gloo processes.
+
+MLP, WORLD = (8, 16, 4), 2  # d_in, d_hidden, d_out; processes
+_TOTAL = MLP[0] * MLP[1] + MLP[1] + MLP[1] * MLP[2] + MLP[2]  # 212 parameters
+_ZERO3 = 4 * _TOTAL // WORLD  # weights, gradients, 2 AdamW moments: each 1/WORLD
+
+register(Drill(
+    "10d", "Predict: what one FSDP process holds", LESSON, 1, "numeric", _ZERO3, numeric(
+        _ZERO3, rel=0.0, hints=[
+            (4 * _TOTAL, "That is DDP: every process holds all of it. FSDP (ZeRO-3) shards all four kinds."),
+            (3 * _TOTAL, ("That is ZeRO-1: only the optimizer state is sharded. FSDP shards the weights "
+                          "and gradients as well.")),
+            (_TOTAL + _TOTAL // WORLD + _TOTAL, "That is ZeRO-2: FSDP (ZeRO-3) shards the weights too."),
+            (_TOTAL // WORLD, "That is the weights alone. Count the gradients and AdamW's two moments."),
+            (3 * _TOTAL // WORLD, "AdamW keeps two moments per parameter (exp_avg and exp_avg_sq)."),
+            (_TOTAL, "That is the weights and gradients of one process; AdamW's moments are sharded too."),
+        ], fallback="Weights, gradients and both AdamW moments: 4 values per parameter, "
+                    "each split over the processes.",
+        praise=f"4 x {_TOTAL} / {WORLD} = {_ZERO3}, against {4 * _TOTAL} on every DDP process: with N "
+               "processes each holds 1/N. The demo below counts them."),
+    wrong=(4 * _TOTAL, 3 * _TOTAL, 2 * _TOTAL + _TOTAL // WORLD, _TOTAL // WORLD, 3 * _TOTAL // WORLD, _TOTAL),
+    prompt=f"An MLP {MLP[0]} -> {MLP[1]} -> {MLP[2]} ({_TOTAL} parameters), FSDP over {WORLD} processes, "
+           "after a backward and an AdamW step: fp32 values of weights + gradients + AdamW moments on one process?"))
