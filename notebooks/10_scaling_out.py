@@ -281,9 +281,10 @@ assert fsdp_run["moments"] == [2 * half] * cfg.world_size, "AdamW's moments shou
 assert same_full and fsdp_gap < 1e-5, "FSDP on 2 processes should train exactly like 1 process"
 
 # %% [markdown]
-# Each rank holds exactly 1/2 of every kind of state, yet the weights it gathers after training
-# equal one process's to float32 rounding. The price is traffic: DDP sends the gradients once per
-# step, FSDP also all-gathers every layer's weights in the forward and again in the backward.
+# Each rank holds exactly its 1/N of every kind of state, yet the weights it gathers after
+# training equal one process's to float32 rounding. The price is traffic: where DDP all-reduces
+# the gradients once per step, FSDP reduce-scatters them and also all-gathers every layer's
+# weights in the forward and again in the backward (the ZeRO paper counts 1.5x DDP's volume).
 #
 # `estimate(..., world_size=N, sharding=...)` gives the memory of one of the N GPUs. Activations
 # are not sharded: each GPU runs its own micro-batch.
