@@ -10,9 +10,11 @@ A fine-tune on a narrow task is judged on four numbers, before and after:
 :func:`forgetting_report` computes them; :func:`forgetting_sets` loads the sets at either scale
 (tiny: the micro-world; full: a generated narrow task, well-known facts and English opposites a
 ~1B base model completes, Alpaca answers as general text). The cures the lesson compares need
-two more tools: :func:`replay_mix` puts a fixed share of general text into every batch, and
-:class:`EarlyStopping` is an ``eval_fn`` for ``ftlab.train.train`` that keeps the weights of the
-last evaluation at which general knowledge was still above a floor. :func:`base_weights_hash`
+three more tools, each an ``eval_fn`` for ``ftlab.train.train`` or a batch builder:
+:class:`MatchedSkill` scores a run when its validation target first reaches a common level (so
+recipes are compared at equal learning), :class:`EarlyStopping` keeps the weights of the lowest
+validation loss (or of the last eval above a floor), and :func:`replay_mix` puts a fixed share of
+general text into every batch. :func:`base_weights_hash`
 proves that training adapters leaves the frozen base untouched.
 """
 
@@ -111,25 +113,53 @@ def replay_mix(task: Sequence, general: Sequence, replay_share: float, batch_siz
     return out
 
 
+def _eval_step(calls: int, eval_every: int, num_steps: int | None) -> int:
+    """The step of ``train``'s ``calls``-th evaluation (1-based): every ``eval_every`` steps, and once
+    more after a last step that is not a multiple of it (``FTLAB_MAX_STEPS`` may cut the run)."""
+    step = calls * eval_every
+    if num_steps is not None:
+        cap = max_steps()
+        step = min(step, num_steps if cap is None else min(num_steps, cap))
+    return step
+
+
+def _check_every(eval_every) -> None:
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1:
+        raise ValueError(f"eval_every={eval_every!r}: the TrainConfig's eval_every, an int >= 1.")
+
+
 class EarlyStopping:
-    """An ``eval_fn`` for ``ftlab.train.train`` that stops on a general eval.
+    """An ``eval_fn`` for ``ftlab.train.train`` that keeps the weights of the step to stop at.
 
     Pass the same ``eval_every`` as the TrainConfig (and its ``num_steps``, so that the evaluation
     ``train`` adds after a last step that is not a multiple of ``eval_every`` gets its real step).
-    ``score_fn(model) -> float`` is the general eval (use a *validation* set, not the one you
-    report). At every evaluation the score is recorded; while it stays at or above ``floor``
-    the trainable weights are copied. ``restore(model)`` puts back the copy from the last
-    evaluation above the floor: the run as if it had stopped there. (``train`` cannot be
-    interrupted from an ``eval_fn``, so the steps after it are computed and then discarded.)
+    ``score_fn(model) -> float`` is a *validation* eval (never the set you report); every score is
+    recorded in ``steps`` / ``scores``. Two rules pick the weights that ``restore(model)`` puts back:
 
-    The copy lives in CPU memory and is overwritten in place: a full fine-tune of a 1.1B model
-    keeps one 4.4 GB fp32 copy in host RAM, not a second one on the GPU (which a T4 has no room for).
+    - ``mode="min"`` (a loss) or ``"max"`` (an accuracy), no ``floor``: the best score so far, the
+      classic early stopping on validation loss (lesson 09, section 2);
+    - ``floor`` (with ``mode="max"``): the last evaluation before the score first fell under the
+      floor, e.g. general recall kept at 80% of the base's.
+
+    (``train`` cannot be interrupted from an ``eval_fn``: the steps after the kept one are computed
+    and then discarded by ``restore``.) The copy lives in CPU memory and is overwritten in place: a
+    full fine-tune of a 1.1B model keeps one 4.4 GB fp32 copy in host RAM, not a second one on the
+    GPU (which a T4 has no room for).
     """
 
-    def __init__(self, score_fn: Callable, floor: float, eval_every: int, num_steps: int | None = None):
-        self.score_fn, self.floor, self.eval_every = score_fn, floor, eval_every
+    def __init__(self, score_fn: Callable, floor: float | None = None, eval_every: int | None = None,
+                 num_steps: int | None = None, mode: str = "max"):
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode={mode!r}: 'min' for a score that should go down (a loss), 'max' for one "
+                             "that should go up (an accuracy).")
+        if floor is not None and mode == "min":
+            raise ValueError("floor works with mode='max' (stop once an accuracy falls under it); with "
+                             "mode='min' leave floor=None to keep the weights of the lowest loss.")
+        _check_every(eval_every)
+        self.score_fn, self.floor, self.eval_every, self.mode = score_fn, floor, eval_every, mode
         self.num_steps = num_steps  # the run's steps: train's last evaluation comes after the last step
         self.best_step: int | None = None
+        self.best_score: float | None = None
         self.steps: list[int] = []
         self.scores: list[float] = []
         self._state: dict[str, torch.Tensor] | None = None
@@ -145,19 +175,23 @@ class EarlyStopping:
             self._state[n].copy_(p)
         self.best_step = step
 
+    def _keep(self, score: float) -> bool:
+        if self.floor is not None:  # patience 0: the first eval under the floor ends the run
+            self._stopped = self._stopped or score < self.floor
+            return not self._stopped
+        if self.best_score is None:
+            return True
+        return score < self.best_score if self.mode == "min" else score > self.best_score
+
     def __call__(self, model) -> dict[str, float]:
         score = float(self.score_fn(model))
-        step = len(self.steps) * self.eval_every + self.eval_every  # train calls it every eval_every steps
-        if self.num_steps is not None:  # ... and once more after the last step (FTLAB_MAX_STEPS may cut the run)
-            cap = max_steps()
-            step = min(step, self.num_steps if cap is None else min(self.num_steps, cap))
+        step = _eval_step(len(self.steps) + 1, self.eval_every, self.num_steps)
         self.steps.append(step)
         self.scores.append(score)
-        if score >= self.floor and not self._stopped:
+        if self._keep(score):
             self.snapshot(model, step)
-        else:
-            self._stopped = True  # patience 0: the first eval under the floor ends the run
-        return {"general_val": score}
+            self.best_score = score
+        return {"val_loss" if self.mode == "min" else "val_score": score}
 
     def restore(self, model) -> int:
         """Load the kept weights into ``model``; return the step they come from (0 = before training)."""
@@ -168,6 +202,48 @@ class EarlyStopping:
             for name, value in self._state.items():
                 params[name].copy_(value)
         return self.best_step
+
+
+class MatchedSkill:
+    """An ``eval_fn`` that scores a run when its target skill first reaches ``level``.
+
+    Comparing fine-tuning recipes after the same number of steps mixes two things: how much of
+    the target each learnt and how much else each forgot. Scoring each run when its *validation*
+    target score first reaches the same ``level`` compares forgetting at equal learning.
+    ``score_fn(model) -> float`` scores the target on validation rows (not the reported test rows);
+    at the first evaluation with a score >= ``level``, ``report_fn(model)`` runs once and its result
+    is kept in ``report`` (the step in ``reached_step``). After that the target is not scored again
+    (``{}`` is returned), so a run pays for the validation eval only until it gets there.
+    ``reached_step is None`` after training: the run never reached the level (``best`` says how
+    close it came).
+    """
+
+    def __init__(self, score_fn: Callable, level: float, report_fn: Callable, eval_every: int,
+                 num_steps: int | None = None):
+        _check_every(eval_every)
+        self.score_fn, self.level, self.report_fn = score_fn, level, report_fn
+        self.eval_every, self.num_steps = eval_every, num_steps
+        self.steps: list[int] = []
+        self.scores: list[float] = []
+        self.reached_step: int | None = None
+        self.report = None
+        self._calls = 0
+
+    @property
+    def best(self) -> float | None:
+        """The highest validation score seen (None before any evaluation)."""
+        return max(self.scores) if self.scores else None
+
+    def __call__(self, model) -> dict[str, float]:
+        self._calls += 1
+        if self.reached_step is not None:
+            return {}
+        score = float(self.score_fn(model))
+        self.steps.append(_eval_step(self._calls, self.eval_every, self.num_steps))
+        self.scores.append(score)
+        if score >= self.level:
+            self.reached_step, self.report = self.steps[-1], self.report_fn(model)
+        return {"target_val": score}
 
 
 def base_weights_hash(model) -> str:
@@ -329,13 +405,14 @@ class ForgettingSets:
 
     target_kind: str                # the narrow task
     train: list[dict]               # its training rows
-    target: list[dict]              # its held-out rows: exact match before / after
+    target: list[dict]              # its held-out test rows: exact match before / after (reported)
     general: dict                   # general-knowledge clozes, reported (never used to decide anything)
     general_val: dict               # other general-knowledge clozes: early stopping decides on these
     skill: dict                     # a second pretraining skill, as clozes
     replay: list[str]               # general text that replay mixes into the batches
     text: list[str]                 # held-out general text: loss per token before / after
     tasks: dict = field(default_factory=dict)  # narrow task -> training rows (one adapter per task)
+    target_val: list[dict] = field(default_factory=list)  # other held-out rows of the task: decisions use these
 
     def describe(self) -> str:
         """One line per set: its size and its first item."""
@@ -344,7 +421,7 @@ class ForgettingSets:
 
         return "\n".join([
             f"target ({self.target_kind}): {len(self.train)} training rows, {len(self.target)} held out, e.g. "
-            f"{self.target[0]['prompt']!r} -> {self.target[0]['response']!r}",
+            f"{self.target[0]['prompt']!r} -> {self.target[0]['response']!r}; {len(self.target_val)} validation rows",
             f"general: {cloze(self.general)}", f"general_val: {cloze(self.general_val)}",
             f"skill: {cloze(self.skill)}",
             f"text: {len(self.text)} held-out texts, e.g. {self.text[0][:60]!r}...",
@@ -353,7 +430,7 @@ class ForgettingSets:
 
 
 def forgetting_sets(target_kind: str, eval_size: int = 40, replay_docs: int = 400, text_docs: int = 64,
-                    profile: str | None = None) -> ForgettingSets:
+                    profile: str | None = None, val_size: int = 24) -> ForgettingSets:
     """Every set lesson 09 needs, for the profile's model.
 
     tiny: the micro-world. The target is one instruction kind (``"fact"``: questions about the
@@ -365,12 +442,20 @@ def forgetting_sets(target_kind: str, eval_size: int = 40, replay_docs: int = 40
     general knowledge is well-known facts (:func:`ftlab.evals.known_facts`, reported) and
     :data:`VALIDATION_FACTS` (early stopping); the second skill is English opposites; the
     general text is Alpaca answers as plain text (training rows for replay, test rows held out).
+
+    The task's held-out rows are split in two: the first ``eval_size`` are the reported ``target``,
+    the next ``val_size`` are ``target_val``, which early stopping and matched-skill stopping watch.
     """
     prof = resolve_profile(profile)
-    for name, value in (("eval_size", eval_size), ("replay_docs", replay_docs), ("text_docs", text_docs)):
+    for name, value in (("eval_size", eval_size), ("replay_docs", replay_docs), ("text_docs", text_docs),
+                        ("val_size", val_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r}: a number of rows, an int >= 1.")
-    train, target = task_rows(target_kind, "train", prof), task_rows(target_kind, "test", prof)[:eval_size]
+    train, held_out = task_rows(target_kind, "train", prof), task_rows(target_kind, "test", prof)
+    if len(held_out) < eval_size + val_size:
+        raise ValueError(f"the {prof} profile's {target_kind!r} task has {len(held_out)} held-out rows, fewer than "
+                         f"eval_size + val_size = {eval_size} + {val_size}; lower them so that both fit.")
+    target, target_val = held_out[:eval_size], held_out[eval_size:eval_size + val_size]
     if prof == "tiny":  # one read of the training instructions for every kind
         from ftlab.data import load_instructions
 
@@ -399,4 +484,4 @@ def forgetting_sets(target_kind: str, eval_size: int = 40, replay_docs: int = 40
             return [r["response"] for r in load_instructions(split, profile=prof) if len(r["response"].split()) >= 4][:n]
 
         replay, text = answers("train", replay_docs), answers("test", text_docs)
-    return ForgettingSets(target_kind, train, target, general, general_val, skill, replay, text, tasks)
+    return ForgettingSets(target_kind, train, target, general, general_val, skill, replay, text, tasks, target_val)

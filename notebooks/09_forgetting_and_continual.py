@@ -17,11 +17,12 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ftlab-course/ftlab/blob/main/notebooks/09_forgetting_and_continual.ipynb)
 #
 # **What you will learn**
-# - how to *measure* catastrophic forgetting: the target skill, held-out general knowledge and a
-#   second skill, before and after a fine-tune;
-# - that full fine-tuning on a narrow task forgets far more than LoRA, and that a 5x lower learning
-#   rate, replay of general text, or early stopping on a general eval reduce it (the seed's drill D5,
-#   as an experiment);
+# - how to *measure* catastrophic forgetting: the target skill, held-out general knowledge, a
+#   second skill and general text, before and after a fine-tune;
+# - early stopping on validation loss: train past the best point, watch the validation loss turn
+#   while the training loss keeps falling, and keep the best step's weights;
+# - to compare recipes *at matched target skill*: full fine-tuning forgets more than LoRA, a 5x
+#   lower learning rate or replay of general text while learning the same amount (drill D5);
 # - continual learning with one adapter per task on a frozen base: swap adapters at inference, and
 #   prove the base never changed.
 
@@ -50,11 +51,11 @@ env = report()
 
 # %% [markdown]
 # ## Config
-# The tiny profile fine-tunes the 0.9M-parameter micro-world LM; every run is 60 steps. The
-# narrow task is answering questions about the *training* people's facts (`target_kind="fact"`).
-# The full profile fine-tunes TinyLlama-1.1B for 150 steps on a narrow task generated for it:
-# writing dates in ISO format (`"date"`: "Write 7 March 1994 as an ISO date (YYYY-MM-DD)." ->
-# "1994-03-07"), a format a base model does not produce by itself and a short fine-tune teaches.
+# The tiny profile fine-tunes the 0.9M-parameter micro-world LM for 40 steps on a narrow task:
+# answering questions about people's facts (`target_kind="fact"`; training rows ask about the
+# training people, held-out rows about others). The full profile fine-tunes TinyLlama-1.1B for 150
+# steps on writing dates in ISO format (`"date"`: "Write 7 March 1994 as an ISO date (YYYY-MM-DD)."
+# -> "1994-03-07"), a format a base model does not produce by itself and a short fine-tune teaches.
 
 # %%
 from dataclasses import dataclass
@@ -64,9 +65,9 @@ from dataclasses import dataclass
 class Config:
     seed: int = 0                # same init and data order on every run
     target_kind: str = "fact"    # the narrow task (ftlab.forgetting.TASKS lists each profile's)
-    lr: float = 2e-3             # full fine-tuning's learning rate (constant): high enough to forget
+    lr: float = 1e-3             # learning rate (constant) of full FT, LoRA and replay
     low_lr_factor: float = 0.2   # the "lower lr" run uses lr * this (5x lower)
-    num_steps: int = 60          # optimizer steps of every run
+    num_steps: int = 40          # optimizer steps of every run
     batch_size: int = 16         # examples per batch
     max_length: int = 64         # tokens per SFT example
     optimizer: str = "adamw"     # "adamw", or "adamw8bit" (bitsandbytes: 2 bytes of state per weight, not 8)
@@ -76,17 +77,18 @@ class Config:
     replay_docs: int = 400       # general texts available to replay
     replay_length: int = 40      # tokens kept of each replayed text
     text_docs: int = 32          # held-out general texts whose loss is reported
-    eval_every: int = 5          # early stopping: general eval every this many steps
-    stop_keep: float = 0.8       # early stopping: stop once validation recall < this share of the base's
-    eval_size: int = 40          # held-out target questions scored
+    eval_size: int = 40          # held-out target questions scored (reported)
+    val_size: int = 24           # other held-out target questions: validation, for every decision
+    eval_every: int = 2          # steps between validation evals (target score, validation loss)
+    match_level: float = 0.3     # runs are compared when validation exact match first reaches this
     adapter_steps: int = 30      # steps of each task adapter (section 4)
     adapter_eval_size: int = 18  # questions per task in the adapter-swap table (answer loss)
 
 
 cfg = Config()
 if profile() == "full":  # TinyLlama-1.1B, full FT in fp32 weights + 8-bit AdamW: ~11 GiB, fits a T4 (see section 2)
-    cfg = Config(target_kind="date", lr=1e-4, num_steps=150, batch_size=8, optimizer="adamw8bit",
-                 replay_length=64, text_docs=64, eval_every=25, eval_size=32, adapter_steps=100, adapter_eval_size=8)
+    cfg = Config(target_kind="date", lr=1e-4, num_steps=150, batch_size=8, optimizer="adamw8bit", replay_length=64,
+                 text_docs=64, eval_size=32, eval_every=25, match_level=0.5, adapter_steps=100, adapter_eval_size=8)
 seed_everything(cfg.seed)
 cfg
 
@@ -102,17 +104,18 @@ cfg
 # - **text**: the loss per token (nats) on held-out general text (tiny: pretraining documents;
 #   full: Alpaca answers as plain text). It rises as soon as the model drifts, before any cloze flips.
 #
-# The general eval used for *early stopping* is a different set (tiny: the training people's
-# facts; full: other well-known facts). The number we report never picks the weights (drill 09b).
+# The held-out target questions are split in two: `sets.target` is reported, `sets.target_val`
+# (other questions) decides when to stop. The number we report never picks the weights (drill 09b).
 
 # %%
 import torch
 
-from ftlab.evals import cloze_accuracy
+from ftlab.evals import exact_match, response_loss
 from ftlab.forgetting import forgetting_report, forgetting_sets
 from ftlab.models import load_causal_lm
 
-sets = forgetting_sets(cfg.target_kind, eval_size=cfg.eval_size, replay_docs=cfg.replay_docs, text_docs=cfg.text_docs)
+sets = forgetting_sets(cfg.target_kind, eval_size=cfg.eval_size, replay_docs=cfg.replay_docs,
+                       text_docs=cfg.text_docs, val_size=cfg.val_size)
 print(sets.describe())
 m, tokenizer = load_causal_lm()
 
@@ -121,42 +124,43 @@ def report_of(model):
     return forgetting_report(model, tokenizer, sets.target, sets.general, sets.skill, text=sets.text)
 
 
+def target_val_score(model):
+    """Exact match on the validation questions: how far a run has learnt the target."""
+    return exact_match(model, tokenizer, sets.target_val, max_new_tokens=16)
+
+
 def show(report):
     return ", ".join(f"{k} {v:.2f} nats/token" if k == "text" else f"{k} {v:.0%}" for k, v in report.items())
 
 
 before = report_of(m)
-val_before = cloze_accuracy(m, tokenizer, sets.general_val["prompt"], sets.general_val["answer"])
-print(f"base model: {show(before)}; early-stopping set {val_before:.0%}")
+val_before = target_val_score(m)
+print(f"base model: {show(before)}; target validation {val_before:.0%}")
 
 # %% [markdown]
-# ## 2. Five ways to fine-tune on the narrow task
-# Same data, same steps, same seed. Only the recipe changes:
-# 1. **full FT** at `lr`;
-# 2. **full FT, lr / 5**;
-# 3. **LoRA** (r = 8, every linear layer) at the same `lr`: the base is frozen;
-# 4. **full FT + replay**: half of every batch is general text (`replay_mix` builds the batches,
-#    `shuffle=False` keeps them);
-# 5. **full FT + early stopping**: an `eval_fn` scores general recall on the validation facts every
-#    `eval_every` steps and keeps the weights of the last eval at or above `stop_keep` times the
-#    base's score (`EarlyStopping`; its copy of the weights lives in CPU memory: 4.4 GB of host
-#    RAM at full scale, which a T4 runtime's 12.7 GB holds and its GPU would not).
+# ## 2. Learning the target, then overfitting it: early stopping on validation loss
+# Full fine-tuning at `lr`, trained on purpose for longer than it should be. Every `eval_every`
+# steps an `eval_fn` computes the loss on the answers of the *validation* questions
+# (`response_loss`, nats per answer token). `EarlyStopping(..., mode="min")` records it and copies
+# the weights whenever it reaches a new minimum (into CPU memory: 4.4 GB of host RAM at full scale,
+# which a T4 runtime's 12.7 GB holds and its GPU would not); `restore` puts the best ones back.
+# The same run is also scored for section 3 (`MatchedSkill`, below).
 #
 # Every run starts from a fresh copy of the pretrained model. Full fine-tuning loads it in fp32
 # (`dtype=torch.float32`): the optimizer updates fp32 weights while autocast runs the matmuls in
 # fp16 (T4) or bf16 (L4). Weights stored in bf16 would round small updates away: near 0.02, bf16's
 # numbers are 0.00012 apart, so the lr / 5 run's AdamW steps (about 2e-5) would round back to the
-# same weight. For 1.1B weights that is
-# 4.4 GB of weights and 4.4 GB of gradients, so the optimizer state has to be small: 8-bit AdamW
-# keeps 2.2 GB where AdamW keeps 8.8 GB, and the memory plan `train` prints before step 1 says
-# the run fits a T4. One model at a time: `fresh_model` frees the previous run's copy first.
+# same weight. For 1.1B weights that is 4.4 GB of weights and 4.4 GB of gradients, so the
+# optimizer state has to be small: 8-bit AdamW keeps 2.2 GB where AdamW keeps 8.8 GB, and the
+# memory plan `train` prints before step 1 says the run fits a T4. One model at a time:
+# `fresh_model` frees the previous run's copy first.
 
 # %%
 import gc
 
 from peft import LoraConfig, get_peft_model
 
-from ftlab.forgetting import EarlyStopping, lm_examples, replay_mix
+from ftlab.forgetting import EarlyStopping, MatchedSkill, lm_examples, replay_mix
 from ftlab.measure import make_optimizer
 from ftlab.sft import SFTCollator, tokenize_dataset
 from ftlab.train import TrainConfig, causal_lm_loss, train
@@ -172,101 +176,150 @@ def fresh_model(dtype=torch.float32):
     return load_causal_lm(dtype=dtype)[0]
 
 
+def matched_skill():
+    """Scores a run with report_of when its validation exact match first reaches cfg.match_level."""
+    return MatchedSkill(target_val_score, cfg.match_level, report_of, cfg.eval_every, cfg.num_steps)
+
+
 train_ds = tokenize_dataset(sets.train, tokenizer, cfg.max_length)
 replay_ds = lm_examples(sets.replay, tokenizer, cfg.replay_length)
 collate = SFTCollator(tokenizer=tokenizer)
-train_cfg = TrainConfig(lr=cfg.lr, num_steps=cfg.num_steps, batch_size=cfg.batch_size, seed=cfg.seed)
+train_cfg = TrainConfig(lr=cfg.lr, num_steps=cfg.num_steps, batch_size=cfg.batch_size, seed=cfg.seed,
+                        eval_every=cfg.eval_every)
 optimizer = None if cfg.optimizer == "adamw" else (lambda params: make_optimizer(cfg.optimizer, params))  # None: train's AdamW
 fit = dict(loss_fn=causal_lm_loss, collate_fn=collate, optimizer=optimizer, progress=False)
 lora_config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=0.0, target_modules="all-linear",
                          task_type="CAUSAL_LM")
-results, seconds = {"base": before}, {}
+matched, seconds = {"full FT": matched_skill()}, {}
 
 m = fresh_model()
-seconds["full FT"] = train(m, train_ds, train_cfg, **fit).seconds
-results["full FT"] = report_of(m)
-
-m = fresh_model()
-seconds["full FT, lr/5"] = train(m, train_ds, train_cfg, lr=cfg.lr * cfg.low_lr_factor, **fit).seconds
-results["full FT, lr/5"] = report_of(m)
-
-m = fresh_model(dtype=None)  # LoRA: the frozen base stays in the loader's precision (half on a GPU)
-seed_everything(cfg.seed)  # same LoRA init every run
-m = get_peft_model(m, lora_config)
-seconds["LoRA"] = train(m, train_ds, train_cfg, **fit).seconds
-results["LoRA"] = report_of(m)
-
-m = fresh_model()
-mixed = replay_mix(train_ds, replay_ds, cfg.replay_share, cfg.batch_size, cfg.num_steps, seed=cfg.seed)
-seconds["full FT + replay"] = train(m, mixed, train_cfg, shuffle=False, **fit).seconds
-results["full FT + replay"] = report_of(m)
-
-m = fresh_model()
-stopper = EarlyStopping(lambda mm: cloze_accuracy(mm, tokenizer, sets.general_val["prompt"], sets.general_val["answer"]),
-                        floor=cfg.stop_keep * val_before, eval_every=cfg.eval_every, num_steps=cfg.num_steps)
+stopper = EarlyStopping(lambda mm: response_loss(mm, tokenizer, sets.target_val), eval_every=cfg.eval_every,
+                        num_steps=cfg.num_steps, mode="min")
 stopper.snapshot(m)  # step 0
-seconds["full FT + early stop"] = train(m, train_ds, train_cfg, eval_every=cfg.eval_every, eval_fn=stopper, **fit).seconds
-stopped_at = stopper.restore(m)
-results["full FT + early stop"] = report_of(m)
-print("early stopping: validation recall at steps", dict(zip(stopper.steps, [f"{s:.0%}" for s in stopper.scores])),
-      f"(floor {stopper.floor:.0%}) -> weights of step {stopped_at}")
-
-# %% [markdown]
-# ## 3. One table, one plot
-# "forgot" is general recall lost (base minus after, in points); "text +" is how much the loss on
-# general text rose (nats per token). Then, for each cure, the share of full FT's forgetting it
-# removed: (forgot by full FT - forgot with the cure) / forgot by full FT (drill 09a).
-
-# %%
-forgot = {name: before["general"] - r["general"] for name, r in results.items()}
-drift = {name: r["text"] - before["text"] for name, r in results.items()}
-print(f"{'':22} {'target':>7} {'general':>8} {'skill':>6} {'text':>6} {'forgot':>7} {'text +':>7} {'train s':>8}")
-for name, r in results.items():
-    print(f"{name:22} {r['target']:>7.0%} {r['general']:>8.0%} {r['skill']:>6.0%} {r['text']:>6.2f} "
-          f"{forgot[name]:>7.0%} {drift[name]:>+7.2f} {seconds.get(name, 0):>8.1f}")
-for name in ("full FT, lr/5", "LoRA", "full FT + replay", "full FT + early stop"):
-    cures = [(forgot["full FT"], forgot[name]), (drift["full FT"], drift[name])]
-    print(f"{name:22} removed " + "; ".join(
-        f"{(full - cure) / full:.0%} of the {what}" if full > 0 else f"nothing to remove in the {what}"
-        for (full, cure), what in zip(cures, ("general-recall loss", "text-loss rise"))))
+history = train(m, train_ds, train_cfg, eval_fn=lambda mm: {**matched["full FT"](mm), **stopper(mm)}, **fit)
+seconds["full FT"] = history.seconds
+test_loss_end = response_loss(m, tokenizer, sets.target)  # the reported questions, weights of the last step
+best_step = stopper.restore(m)
+test_loss_best = response_loss(m, tokenizer, sets.target)  # ... and of the best validation step
+val_min, val_end = min(stopper.scores), stopper.scores[-1]
+print(f"validation loss: lowest {val_min:.3f} nats/token at step {best_step}, {val_end:.3f} at step {stopper.steps[-1]}")
+print(f"held-out test loss: last step's weights {test_loss_end:.3f}, restored step {best_step}'s {test_loss_best:.3f}")
 
 # %%
 import matplotlib.pyplot as plt
 
-fig, ax = plt.subplots(figsize=(5.5, 4))
+fig, ax = plt.subplots(figsize=(6, 3.8))
+ax.plot(range(1, len(history.losses) + 1), history.losses, lw=1, alpha=0.7, label="training loss (each batch)")
+ax.plot(stopper.steps, stopper.scores, "o-", ms=3, label="validation loss (held-out questions)")
+ax.scatter([best_step], [val_min], s=120, marker="*", color="k", zorder=3, label=f"minimum: step {best_step}")
+ax.axvline(best_step, color="k", ls=":", lw=1)
+ax.set_xlabel("optimizer step")
+ax.set_ylabel("loss (nats per answer token)")
+ax.set_yscale("log")
+ax.set_title("Full FT past its best point: the validation loss turns")
+ax.legend(fontsize=8)
+plt.close(fig)
+fig
+
+# %% [markdown]
+# The training loss keeps falling: the model memorises the training people's answers. The
+# validation loss falls while the model learns the *task* (answering in the right form), then turns
+# up: from there on, each step fits the training questions at the cost of the held-out ones. That
+# turn is overfitting, and early stopping keeps the weights at its bottom. The printed numbers show
+# the restored weights also do better on the *test* questions, which never took part in the choice.
+
+# %%
+if profile() == "tiny":
+    assert val_end >= val_min + 0.05, "the validation loss should turn up after its minimum"
+    assert best_step < stopper.steps[-1] and test_loss_best < test_loss_end, "the best step should beat the last"
+    assert history.losses[-1] < val_end, "the training loss should end below the validation loss"
+
+# %% [markdown]
+# ## 3. Three cures, compared at matched target skill
+# Comparing recipes after the same number of steps mixes what each learnt with what each forgot: a
+# run that learnt nothing forgets nothing. So each run is scored at the same point of *learning*:
+# `MatchedSkill` scores the validation questions every `eval_every` steps, and the first time exact
+# match reaches `match_level` it measures the four numbers on those weights (the reported target on
+# the test questions). A run that never gets there is reported as such. The runs:
+# 1. **full FT** at `lr` (section 2's run);
+# 2. **full FT, lr / 5**;
+# 3. **LoRA** (r = 8, every linear layer) at the same `lr`: the base is frozen;
+# 4. **full FT + replay**: half of every batch is general text (`replay_mix` builds the batches,
+#    `shuffle=False` keeps them).
+
+# %%
+m = fresh_model()
+matched["full FT, lr/5"] = matched_skill()
+seconds["full FT, lr/5"] = train(m, train_ds, train_cfg, lr=cfg.lr * cfg.low_lr_factor,
+                                 eval_fn=matched["full FT, lr/5"], **fit).seconds
+
+m = fresh_model(dtype=None)  # LoRA: the frozen base stays in the loader's precision (half on a GPU)
+seed_everything(cfg.seed)  # same LoRA init every run
+m = get_peft_model(m, lora_config)
+matched["LoRA"] = matched_skill()
+seconds["LoRA"] = train(m, train_ds, train_cfg, eval_fn=matched["LoRA"], **fit).seconds
+
+m = fresh_model()
+mixed = replay_mix(train_ds, replay_ds, cfg.replay_share, cfg.batch_size, cfg.num_steps, seed=cfg.seed)
+matched["full FT + replay"] = matched_skill()
+seconds["full FT + replay"] = train(m, mixed, train_cfg, shuffle=False, eval_fn=matched["full FT + replay"], **fit).seconds
+results = {"base": before} | {name: ms.report for name, ms in matched.items() if ms.report is not None}
+
+# %% [markdown]
+# "forgot" is general recall lost (base minus at the matched point, in points); "text +" is how
+# much the loss on general text rose (nats per token). Then, for each cure, the share of full FT's
+# forgetting it removed: (forgot by full FT - forgot with the cure) / forgot by full FT (drill 09a).
+
+# %%
+forgot = {name: before["general"] - r["general"] for name, r in results.items()}
+drift = {name: r["text"] - before["text"] for name, r in results.items()}
+print(f"validation exact match >= {cfg.match_level:.0%} (base {val_before:.0%}); the numbers below are at that step")
+print(f"{'':18} {'at step':>8} {'target':>7} {'general':>8} {'skill':>6} {'text':>6} {'forgot':>7} {'text +':>7} {'train s':>8}")
 for name, r in results.items():
-    ax.scatter(r["target"], r["general"], s=60)
-    ax.annotate(name, (r["target"], r["general"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-ax.set_xlabel("target skill: held-out exact match")
-ax.set_ylabel("general knowledge: held-out facts recalled")
-ax.set_xlim(-0.05, 1.0)
-ax.set_ylim(0, 1.08)
-ax.set_title("Narrow fine-tune: what it learns vs what it keeps")
+    step = matched[name].reached_step if name in matched else 0
+    print(f"{name:18} {step:>8} {r['target']:>7.0%} {r['general']:>8.0%} {r['skill']:>6.0%} {r['text']:>6.2f} "
+          f"{forgot[name]:>7.0%} {drift[name]:>+7.2f} {seconds.get(name, 0):>8.1f}")
+for name, ms in matched.items():
+    if ms.report is None:
+        print(f"{name:18} never reached {cfg.match_level:.0%} in {cfg.num_steps} steps (best {ms.best:.0%})")
+for name in [n for n in results if n not in ("base", "full FT")]:
+    cures = [(forgot.get("full FT", 0), forgot[name]), (drift.get("full FT", 0), drift[name])]
+    print(f"{name:18} removed " + "; ".join(
+        f"{(full - cure) / full:.0%} of the {what}" if full > 0 else f"nothing to remove in the {what}"
+        for (full, cure), what in zip(cures, ("general-recall loss", "text-loss rise"))))
+
+# %%
+runs = [n for n in results if n != "base"]
+fig, axes = plt.subplots(1, 2, figsize=(8, 2.8), sharey=True)
+for ax, values, label in ((axes[0], forgot, "general recall lost (points)"), (axes[1], drift, "general-text loss rise (nats/token)")):
+    ax.barh(runs, [values[n] * (100 if values is forgot else 1) for n in runs])
+    ax.set_xlabel(label)
+axes[0].invert_yaxis()
+fig.suptitle(f"Forgetting at matched target skill (validation exact match {cfg.match_level:.0%})", fontsize=10)
+fig.tight_layout()
 plt.close(fig)
 fig
 
 # %%
 if profile() == "tiny":
-    full, lora = results["full FT"], results["LoRA"]
-    assert forgot["full FT"] >= forgot["LoRA"] + 0.3, "full FT should forget markedly more than LoRA"
-    assert full["skill"] <= lora["skill"] - 0.3, "full FT should lose the second skill more than LoRA"
-    assert forgot["full FT, lr/5"] <= forgot["full FT"] - 0.4, "a 5x lower lr should forget much less"
-    assert forgot["full FT + replay"] <= forgot["full FT"] - 0.3, "replay should reduce forgetting"
-    assert forgot["full FT + early stop"] <= forgot["full FT"] - 0.3, "early stopping should reduce forgetting"
-    assert lora["target"] >= 0.3, "LoRA should learn the task"
-    assert drift["full FT"] >= 1.0, "full FT at this lr should pull the model away from general text"
-    for name in ("full FT, lr/5", "LoRA", "full FT + replay", "full FT + early stop"):
-        assert drift[name] <= 0.6 * drift["full FT"], f"{name} should keep general text far better than full FT"
+    assert all(ms.report is not None for ms in matched.values()), "every recipe should reach the matched level"
+    assert drift["LoRA"] < drift["full FT"], "at the same target skill, full FT should drift more than LoRA"
+    for name in ("full FT, lr/5", "LoRA", "full FT + replay"):
+        assert drift[name] <= drift["full FT"], f"{name} should keep general text at least as well as full FT"
+        assert forgot[name] <= forgot["full FT"], f"{name} should forget no more than full FT"
 
 # %% [markdown]
-# What the tiny profile shows (seed 0; seeds 1 and 2 agree within a few points for the first four
-# runs, and the assertions above hold with their 0.3-0.4 margins on all three): full FT at this lr
-# loses most of the held-out facts and the opposites, while its target stays low: at this lr it
-# memorised the training people instead of learning to answer. LoRA learns less *and* forgets
-# less; a 5x lower lr does both better still, because 60 steps at 2e-3 is simply too hot for full
-# fine-tuning; replay and early stopping each keep most of the facts. In the full profile the base
-# knows fewer of its clozes to begin with, so read the "text +" column too: it is the first
-# number to move when a fine-tune pulls a 1B model away from general text.
+# What the tiny profile shows (seeds 0 and 1): every recipe reaches the level within a few steps,
+# and at that point the forgetting is small for all of them; full FT pays the most in the loss on
+# general text, LoRA and the lower lr the least. Most of full FT's forgetting comes *after* the
+# task is learnt, from the steps that only memorise the training questions: the steps section 2's
+# early stopping throws away.
+# Section 2's early stopping on the *target's* validation loss picks the best step for the target;
+# limiting forgetting is the job of the recipe. (An earlier version of this lesson also stopped
+# on a general eval; at matched skill every run already stops at the same point of learning.)
+# In the full profile the base knows fewer of its clozes to begin with, so read the "text +"
+# column too: it is the first number to move when a fine-tune pulls a 1B model away from general
+# text.
 
 # %% [markdown]
 # ## 4. Continual learning: one adapter per task
@@ -323,12 +376,11 @@ if profile() == "tiny":
         assert swap[t][t] < swap["(none)"][t] - 1.0, f"the {t} adapter should learn its task"
 
 # %%
-_ = headline(f"{profile()}: narrow fine-tune on {cfg.target_kind!r}, general recall base {before['general']:.0%} -> "
-             f"full FT {results['full FT']['general']:.0%}, lr/5 {results['full FT, lr/5']['general']:.0%}, "
-             f"LoRA {results['LoRA']['general']:.0%}, replay {results['full FT + replay']['general']:.0%}, "
-             f"early stop {results['full FT + early stop']['general']:.0%}; "
-             f"general-text loss base {before['text']:.2f} -> full FT {results['full FT']['text']:.2f}, "
-             f"LoRA {results['LoRA']['text']:.2f} nats/token; adapters swap, base hash identical")
+at = {name: (f"{r['general']:.0%} / {r['text']:.2f}" if (r := matched[name].report) else "not reached") for name in matched}
+_ = headline(f"{profile()}: narrow fine-tune on {cfg.target_kind!r}; val loss min step {best_step}, test loss "
+             f"{test_loss_end:.2f} -> {test_loss_best:.2f} restored; at val EM {cfg.match_level:.0%}, general recall / "
+             f"text loss base {before['general']:.0%} / {before['text']:.2f} -> " + ", ".join(f"{k} {v}" for k, v in at.items())
+             + "; adapters swap, base hash identical")
 
 # %% [markdown]
 # ## Drills
@@ -354,13 +406,13 @@ check("09a", answer_09a)
 
 # %% [markdown]
 # ### Drill 09b ★★☆ · Early-stop on which eval?
-# You early-stop a narrow fine-tune to limit forgetting. Which eval should decide when to stop?
-# One letter.
+# You train past the best point and keep the weights of the step with the lowest loss. The loss on
+# which examples should pick that step? One letter.
 #
-# - (a) The target task's validation loss.
-# - (b) The held-out general-knowledge set whose score goes in the results table.
-# - (c) A separate general validation set (general knowledge, not the reported set).
-# - (d) The training loss.
+# - (a) The training examples.
+# - (b) The held-out target test questions whose score goes in the results table.
+# - (c) Other held-out target questions, kept apart as a validation set.
+# - (d) The general-knowledge facts.
 
 # %% tags=["answer"]
 answer_09b = ...  # "a", "b", "c" or "d"
@@ -370,7 +422,7 @@ check("09b", answer_09b)
 
 # %% cellView="form" tags=["solution"]
 #@title Solution
-# Section 2 stops on the training people's facts and reports the held-out people's.
+# Section 2 picks the step on sets.target_val and reports sets.target: the test never chose anything.
 answer_09b = "c"
 check("09b", answer_09b)
 
@@ -395,15 +447,17 @@ check("09c", answer_09c)
 # ## Summary
 # - Measure forgetting with four numbers before and after: the target, held-out general knowledge,
 #   a second skill nobody trained, and the loss on general text.
-# - Full fine-tuning at a high lr on a narrow task forgets: in the tiny profile it lost most of the
-#   held-out facts and the opposites (the table above has the numbers). LoRA, a 5x lower lr, half a
-#   batch of replayed general text, and early stopping on a general *validation* eval each keep
-#   most of it.
+# - Train past the best point and the validation loss turns while the training loss keeps falling:
+#   early stopping keeps the weights of its minimum, chosen on validation questions, never on the
+#   test questions you report (drill 09b).
+# - Compare recipes at matched target skill, not after equal steps: at the same validation score,
+#   full fine-tuning lost more general recall and general-text loss than LoRA, a 5x lower lr or
+#   replay (the table in section 3 has the numbers).
 # - At full scale, full fine-tuning of a 1.1B model with fp32 weights and gradients and 8-bit
 #   AdamW needs ~11 GiB and fits a T4; with plain AdamW it would not, and the memory plan before
 #   step 1 says so. LoRA needs a fraction of that.
 # - One adapter per task on a frozen base is continual learning without forgetting: swap with
 #   `set_adapter`, and the base's hash proves nothing else moved.
 #
-# **Try next:** raise `num_steps` or `lr` and watch the LoRA point move down too; try
-# `replay_share = 0.25`; then drills 09a-09c and the seed's drill D5 in lesson 08.
+# **Try next:** raise `match_level` and see which recipe stops reaching it; raise `lr` and watch
+# the validation loss turn sooner; try `replay_share = 0.25`; then drills 09a-09c and the seed's drill D5 in lesson 08.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ftlab.forgetting import EarlyStopping, base_weights_hash, lm_examples, replay_mix
+from ftlab.forgetting import EarlyStopping, MatchedSkill, base_weights_hash, lm_examples, replay_mix
 
 
 def test_replay_mix_puts_the_share_in_every_batch():
@@ -217,3 +217,83 @@ def test_early_stopping_labels_the_last_eval_with_the_step_it_ran_at(monkeypatch
         stopper.snapshot(model)
         train(model, data, lr=1e-2, num_steps=12, batch_size=4, eval_every=5, eval_fn=stopper, progress=False)
         assert stopper.steps == expected and stopper.best_step == expected[-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Early stopping on validation loss, and scoring runs at matched target skill (lesson 09)
+
+
+def _run_evals(stopper, model, n):
+    """Set the weight to 1, 2, ... before each of ``n`` evaluations; return the weight of each."""
+    seen = []
+    for i in range(n):
+        with torch.no_grad():
+            model.weight.fill_(float(i + 1))
+        stopper(model)
+        seen.append(model.weight.detach().clone())
+    return seen
+
+
+def test_early_stopping_on_a_loss_keeps_the_weights_of_its_minimum():
+    """mode="min": the validation loss falls, then turns up (overfitting); restore() puts back the
+    weights of the lowest loss, not the last ones and not the last improvement before a rise."""
+    model = torch.nn.Linear(2, 1, bias=False)
+    losses = iter([0.9, 0.5, 0.3, 0.45, 0.35, 0.8])
+    stopper = EarlyStopping(lambda m: next(losses), eval_every=4, mode="min")
+    stopper.snapshot(model)
+    seen = _run_evals(stopper, model, 6)
+    assert stopper.steps == [4, 8, 12, 16, 20, 24] and stopper.scores == [0.9, 0.5, 0.3, 0.45, 0.35, 0.8]
+    assert stopper.best_score == 0.3 and stopper.restore(model) == 12
+    assert torch.equal(model.weight, seen[2])
+    # mode="max" without a floor keeps the highest score (0.9 at the first eval)
+    scores = iter([0.9, 0.5, 0.3])
+    best = EarlyStopping(lambda m: next(scores), eval_every=4)
+    best.snapshot(model)
+    _run_evals(best, model, 3)
+    assert best.restore(model) == 4 and float(model.weight.detach()[0, 0]) == 1.0
+
+
+def test_early_stopping_names_what_a_bad_mode_floor_or_eval_every_should_be():
+    with pytest.raises(ValueError, match="'min' for a score that should go down"):
+        EarlyStopping(lambda m: 0.0, eval_every=5, mode="lowest")
+    with pytest.raises(ValueError, match="leave floor=None"):
+        EarlyStopping(lambda m: 0.0, floor=1.0, eval_every=5, mode="min")
+    with pytest.raises(ValueError, match="eval_every=None"):
+        EarlyStopping(lambda m: 0.0, floor=0.5)
+
+
+def test_matched_skill_reports_once_when_the_level_is_first_reached_then_stops_scoring():
+    model = torch.nn.Linear(2, 1, bias=False)
+    scores, reports = iter([0.1, 0.4, 0.6, 0.2]), []
+    matched = MatchedSkill(lambda m: next(scores), level=0.5, eval_every=5, num_steps=22,
+                           report_fn=lambda m: reports.append(float(m.weight.detach()[0, 0])) or {"general": 0.7})
+    out = [matched(model) for _ in range(2)]
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    out += [matched(model) for _ in range(3)]  # the 4th score (0.2) is never asked for
+    assert out == [{"target_val": 0.1}, {"target_val": 0.4}, {"target_val": 0.6}, {}, {}]
+    assert matched.steps == [5, 10, 15] and matched.reached_step == 15
+    assert reports == [3.0] and matched.report == {"general": 0.7} and matched.best == 0.6
+
+
+def test_matched_skill_that_never_reaches_the_level_says_so_and_how_close_it_came():
+    scores = iter([0.1, 0.3, 0.2])
+    matched = MatchedSkill(lambda m: next(scores), level=0.5, report_fn=lambda m: 1 / 0, eval_every=5, num_steps=12)
+    for _ in range(3):
+        matched(torch.nn.Linear(1, 1))
+    assert matched.reached_step is None and matched.report is None
+    assert matched.best == 0.3 and matched.steps == [5, 10, 12]  # the last eval runs after step 12
+    with pytest.raises(ValueError, match="eval_every=0"):
+        MatchedSkill(lambda m: 0.0, level=0.5, report_fn=dict, eval_every=0)
+
+
+def test_held_out_target_rows_split_into_reported_and_validation_rows():
+    """Decisions (early stopping, matched skill) watch target_val; the reported target is other rows."""
+    from ftlab.forgetting import forgetting_sets, task_rows
+
+    sets = forgetting_sets("fact", eval_size=40, val_size=24, text_docs=8, profile="tiny")
+    held_out = task_rows("fact", "test", profile="tiny")
+    assert sets.target == held_out[:40] and sets.target_val == held_out[40:64]
+    assert not {r["prompt"] for r in sets.target} & {r["prompt"] for r in sets.target_val}
+    with pytest.raises(ValueError, match=r"64 held-out rows, fewer than eval_size \+ val_size = 50 \+ 24"):
+        forgetting_sets("fact", eval_size=50, val_size=24, profile="tiny")

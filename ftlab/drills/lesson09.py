@@ -21,23 +21,25 @@ register(Drill(
     prompt="General recall 100% before; 38% after full FT; 80% after full FT with replay. "
            "Share of the forgetting that replay removed (a fraction, e.g. 0.5)?"))
 
-# -- 09b: what to early-stop on ------------------------------------------------------------------
+# -- 09b: which loss picks the early-stopping step ------------------------------------------------
 register(Drill(
     "09b", "Early-stop on which eval?", LESSON, 2, "choice", "c",
     choice("c", {
-        "a": "The target's validation loss keeps falling while general knowledge is lost: it cannot "
-             "see forgetting.",
+        "a": "The training loss keeps falling while the model memorises: it has no minimum to stop at, "
+             "and it cannot see overfitting.",
         "b": "Then the number you report was used to pick the weights: it is no longer a held-out "
-             "estimate. Keep the reported set out of every decision.",
-        "d": "The training loss says how well the narrow task is fitted, nothing about what was lost.",
-    }, praise="A general validation set (here the facts of the people the training questions are "
-              "about), kept apart from the held-out facts you report."),
+             "estimate. Keep the reported test questions out of every decision.",
+        "d": "General knowledge tells you what was forgotten, not when the target stopped improving; "
+             "the recipe (LoRA, lower lr, replay) is what limits forgetting.",
+    }, praise="A validation set of the target task (here other held-out questions, sets.target_val), "
+              "kept apart from the test questions you report."),
     wrong=("a", "b", "d"),
-    options={"a": "The target task's validation loss.",
-             "b": "The held-out general-knowledge set whose score goes in the results table.",
-             "c": "A separate general validation set (general knowledge, not the reported set).",
-             "d": "The training loss."},
-    prompt="You early-stop a narrow fine-tune to limit forgetting. Which eval decides when? One letter."))
+    options={"a": "The training examples.",
+             "b": "The held-out target test questions whose score goes in the results table.",
+             "c": "Other held-out target questions, kept apart as a validation set.",
+             "d": "The general-knowledge facts."},
+    prompt="You train past the best point and keep the weights of the step with the lowest loss. "
+           "The loss on which examples should pick that step? One letter."))
 
 # -- 09c: one adapter per task, what does the base cost? ------------------------------------------
 register(Drill(
