@@ -304,14 +304,15 @@ fig
 if profile() == "tiny":
     assert all(ms.report is not None for ms in matched.values()), "every recipe should reach the matched level"
     assert drift["LoRA"] < drift["full FT"], "at the same target skill, full FT should drift more than LoRA"
+    assert drift["full FT, lr/5"] < drift["full FT"], "at the same target skill, a 5x lower lr should drift less"
     for name in ("full FT, lr/5", "LoRA", "full FT + replay"):
-        assert drift[name] <= drift["full FT"], f"{name} should keep general text at least as well as full FT"
-        assert forgot[name] <= forgot["full FT"], f"{name} should forget no more than full FT"
+        assert forgot[name] <= forgot["full FT"], f"{name} should forget no more general recall than full FT"
 
 # %% [markdown]
-# What the tiny profile shows (seeds 0 and 1): every recipe reaches the level within a few steps,
-# and at that point the forgetting is small for all of them; full FT pays the most in the loss on
-# general text, LoRA and the lower lr the least. Most of full FT's forgetting comes *after* the
+# What the tiny profile shows (the assertions hold for seeds 0, 1 and 2): every recipe reaches the
+# level within a few steps, and at that point the forgetting is small for all of them; full FT
+# loses a few facts and pays more in the loss on general text than LoRA and the lower lr (replay
+# reaches the level as early as full FT and drifts about as much). Most of full FT's forgetting comes *after* the
 # task is learnt, from the steps that only memorise the training questions: the steps section 2's
 # early stopping throws away.
 # Section 2's early stopping on the *target's* validation loss picks the best step for the target;
