@@ -21,6 +21,10 @@ ResNet-50 and 10 classes). This module holds what lesson 01 builds around that i
 - CLIP: zero-shot classification from prompt templates (:func:`zero_shot_head`, itself a
   linear head whose weights come from text), a probe on CLIP's image features, a k-NN
   (:func:`knn_accuracy`) and a k-shot curve (:func:`k_shot_curve`) comparing the three.
+- class imbalance: :func:`imbalanced_subset` keeps a few classes whole and a small share of the
+  others; :func:`confusion_matrix`, :func:`f1_scores` and :func:`macro_f1` score every class
+  (accuracy is dominated by the common ones); ``train_head(..., class_weight=class_weights(...))``
+  weighs the loss by ``1 / frequency``.
 
 Everything takes the same objects at both scales (a torchvision-style ResNet or a
 ``transformers.CLIPModel``; a dataset of ``(image, label)``), so the lesson's code is the code
@@ -45,6 +49,11 @@ Decisions worth knowing (each is tested in ``tests/test_probe.py``):
 - The k-NN votes with cosine similarities, over at most as many neighbours as training points.
 - The k-shot curve fits the L-BFGS probe (no learning rate to tune for a handful of examples)
   and averages over several draws; 1-shot results vary by a few points from draw to draw.
+- :func:`macro_f1` averages over all ``num_classes`` classes, as scikit-learn's
+  ``f1_score(average="macro", labels=range(num_classes))``; a class with no true and no predicted
+  example scores 0 (scikit-learn's ``zero_division`` default), and so does a precision or recall
+  with nothing to divide by. Optional per-example weights make a weighted confusion matrix
+  (scikit-learn's ``sample_weight``).
 - ``FTLAB_MAX_STEPS`` (the rehearsal, ``ftlab.runtime.max_steps``) caps every pass over images:
   :func:`extract_features` and :func:`accuracy` read at most that many batches of their
   ``batch_size``, spread evenly over the dataset (so a class-sorted set such as EuroSAT keeps
@@ -80,7 +89,8 @@ __all__ = ["BACKBONES", "build_linear_probe", "trainable_count", "trainable_name
            "unfreeze", "differential_lr_groups", "FeatureSet", "extract_features",
            "feature_cache_dir", "weights_fingerprint", "data_fingerprint", "accuracy", "train_head",
            "ridge_probe", "logistic_probe_accuracy", "zero_shot_head", "knn_accuracy",
-           "sample_per_class", "k_shot_curve", "capped_examples"]
+           "sample_per_class", "k_shot_curve", "capped_examples", "imbalanced_subset",
+           "class_weights", "confusion_matrix", "f1_scores", "macro_f1"]
 
 BACKBONES = RESNETS  # the names build_linear_probe knows (torchvision ResNets)
 HEAD = "fc"  # torchvision's name for a ResNet's classifier; the tiny CNN keeps it
@@ -460,13 +470,14 @@ def accuracy(model: nn.Module, data, batch_size: int = 256) -> float:
     return right / len(data)
 
 
-def train_head(head: nn.Linear, data: FeatureSet, cfg=None, **overrides):
+def train_head(head: nn.Linear, data: FeatureSet, cfg=None, class_weight=None, **overrides):
     """Train a head on cached features with :func:`ftlab.train.train`; returns its ``History``.
 
     The same loop as every other run in the course (AdamW, ``cfg`` or keyword settings such as
     ``lr=1e-2, num_epochs=60``), after checking that the features fit the head: their width is
     ``head.in_features`` and every label is below ``head.out_features``. A step costs one small
-    matrix product, so hundreds of epochs take seconds.
+    matrix product, so hundreds of epochs take seconds. ``class_weight`` (``[K]``, e.g.
+    :func:`class_weights`) multiplies each example's cross-entropy by its class's weight.
     """
     from ftlab.train import classification_loss, train
 
@@ -477,7 +488,18 @@ def train_head(head: nn.Linear, data: FeatureSet, cfg=None, **overrides):
                          f"{head.in_features}: were they extracted with another backbone?")
     _check_labels(data.labels, head.out_features, "train_head")
     overrides.setdefault("progress", False)
-    return train(head, data, cfg, loss_fn=classification_loss, **overrides)
+    loss_fn = classification_loss
+    if class_weight is not None:
+        weight = torch.as_tensor(class_weight, dtype=torch.float32)
+        if weight.shape != (head.out_features,) or not torch.isfinite(weight).all() or (weight < 0).any():
+            raise ValueError(f"class_weight must be {head.out_features} finite weights >= 0, one per class "
+                             f"(e.g. class_weights(data.labels, {head.out_features})); got "
+                             f"{tuple(weight.shape) if weight.ndim else float(weight)!r}.")
+
+        def loss_fn(model, batch):  # the SUM of w[y] * cross-entropy, as train's loss contract wants
+            x, y = batch
+            return F.cross_entropy(model(x).float(), y, weight=weight.to(x.device), reduction="sum")
+    return train(head, data, cfg, loss_fn=loss_fn, **overrides)
 
 
 def logistic_probe_accuracy(train_x: torch.Tensor, train_y, test_x: torch.Tensor, test_y,
@@ -542,6 +564,84 @@ def ridge_probe(train: FeatureSet, num_classes: int | None = None, l2: float = 1
         head.weight.copy_(weight.T)
         head.bias.copy_(y_mean - x_mean @ weight)
     return head
+
+
+# --------------------------------------------------------------------------------------------
+# Class imbalance: a skewed training set, per-class scores, a weighted loss
+# --------------------------------------------------------------------------------------------
+
+def imbalanced_subset(data: FeatureSet, common, rare_share: float, seed: int = 0) -> FeatureSet:
+    """Every example of the ``common`` classes and a random ``rare_share`` of each other class's
+    (at least one of each class present), seeded: a long-tailed training set from a balanced one."""
+    common = {int(c) for c in common}
+    if not 0.0 < float(rare_share) <= 1.0:
+        raise ValueError(f"rare_share={rare_share!r}: give the share of each rare class to keep, in (0, 1].")
+    present = sorted(data.labels.unique().tolist())
+    if not common or not common <= set(present):
+        raise ValueError(f"common={sorted(common)}: name classes the data has (its labels are {present}), "
+                         "at least one.")
+    gen = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in present:
+        rows = torch.nonzero(data.labels == c).flatten()
+        n = len(rows) if c in common else max(1, round(rare_share * len(rows)))
+        picked.append(rows[torch.randperm(len(rows), generator=gen)[:n]].sort().values)
+    return data.subset(torch.cat(picked))
+
+
+def class_weights(labels, num_classes: int) -> torch.Tensor:
+    """``[K]`` loss weights ``N / (K * n_c)``, inversely proportional to each class's count ``n_c``:
+    every class then weighs the same in the loss, and the mean weight per example is 1
+    (scikit-learn's ``compute_class_weight("balanced")``). A class with no example gets 0 (it never
+    appears in the loss), and ``K`` counts only the classes present."""
+    labels = torch.as_tensor(labels).long()
+    num_classes = _check_num_classes(num_classes)
+    if len(labels) == 0:
+        raise ValueError("no labels: class weights come from the training labels' counts.")
+    _check_labels(labels, num_classes, "class_weights")
+    counts = torch.bincount(labels, minlength=num_classes).float()  # [K]
+    present = int((counts > 0).sum())
+    return torch.where(counts > 0, len(labels) / (present * counts.clamp(min=1)), torch.zeros(()))
+
+
+def confusion_matrix(predictions, labels, num_classes: int, weight=None) -> torch.Tensor:
+    """``[K, K]`` float64 counts: row = true class, column = predicted class. ``weight`` (``[N]``,
+    optional) counts each example that much instead of 1 (scikit-learn's ``sample_weight``)."""
+    pred, y = torch.as_tensor(predictions).long().flatten(), torch.as_tensor(labels).long().flatten()
+    num_classes = _check_num_classes(num_classes)
+    if pred.shape != y.shape:
+        raise ValueError(f"one prediction per label: got {len(pred)} predictions and {len(y)} labels.")
+    _check_labels(y, num_classes, "confusion_matrix (labels)")
+    _check_labels(pred, num_classes, "confusion_matrix (predictions)")
+    w = torch.ones(len(y), dtype=torch.float64) if weight is None else torch.as_tensor(weight, dtype=torch.float64)
+    if w.shape != y.shape:
+        raise ValueError(f"weight needs one number per example ({len(y)}), got shape {tuple(w.shape)}.")
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    return cm.index_put_((y, pred), w, accumulate=True)
+
+
+def f1_scores(cm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-class ``(precision, recall, f1)``, each ``[K]``, from a confusion matrix (rows true).
+
+    precision_c = TP / (TP + FP) (of what was called c, how much was c), recall_c = TP / (TP + FN)
+    (of the real c, how much was found), F1 = their harmonic mean = 2 TP / (2 TP + FP + FN).
+    Nothing to divide by gives 0.
+    """
+    cm = torch.as_tensor(cm, dtype=torch.float64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"a confusion matrix is [K, K] (rows true, columns predicted); got {tuple(cm.shape)}.")
+    tp = cm.diagonal()
+    predicted, actual = cm.sum(0), cm.sum(1)  # [K] column sums (TP + FP), row sums (TP + FN)
+
+    def ratio(num, den):
+        return torch.where(den > 0, num / den.clamp(min=1e-300), torch.zeros(()))
+    return ratio(tp, predicted), ratio(tp, actual), ratio(2 * tp, predicted + actual)
+
+
+def macro_f1(predictions, labels, num_classes: int, weight=None) -> float:
+    """The mean over the ``num_classes`` classes of their F1 (0..1): every class counts the same,
+    however rare, unlike accuracy, where each example counts the same."""
+    return f1_scores(confusion_matrix(predictions, labels, num_classes, weight))[2].mean().item()
 
 
 # --------------------------------------------------------------------------------------------

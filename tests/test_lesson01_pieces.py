@@ -8,6 +8,7 @@ import types
 from pathlib import Path
 
 import jupytext
+import numpy as np
 import pytest
 import torch
 
@@ -159,3 +160,69 @@ def test_checking_a_code_drill_leaves_the_global_random_state_alone(drill_id, an
     state = torch.get_rng_state()
     assert drills.grade(drill_id, answer).passed
     assert torch.equal(torch.get_rng_state(), state)
+
+
+# -- section 5: per-class scores and macro-F1, written in the lesson's own cell -----------------
+
+def _f1_namespace() -> dict:
+    ns = {"torch": torch}
+    exec(compile(_cell_defining("f1_per_class"), "01_linear_probe:f1", "exec"), ns)
+    return ns
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_lessons_macro_f1_equals_scikit_learns(seed):
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    ns = _f1_namespace()
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 5, (200,), generator=gen)
+    pred = torch.where(torch.rand(200, generator=gen) < 0.6, y, torch.randint(0, 5, (200,), generator=gen))
+    pred[pred == 4] = 3  # class 4 is never predicted: its precision has nothing to divide by
+    weight = torch.rand(200, generator=gen, dtype=torch.float64)
+    for w in (None, weight):
+        sk_w = None if w is None else w.numpy()
+        want = f1_score(y.numpy(), pred.numpy(), average="macro", labels=list(range(5)), sample_weight=sk_w,
+                        zero_division=0)
+        assert ns["macro_f1"](pred, y, 5, w) == pytest.approx(want, abs=1e-12)
+        assert probe.macro_f1(pred, y, 5, w) == pytest.approx(want, abs=1e-12)
+        p, r, f, _ = precision_recall_fscore_support(y.numpy(), pred.numpy(), labels=list(range(5)),
+                                                     sample_weight=sk_w, zero_division=0)
+        ours = ns["f1_per_class"](ns["confusion_matrix"](pred, y, 5, w))
+        for a, b in zip(ours, (p, r, f)):
+            torch.testing.assert_close(a, torch.as_tensor(b, dtype=torch.float64), atol=1e-12, rtol=0.0)
+
+
+def test_the_lessons_macro_f1_of_the_majority_classifier_is_drill_01gs_answer():
+    from sklearn.metrics import f1_score
+
+    ns = _f1_namespace()
+    y, pred = torch.tensor([0] * 90 + [1] * 5 + [2] * 5), torch.zeros(100, dtype=torch.long)
+    assert ns["macro_f1"](pred, y, 3) == pytest.approx(f1_score(y.numpy(), pred.numpy(), average="macro",
+                                                                zero_division=0), abs=1e-12)
+    assert drills.grade("01g", ns["macro_f1"](pred, y, 3)).passed
+
+
+def test_class_weights_equal_scikit_learns_balanced_weights():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = torch.tensor([0] * 50 + [1] * 5 + [2] * 2 + [4] * 9)  # class 3 absent
+    present = [0, 1, 2, 4]
+    want = compute_class_weight("balanced", classes=np.array(present), y=labels.numpy())
+    got = probe.class_weights(labels, 5)
+    torch.testing.assert_close(got[present], torch.as_tensor(want, dtype=torch.float32))
+    assert got[3] == 0.0
+
+
+@pytest.mark.parametrize("answer, words", [(0.9, "accuracy"), (0.9474, "class A's F1 alone"),
+                                           (1 / 3, "precision is 90/100"), (0.3, "macro-precision")])
+def test_drill_01g_names_each_usual_slip(answer, words):
+    result = drills.grade("01g", answer)
+    assert result.status == "fail" and words in result.message
+    assert drills.grade("01g", "31.6%").passed
+
+
+def test_drill_01g_is_asked_before_the_lesson_prints_macro_f1():
+    cells = _code_cells()
+    asked = next(i for i, c in enumerate(cells) if 'check("01g"' in c)
+    assert asked < cells.index(_cell_defining("f1_per_class"))

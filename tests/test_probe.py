@@ -411,3 +411,102 @@ def test_eurosat_split_is_seeded_disjoint_and_named_for_prompts(monkeypatch):
     assert not set(train.indices) & set(test.indices)
     assert train.indices == S.load_image_classification("eurosat", "train", profile="full").indices
     assert train.classes[folders.index("SeaLake")] == "lake or sea"
+
+
+# ------------------------------------------------------------------------- class imbalance
+
+def test_confusion_matrix_and_f1_scores_on_a_hand_counted_example():
+    y = torch.tensor([0, 0, 0, 1, 1, 2])
+    pred = torch.tensor([0, 0, 1, 1, 0, 0])  # class 2 is never predicted
+    cm = P.confusion_matrix(pred, y, 3)
+    assert cm.tolist() == [[2, 1, 0], [1, 1, 0], [1, 0, 0]] and cm.dtype == torch.float64
+    precision, recall, f1 = P.f1_scores(cm)
+    torch.testing.assert_close(precision, torch.tensor([2 / 4, 1 / 2, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(recall, torch.tensor([2 / 3, 1 / 2, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(f1, torch.tensor([4 / 7, 1 / 2, 0.0], dtype=torch.float64))  # 2TP/(2TP+FP+FN)
+    assert P.macro_f1(pred, y, 3) == pytest.approx((4 / 7 + 1 / 2 + 0) / 3)
+
+
+def test_majority_class_predictor_has_high_accuracy_and_low_macro_f1():
+    y = torch.tensor([0] * 90 + [1] * 5 + [2] * 5)
+    pred = torch.zeros(100, dtype=torch.long)
+    assert (pred == y).float().mean().item() == pytest.approx(0.9)
+    assert P.macro_f1(pred, y, 3) == pytest.approx((2 * 0.9 / 1.9) / 3)  # drill 01g's answer
+    assert P.macro_f1(pred, y, 3) == pytest.approx(0.3158, abs=1e-4)
+
+
+def test_weighted_confusion_matrix_counts_each_example_its_weight():
+    y, pred = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1])
+    weight = torch.tensor([3.0, 1.0, 0.5, 0.5])
+    assert P.confusion_matrix(pred, y, 2, weight).tolist() == [[3.0, 1.0], [0.0, 1.0]]
+    # the same as repeating each example its (integer) weight
+    rep = torch.tensor([6, 2, 1, 1])
+    assert P.macro_f1(pred, y, 2, weight) == pytest.approx(
+        P.macro_f1(pred.repeat_interleave(rep), y.repeat_interleave(rep), 2))
+
+
+def test_class_weights_are_inverse_frequency_with_mean_one_per_example():
+    labels = torch.tensor([0] * 6 + [1] * 3 + [2] * 1)
+    w = P.class_weights(labels, 4)  # class 3 absent
+    torch.testing.assert_close(w, torch.tensor([10 / 18, 10 / 9, 10 / 3, 0.0]))  # N / (3 present * n_c)
+    assert w[labels].mean().item() == pytest.approx(1.0)
+    assert (w[:3] * torch.tensor([6, 3, 1])).unique().numel() == 1  # each present class weighs the same
+
+
+def test_imbalanced_subset_keeps_common_classes_whole_and_a_seeded_share_of_the_rest(features):
+    _, f_train, _ = features["pretrained"]
+    counts = torch.bincount(f_train.labels)
+    imb = P.imbalanced_subset(f_train, common=(1, 2), rare_share=0.03, seed=0)
+    kept = torch.bincount(imb.labels, minlength=len(counts))
+    assert kept[1] == counts[1] and kept[2] == counts[2]
+    for c in (0, 3, 4, 5):
+        assert kept[c] == max(1, round(0.03 * int(counts[c])))
+    assert torch.equal(imb.labels, P.imbalanced_subset(f_train, (1, 2), 0.03, seed=0).labels)
+    assert not torch.equal(imb.features, P.imbalanced_subset(f_train, (1, 2), 0.03, seed=1).features)
+    assert imb.classes == f_train.classes
+
+
+def test_class_weighted_head_finds_the_rare_classes_the_plain_head_misses(features):
+    _, f_train, f_test = features["pretrained"]
+    K = len(f_train.classes)
+    imb = P.imbalanced_subset(f_train, common=(1, 2, 3), rare_share=0.03, seed=0)
+    rare = torch.tensor([0, 4, 5])
+    scores = {}
+    for name, weight in (("plain", None), ("weighted", P.class_weights(imb.labels, K))):
+        torch.manual_seed(0)
+        head = nn.Linear(imb.dim, K)
+        P.train_head(head, imb, class_weight=weight, lr=1e-2, num_epochs=60, batch_size=128, seed=0)
+        with torch.no_grad():
+            pred = head(f_test.features).argmax(1)
+        _, recall, _ = P.f1_scores(P.confusion_matrix(pred, f_test.labels, K))
+        scores[name] = (recall[rare].mean().item(), P.macro_f1(pred, f_test.labels, K))
+    assert scores["weighted"][0] >= scores["plain"][0] + 0.10  # rare-class recall
+    assert scores["weighted"][1] >= scores["plain"][1] + 0.05  # macro-F1 on the balanced test set
+
+
+def test_class_weight_of_ones_trains_the_same_head_as_no_weight():
+    data = P.FeatureSet(torch.randn(40, 5, generator=torch.Generator().manual_seed(0)), torch.arange(40) % 3)
+    heads = []
+    for weight in (None, torch.ones(3)):
+        torch.manual_seed(0)
+        heads.append(nn.Linear(5, 3))
+        P.train_head(heads[-1], data, class_weight=weight, lr=1e-2, num_epochs=3, batch_size=8, seed=0)
+    torch.testing.assert_close(heads[0].weight, heads[1].weight)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: P.confusion_matrix([0, 1], [0], 2), "one prediction per label"),
+    (lambda: P.confusion_matrix([0, 3], [0, 1], 2), "predictions"),
+    (lambda: P.confusion_matrix([0, 1], [0, 1], 2, weight=[1.0]), "one number per example"),
+    (lambda: P.f1_scores(torch.zeros(2, 3)), r"\[K, K\]"),
+    (lambda: P.class_weights([], 3), "no labels"),
+    (lambda: P.imbalanced_subset(P.FeatureSet(torch.zeros(4, 2), torch.tensor([0, 0, 1, 1])), (7,), 0.5),
+     "name classes the data has"),
+    (lambda: P.imbalanced_subset(P.FeatureSet(torch.zeros(4, 2), torch.tensor([0, 0, 1, 1])), (0,), 0.0),
+     r"in \(0, 1\]"),
+    (lambda: P.train_head(nn.Linear(2, 2), P.FeatureSet(torch.zeros(4, 2), torch.tensor([0, 0, 1, 1])),
+                          class_weight=[1.0, 2.0, 3.0], num_epochs=1), "one per class"),
+])
+def test_imbalance_helpers_say_what_is_wrong(call, words):
+    with pytest.raises(ValueError, match=words):
+        call()

@@ -1,6 +1,7 @@
 """Lesson 01's drills: counting a probe's parameters (predicted, 01a; written as trainable_count,
 01e), what build_linear_probe freezes, the optimizer's parameter groups for differential learning
-rates (01f), picking probe vs partial vs full fine-tuning, and CLIP's zero-shot head."""
+rates (01f), picking probe vs partial vs full fine-tuning, CLIP's zero-shot head, and the macro-F1
+of a classifier that always answers the common class (01g)."""
 
 from __future__ import annotations
 
@@ -113,6 +114,28 @@ register(Drill(
     wrong=tuple(bug for bug, _ in _ZERO_SHOT_BUGS),
     prompt="zero_shot_logits(image_emb [N, D], text_emb [T, K, D]) -> [N, K]: unit image embeddings "
            "against the template-averaged, renormalised class embeddings."))
+
+# -- 01g: macro-F1 of the majority-class classifier -------------------------------------------------
+
+_MAJORITY_F1 = 2 * 0.9 * 1.0 / (0.9 + 1.0)  # class A: precision 90/100, recall 90/90
+
+register(Drill(
+    "01g", "Macro-F1 of always answering the common class", LESSON, 1, "numeric", _MAJORITY_F1 / 3, numeric(
+        _MAJORITY_F1 / 3, rel=0.02,
+        hints=[(0.9, "That is the accuracy (and micro-F1, which on single-label data equals accuracy). "
+                     "Macro-F1 is the mean of the three classes' F1."),
+               (_MAJORITY_F1, "That is class A's F1 alone. B and C are never predicted: their F1 is 0, and "
+                              "macro-F1 averages all three classes."),
+               (1 / 3, "Close: class A's recall is 1, but its precision is 90/100, so its F1 is 2PR/(P+R), "
+                       "below 1. Then average with the two zeros."),
+               (0.3, "That is macro-precision (0.9 + 0 + 0) / 3. F1 per class first: 2PR / (P + R)."),
+               (0.0, "Class A is found every time: its F1 is high. Only B and C score 0.")],
+        fallback="Per class: precision = TP / predicted, recall = TP / actual, F1 = 2PR / (P + R); "
+                 "then the plain mean over A, B and C.",
+        praise="F1(A) = 2 * 0.9 * 1 / 1.9 = 0.947, F1(B) = F1(C) = 0: macro-F1 = 0.316, while accuracy reads 90%."),
+    wrong=(0.9, _MAJORITY_F1, 1 / 3, 0.3, 0.0),
+    prompt="100 test images, 90 of class A and 5 each of B and C; a classifier always answers A. "
+           "Its macro-F1, a number in 0..1?"))
 
 # -- small ResNet-shaped models for the two code drills below -----------------------------------
 #
