@@ -110,3 +110,29 @@ register(Drill(
          praise="Equal to BottleneckAdapter on random inputs. With W_up = 0 it returns h: the identity."),
     wrong=tuple(bug for bug, _ in _ADAPTER_BUGS),
     prompt="adapter_forward(h, W_down, b_down, W_up, b_up) for h (..., dim), W_down (b, dim), W_up (dim, b)."))
+
+
+# -- 03e: predict, then run: prefix tuning's parameters on TinyLlama-1.1B ------------------------
+# The lesson's prefix cell builds TinyLlama on the meta device with PREFIX_M virtual tokens in both
+# profiles, so the count peft prints there is this one on Colab too.
+
+PREFIX_M, LLAMA_LAYERS, LLAMA_WIDTH, LLAMA_KV_WIDTH = 8, 22, 2048, 4 * 64  # m; L; d_model; kv heads x head width
+PREFIX = PREFIX_M * 2 * LLAMA_LAYERS * LLAMA_KV_WIDTH  # 90,112
+
+register(Drill(
+    "03e", "Predict: prefix tuning's parameters on TinyLlama-1.1B", LESSON, 2, "numeric", PREFIX, numeric(
+        PREFIX, rel=0.0,
+        hints=[(PREFIX_M * 2 * LLAMA_LAYERS * LLAMA_WIDTH,
+                "That uses the model width, 2048. TinyLlama's keys and values are narrower: grouped-query "
+                "attention gives them 4 heads of 64, so d = 256."),
+               (PREFIX_M * LLAMA_LAYERS * LLAMA_KV_WIDTH, "That counts the keys only; each prefix position has a value too."),
+               (PREFIX_M * 2 * LLAMA_KV_WIDTH, "That is one layer. The prefix goes into all 22."),
+               (PREFIX_M * LLAMA_WIDTH, "That is prompt tuning: m input vectors of width 2048. Prefix tuning "
+                                        "learns keys and values for every layer.")],
+        fallback="m key vectors and m value vectors, each d wide, in each of the L layers: m x 2 x L x d.",
+        praise="8 x 2 x 22 x 256 = 90,112, what peft counts below: about 0.008% of TinyLlama's 1.1B, "
+               "and 5.5 times prompt tuning's 8 x 2048."),
+    wrong=(PREFIX_M * 2 * LLAMA_LAYERS * LLAMA_WIDTH, PREFIX_M * LLAMA_LAYERS * LLAMA_KV_WIDTH,
+           PREFIX_M * 2 * LLAMA_KV_WIDTH, PREFIX_M * LLAMA_WIDTH),
+    prompt=f"Prefix tuning, m = {PREFIX_M}, on TinyLlama-1.1B: {LLAMA_LAYERS} layers, width {LLAMA_WIDTH}, "
+           f"4 key/value heads of 64. Trainable parameters?"))
