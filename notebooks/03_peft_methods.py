@@ -17,9 +17,8 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ftlab-course/ftlab/blob/main/notebooks/03_peft_methods.ipynb)
 #
 # **What you will learn**
-# - how a linear probe, full fine-tuning, LoRA, Houlsby adapters, prompt tuning and IA3 compare
-#   on the same sentiment classifier, in one table: trainable parameters, accuracy, seconds and
-#   peak memory;
+# - how a linear probe, full fine-tuning, LoRA, Houlsby adapters, prompt tuning and IA3 compare on
+#   one sentiment classifier: trainable parameters, accuracy, seconds and peak memory;
 # - that *where* LoRA puts its rank matters more than *how much* rank: a small rank on every
 #   linear layer beats a larger one on the attention's query and value alone;
 # - how small an adapter is on disk, and what `merge_and_unload` does to inference time;
@@ -102,10 +101,9 @@ cfg
 
 # %% [markdown]
 # ## 1. The task and the model
-# Sentiment of short reviews: label 1 positive, 0 negative. In the tiny profile the reviews come
-# from the micro-world: plain ones ("The Zorbel stew was superb."), negated ones ("was not good")
-# and contrasted ones ("the crust was bland but the pie was superb"). The test split also uses
-# opinion words the training split never does. In the full profile it is SST-2 (movie reviews).
+# Sentiment of short reviews (1 positive, 0 negative). Tiny profile: the micro-world's plain
+# ("The Zorbel stew was superb."), negated ("was not good") and contrasted reviews ("the crust was
+# bland but the pie was superb"); its test split uses opinion words training never does. Full: SST-2.
 
 # %%
 import torch
@@ -258,7 +256,7 @@ for r in cfg.lora_ranks:
     record(f"LoRA r={r} (q, v)", model, fit(model, cfg.lr_lora, cfg.lr_head))
 
 # %% [markdown]
-# On `q_lin`/`v_lin` alone, more rank does not buy accuracy here, and the largest rank trains
+# On `q_lin`/`v_lin` alone, more rank does not reliably buy accuracy, and the largest rank trains
 # more than `cfg.max_share` of the model. What moves the needle is *where* the rank goes: the
 # recipe below spreads r=2 over **every** linear layer of every block (fewer parameters than
 # r=16 on two), so LoRA can change what attention looks at (`k_lin`), what it passes on
@@ -375,8 +373,8 @@ ia3 = record("IA3", model, fit(model, cfg.lr_ia3, cfg.lr_head))
 # grouped-query attention). DistilBERT takes no past keys and values, so it sits out of the table.
 #
 # ### Drill 03e ★★☆ · Predict, then run: prefix tuning on TinyLlama-1.1B
-# TinyLlama-1.1B has 22 layers of width 2048, with 4 key/value heads of width 64. How many
-# parameters does prefix tuning with m = 8 train? The cell after the solution counts them.
+# TinyLlama-1.1B: 22 layers of width 2048, 4 key/value heads of width 64. How many parameters
+# does prefix tuning with m = 8 train? The cell after the solution counts them.
 
 # %% tags=["answer"]
 answer_03e = ...  # your prediction
@@ -446,7 +444,7 @@ fig
 #
 # - **LoRA r=2 on every linear layer matches full fine-tuning** on every seed, training less than
 #   `cfg.max_share` of the parameters; the cell below asserts it within `cfg.margin`.
-# - **Rank on q and v alone swings with the seed**, and more of it does not help. The errors are
+# - **Rank on q and v alone swings with the seed**, and more of it does not reliably help. The errors are
 #   mostly negated reviews ("was not good"): attention must tie "not" to its word.
 # - **Houlsby adapters and IA3 can come close, not reliably.** Every method must first leave the
 #   loss plateau at log 2 (the fresh head guessing); those that change attention less sometimes
