@@ -39,7 +39,7 @@ import sys
 import tempfile
 
 if "google.colab" in sys.modules:  # only on Colab: install ftlab and bitsandbytes, keep Colab's torch
-    FTLAB_PIN = "ftlab[quant] @ git+https://github.com/ftlab-course/ftlab@v0.5.0"
+    FTLAB_PIN = "ftlab[quant] @ git+https://github.com/ftlab-course/ftlab@v0.6.0"
     # To try another build, set FTLAB_INSTALL to any pip requirement (a wheel's path, a branch).
     FTLAB_PIN = os.environ.get("FTLAB_INSTALL", FTLAB_PIN)
     keep = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)  # never touch torch
@@ -443,7 +443,8 @@ if profile() == "tiny":  # the tour's claims, checked every time the notebook ru
 _ = headline(f"{profile()}: {n_params / 1e6:.2f}M-param LM, held-out answer loss {loss_before:.2f} -> "
              f"{loss_after:.2f} nats/token, answers that stop {stops_before:.0%} -> {stops_after:.0%}"
              + (f", exact match {em_before:.0%} -> {em_after:.0%}" if cfg.exact_match else "")
-             + f" after {steps} steps ({history.seconds:.0f} s)")
+             + f" after {steps} steps ({history.seconds:.0f} s); the loop by hand = ftlab.train = HF Trainer "
+             f"(loss gaps {loss_diff:.0e}, {trainer_diff:.0e})")
 
 # %% [markdown]
 # ## Drills

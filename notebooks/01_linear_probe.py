@@ -33,7 +33,7 @@ import sys
 import tempfile
 
 if "google.colab" in sys.modules:  # only on Colab: install ftlab and bitsandbytes, keep Colab's torch
-    FTLAB_PIN = "ftlab[quant] @ git+https://github.com/ftlab-course/ftlab@v0.5.0"
+    FTLAB_PIN = "ftlab[quant] @ git+https://github.com/ftlab-course/ftlab@v0.6.0"
     # To try another build, set FTLAB_INSTALL to any pip requirement (a wheel's path, a branch).
     FTLAB_PIN = os.environ.get("FTLAB_INSTALL", FTLAB_PIN)
     keep = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)  # never touch torch
@@ -623,7 +623,8 @@ if profile() == "tiny":
 print(f"CLIP on {cfg.task}: probe on all {len(train_ds):,} labels {results[cfg.task]['probe, all labels']:.1%}, "
       f"zero-shot {zs:.1%}")
 _ = headline(f"{profile()}: probe trains {d_feat * K + K:,} parameters, scores {probe_acc:.1%} vs random backbone {random_acc:.1%}; "
-             f"partial FT {partial_acc:.1%}, full FT {full_acc:.1%}; CLIP zero-shot {zs:.1%} "
+             f"partial FT {partial_acc:.1%}, full FT {full_acc:.1%}; rare classes: accuracy {plain['acc']:.1%} but "
+             f"macro-F1 {plain['f1']:.1%}, class-weighted {weighted['f1']:.1%}; CLIP zero-shot {zs:.1%} "
              f"vs {k_min}-shot probe {p_1:.1%}, {k_max}-shot {p_k:.1%}")
 
 # %% [markdown]

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # 10 s; the longest start first (see pytest_collection_modifyitems). A scheduling hint only: a test
 # renamed or missing here starts in its usual place.
 # Each lesson's seconds under `make lessons` (build/lessons/summary.md); make test runs it twice.
-LESSON_SECONDS = {"00": 32, "01": 61, "02": 28, "03": 84, "04": 52, "05": 39, "06": 45, "07": 15, "08": 12,
-                  "09": 43, "10": 19}
+LESSON_SECONDS = {"00": 17, "01": 29, "02": 16, "03": 52, "04": 25, "05": 26, "06": 30, "07": 14, "08": 12,
+                  "09": 31, "10": 17}
 LESSON_DEFAULT_SECONDS = 45  # a lesson not listed above
 SLOW_SECONDS = {
     "tests/test_memory.py::test_the_llama_3_2_1b_architecture_quantized_on_cpu_matches_the_static_estimate": 73,
