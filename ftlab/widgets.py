@@ -3,10 +3,16 @@ that owns the idea (``ftlab.lora``, ``ftlab.memory``, ``ftlab.dpo``); the tests 
 not the widget. The ``*_data`` and ``format_*`` functions here only arrange those numbers for display.
 
 ipywidgets is imported when an explorer is built, so importing ftlab never needs it.
+
+Every explorer is an :func:`explorer_class` widget, not a plain ``ipywidgets.interactive``: that
+one catches an error in its callback and prints the traceback where no one sees it (the kernel's
+log, once the slider moved), so a broken explorer looked like one that shows nothing. Here the
+traceback shows in the explorer's output and the error is raised again, to whoever moved it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from ftlab.lora import rank_alpha_summary
@@ -14,6 +20,57 @@ from ftlab.memory import (FIT_GPUS, KNOWN_MODELS, OPTIMIZERS, PRECISIONS, RECIPE
                           max_batch_size)
 
 RANKS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@functools.cache
+def explorer_class():
+    """The widget class every explorer here returns: ``ipywidgets.interactive`` whose ``update``
+    (run when the explorer is built, with ipywidgets 7 too, and whenever a control changes) does not swallow the
+    callback's error. It shows the traceback in the explorer's output area (where the student
+    looks) and raises the error again, so that building the explorer in a cell fails that cell
+    and setting a control's ``value`` from code raises."""
+    import IPython
+    import ipywidgets as widgets
+    from IPython.display import clear_output
+    from ipywidgets.widgets.interaction import show_inline_matplotlib_plots
+
+    class Explorer(widgets.interactive):
+        def __init__(self, *args, **kwargs):
+            self._has_run = False
+            super().__init__(*args, **kwargs)
+            if not self._has_run:
+                # ipywidgets 7 (Colab's) runs the callback first when the widget is displayed, where
+                # an error is only printed: run it here, as ipywidgets 8 does, so the cell fails
+                self.on_displayed(self.update, remove=True)
+                self.update()
+
+        def update(self, *args):
+            self._has_run = True
+            self.kwargs = {w._kwarg: w.get_interact_value() for w in self.kwargs_widgets}
+            error = None
+            show_inline_matplotlib_plots()
+            # the error is caught inside the output's block: ipywidgets' Output swallows one that
+            # leaves it under IPython (after showing it), and this one must go on
+            with self.out:
+                if self.clear_output:
+                    clear_output(wait=True)
+                try:
+                    self.result = self.f(**self.kwargs)
+                    show_inline_matplotlib_plots()
+                except Exception as exc:
+                    error = exc
+                    shell = IPython.get_ipython()
+                    if shell is not None:
+                        shell.showtraceback()
+            if error is not None:
+                raise error
+
+    return Explorer
+
+
+def _interactive(show, **controls):
+    """``ipywidgets.interactive(show, **controls)``, as an :func:`explorer_class` widget."""
+    return explorer_class()(show, **controls)
 
 
 def format_rank_alpha(summary: dict) -> str:
@@ -45,7 +102,7 @@ def rank_alpha_explorer(shapes: Sequence[tuple[int, int]], total_params: int,
     def show(r, alpha, rslora):
         print(format_rank_alpha(rank_alpha_summary(r, alpha, shapes, total_params, rslora, singular_values)))
 
-    return widgets.interactive(
+    return _interactive(
         show,
         r=widgets.SelectionSlider(options=ranks, value=r if r in ranks else ranks[0], description="r"),
         alpha=widgets.FloatLogSlider(value=alpha, base=2, min=0, max=8, step=1, description="alpha"),
@@ -103,7 +160,7 @@ def memory_explorer(model="Llama-3.2-1B", method="qlora", precision="bf16", opti
         print(data["text"])
         display(plot_memory({f"{model}\n{method}": data["estimate"]}, gpu_lines=gpu_lines))
 
-    return widgets.interactive(
+    return _interactive(
         show,
         model=widgets.Dropdown(options=list(KNOWN_MODELS), value=model, description="model"),
         method=widgets.Dropdown(options=list(RECIPES), value=method, description="method"),
@@ -151,5 +208,5 @@ def beta_explorer(ref_probs: Sequence[float], rewards: Sequence[float], answers:
         for b, kl in sorted((measured or {}).items()):
             print(f"measured in this lesson: DPO with beta = {b:g} -> KL to the reference {kl:.4f} nats/token")
 
-    return widgets.interactive(show, beta=widgets.FloatLogSlider(value=beta, base=10, min=-2, max=1, step=0.1,
+    return _interactive(show, beta=widgets.FloatLogSlider(value=beta, base=10, min=-2, max=1, step=0.1,
                                                                  description="beta"))
