@@ -533,3 +533,6 @@ check("00b", solution_00b)
 # **Try next:** set `train_last_blocks = 1` or `lr = 2e-3` and watch the three numbers: too little
 # capacity teaches the format slowly, too high a learning rate wrecks what pretraining stored
 # (lesson 09 measures that). Then open lesson 01.
+#
+# **Field guide:** the course on one page for competition day (which method, default
+# hyper-parameters, memory by hand, what to do when training goes wrong): [docs/field_guide.md](https://github.com/ftlab-course/ftlab/blob/main/docs/field_guide.md).

@@ -721,3 +721,6 @@ check("01d", zero_shot_logits)
 # with `model.fc`'s weights: "LP-FT"); set `backbone_lr = head_lr` and watch partial fine-tuning
 # lose accuracy; unfreeze `("layer3", "layer4")`; set `cfg.rare_share = 0.1`; add your own prompt
 # templates to `cfg.templates`. Drills 01a-01g are above; lesson 02 writes LoRA by hand.
+#
+# **Field guide:** the course on one page for competition day (which method, default
+# hyper-parameters, memory by hand, what to do when training goes wrong): [docs/field_guide.md](https://github.com/ftlab-course/ftlab/blob/main/docs/field_guide.md).

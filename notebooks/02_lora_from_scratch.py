@@ -695,3 +695,6 @@ check("02e", solution_02e)
 # `o_proj`, `gate_proj`, `up_proj`, `down_proj`) and compare the answer loss and trainable share; try
 # r = 1 and r = 32 with the explorer's numbers in mind. Drills 02a-02e; then lesson 03 compares
 # LoRA with full fine-tuning, adapters, prompt tuning and IA3.
+#
+# **Field guide:** the course on one page for competition day (which method, default
+# hyper-parameters, memory by hand, what to do when training goes wrong): [docs/field_guide.md](https://github.com/ftlab-course/ftlab/blob/main/docs/field_guide.md).

@@ -657,3 +657,6 @@ check("03c", solution_03c)
 # **Try next:** set `recipe_r = 1`, or `alpha_per_r = 2` (the usual `alpha = 2r`), and watch the
 # LoRA row; set `seed = 1` and compare with docs/peft_seeds.md. Then drills 03a-03c, and lesson
 # 04 (QLoRA).
+#
+# **Field guide:** the course on one page for competition day (which method, default
+# hyper-parameters, memory by hand, what to do when training goes wrong): [docs/field_guide.md](https://github.com/ftlab-course/ftlab/blob/main/docs/field_guide.md).

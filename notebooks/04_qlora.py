@@ -638,3 +638,6 @@ check("04d", solution_04d)
 # **Try next:** set `r=64` or `target_modules=["q_proj","v_proj"]` and compare the held-out scores
 # and trainable share; in the full profile, raise `batch_size` until `estimate(...).fits("T4")` says
 # no, then check it against `torch.cuda.max_memory_allocated()`. Lesson 05 masks the prompt out.
+#
+# **Field guide:** the course on one page for competition day (which method, default
+# hyper-parameters, memory by hand, what to do when training goes wrong): [docs/field_guide.md](https://github.com/ftlab-course/ftlab/blob/main/docs/field_guide.md).

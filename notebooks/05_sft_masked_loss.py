@@ -645,3 +645,6 @@ _ = headline(f"{profile()}: labels = TRL's on {len(trl_by_ids)} distinct example
 # **Try next:** set `template = "alpaca"` in the config and rerun: same labels as TRL, other
 # prompt text. Raise `num_steps` and compare the unmasked run's exact match. Redo drills 05a and
 # 05d without the hints, then lesson 06, which starts DPO from the adapter saved in section 7.
+#
+# **Field guide:** the course on one page for competition day (which method, default
+# hyper-parameters, memory by hand, what to do when training goes wrong): [docs/field_guide.md](https://github.com/ftlab-course/ftlab/blob/main/docs/field_guide.md).

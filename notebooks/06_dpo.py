@@ -652,3 +652,6 @@ check("06b", solution_06b)
 # **Try next:** set `beta=0.01` and watch the KL and the generations; train the SFT adapter itself
 # with DPO (TRL keeps a "ref" copy; in ftlab pass `ref_model=` a frozen copy); in the full profile,
 # try `loss_type="ipo"` in `DPOConfig`. Lesson 07 sizes these runs for a T4 or an L4.
+#
+# **Field guide:** the course on one page for competition day (which method, default
+# hyper-parameters, memory by hand, what to do when training goes wrong): [docs/field_guide.md](https://github.com/ftlab-course/ftlab/blob/main/docs/field_guide.md).

@@ -499,3 +499,6 @@ check("07e", solution_07e)
 # **Try next:** in the explorer, find the longest sequence at which Llama-3.2-3B with LoRA still
 # fits a T4 at batch 1; then set `measured` in the config to your own configurations and check the
 # calculator against them. Drills 07a-07e above, and D2 in lesson 08.
+#
+# **Field guide:** the course on one page for competition day (which method, default
+# hyper-parameters, memory by hand, what to do when training goes wrong): [docs/field_guide.md](https://github.com/ftlab-course/ftlab/blob/main/docs/field_guide.md).

@@ -415,3 +415,6 @@ _ = headline(f"{len(results)} drills in lesson 08 ({sum(r.passed for r in result
 # **Try next:** grade a whole folder of your notebooks in strict mode, where anything but a pass
 # fails: `FTLAB_DRILLS=strict pytest --nbmake notebooks/` (see the README). Then change `cfg.r` or
 # `cfg.blocksize` and predict each demonstration's number before you run it.
+#
+# **Field guide:** the course on one page for competition day (which method, default
+# hyper-parameters, memory by hand, what to do when training goes wrong): [docs/field_guide.md](https://github.com/ftlab-course/ftlab/blob/main/docs/field_guide.md).

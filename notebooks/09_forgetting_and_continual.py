@@ -476,3 +476,6 @@ check("09c", answer_09c)
 #
 # **Try next:** raise `match_level` and see which recipe stops reaching it; raise `lr` and watch
 # the validation loss turn sooner; try `replay_share = 0.25`; then drills 09a-09c and the seed's drill D5 in lesson 08.
+#
+# **Field guide:** the course on one page for competition day (which method, default
+# hyper-parameters, memory by hand, what to do when training goes wrong): [docs/field_guide.md](https://github.com/ftlab-course/ftlab/blob/main/docs/field_guide.md).

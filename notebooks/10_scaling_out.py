@@ -464,3 +464,6 @@ check("10c", solution_10c)
 # activations, which no sharding divides, dominate ZeRO-3's curve? Run
 # `torchrun --standalone --nproc_per_node 2 -m ftlab.run classifier --config configs/classifier_tiny.yaml`
 # and compare it with `--set grad_accum=2` on one process. Drills 10a-10d above.
+#
+# **Field guide:** the course on one page for competition day (which method, default
+# hyper-parameters, memory by hand, what to do when training goes wrong): [docs/field_guide.md](https://github.com/ftlab-course/ftlab/blob/main/docs/field_guide.md).
