@@ -29,6 +29,7 @@ The micro-world's files are built by ``scripts/build_task_world.py`` into ``data
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,7 +138,8 @@ def load_task(name: str, profile: str | None = None):
     if prof == "tiny":
         train, test = (_tiny_images() if task.kind == "vision" else _tiny_answers())
     else:
-        train, test = (_beans() if task.kind == "vision" else _squad())
+        full = _beans if task.kind == "vision" else _squad
+        train, test = full("train"), full("test")
         test = test.remove_columns([c for c in test.column_names if c not in _TEST_COLUMNS[task.kind]])
     return DatasetDict({"train": train, "test": test})
 
@@ -209,43 +211,43 @@ FULL_LANGUAGE = "rajpurkar/squad"
 FULL_LANGUAGE_TEST_ROWS = 1000
 
 
-def _beans():
-    """16 labelled images per class from Beans' train split; its validation + test splits as test."""
+def _beans(part: str):
+    """``train``: 16 labelled images per class from Beans' train split (seed 0); ``test``: its
+    validation and test splits, 261 images, labels still in (``load_task`` drops them)."""
     from datasets import concatenate_datasets, load_dataset
 
     ds = load_dataset(FULL_VISION)
-    classes = ds["train"].features["labels"].names
-    labels = ds["train"]["labels"]
-    order = np.random.default_rng(0).permutation(len(labels))  # a seeded order, then the first SHOTS per class
-    picked, count = [], [0] * len(classes)
-    for i in order.tolist():
-        if count[labels[i]] < SHOTS:
-            picked.append(i)
-            count[labels[i]] += 1
-    picked.sort()
-    features = _image_features(classes)
+    features = _image_features(ds["train"].features["labels"].names)
 
     def tidy(split, prefix: str):
         split = split.rename_column("labels", "label").remove_columns("image_file_path")  # the path names the class
         split = split.add_column("id", [f"{prefix}{i:04d}" for i in range(len(split))])
         return split.select_columns(["id", "image", "label"]).cast(features)
 
-    train = tidy(ds["train"].select(picked), "img")
-    test = tidy(concatenate_datasets([ds["validation"], ds["test"]]), "test")
-    return train, test
+    if part == "test":
+        return tidy(concatenate_datasets([ds["validation"], ds["test"]]), "test")
+    labels = list(ds["train"]["labels"])
+    picked, count = [], Counter()
+    for i in np.random.default_rng(0).permutation(len(labels)).tolist():  # a seeded order, first SHOTS per class
+        if count[labels[i]] < SHOTS:
+            picked.append(i)
+            count[labels[i]] += 1
+    return tidy(ds["train"].select(sorted(picked)), "img")
 
 
-def _squad():
-    """SQuAD's train split; 1,000 seeded questions of its validation split as test (all accepted answers kept)."""
+def _squad(part: str):
+    """``train``: SQuAD's train split, its first accepted answer as ``answer``; ``test``: 1,000
+    seeded questions of its validation split with every accepted answer (``accepted``)."""
     from datasets import load_dataset
 
-    ds = load_dataset(FULL_LANGUAGE)
-    train = ds["train"].map(lambda ex: {"answer": ex["answers"]["text"][0]},
-                            remove_columns=["title", "answers"]).select_columns(["id", "context", "question", "answer"])
-    val = ds["validation"].shuffle(seed=0)
+    if part == "train":
+        train = load_dataset(FULL_LANGUAGE, split="train")
+        train = train.map(lambda ex: {"answer": ex["answers"]["text"][0]}, remove_columns=["title", "answers"])
+        return train.select_columns(["id", "context", "question", "answer"])
+    val = load_dataset(FULL_LANGUAGE, split="validation").shuffle(seed=0)
     val = val.select(range(min(FULL_LANGUAGE_TEST_ROWS, len(val))))
     test = val.map(lambda ex: {"accepted": list(ex["answers"]["text"])}, remove_columns=["title", "answers"])
-    return train, test.select_columns(["id", "context", "question", "accepted"])
+    return test.select_columns(["id", "context", "question", "accepted"])
 
 
 def full_test_with_answers(name: str) -> dict[str, list[str]]:
@@ -256,8 +258,8 @@ def full_test_with_answers(name: str) -> dict[str, list[str]]:
     """
     task = get_task(name)
     if task.kind == "vision":
-        _, test = _beans()
+        test = _beans("test")
         names = test.features["label"].names
         return {i: [names[y]] for i, y in zip(test["id"], test["label"])}
-    _, test = _squad()
+    test = _squad("test")
     return {i: list(a) for i, a in zip(test["id"], test["accepted"])}

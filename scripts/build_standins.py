@@ -14,6 +14,7 @@ course's loading code runs unchanged. Each part lives in its own module next to 
 |---|---|---|
 | ``lm`` | ``scripts/standins_lm.py`` | TinyLlama, Llama-3.2-1B, Alpaca-cleaned, UltraFeedback |
 | ``vision`` | ``scripts/standins_vision.py`` | the vision and text-classification stand-ins |
+| ``tasks`` | ``scripts/standins_tasks.py`` | the capstone's datasets (``ftlab.tasks``): Beans, SQuAD |
 
 Layout of ``--out`` (default ``build/standins``, ignored by git):
 
@@ -42,7 +43,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PARTS = {"lm": "standins_lm", "vision": "standins_vision"}
+PARTS = {"lm": "standins_lm", "vision": "standins_vision", "tasks": "standins_tasks"}
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 LOCATIONS = {"HF_HOME": "hf", "TORCH_HOME": "torch", "FTLAB_CACHE": "cache"}  # variable -> folder in --out
 # Variables that would send a library somewhere other than HF_HOME's folders; env.sh unsets them.
