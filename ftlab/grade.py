@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import re
 import string
@@ -103,16 +104,22 @@ def read_submission(path) -> dict[str, str]:
         raise SubmissionError(f"{path} is not UTF-8 text; {EXPECTED}.") from None
     if not text.strip():
         raise SubmissionError(f"{path} is empty; {EXPECTED}.")
+    reader = csv.reader(io.StringIO(text, newline=""))  # a quoted prediction may hold a comma or a newline
+    rows = []  # (line where the row starts, fields)
     try:
-        rows = list(csv.reader(text.splitlines()))
+        line = 1
+        for row in reader:
+            rows.append((line, row))
+            line = reader.line_num + 1
     except csv.Error as err:
-        raise SubmissionError(f"{path} is not valid CSV ({err}); {EXPECTED}.") from None
-    header = [cell.strip() for cell in rows[0]]
+        raise SubmissionError(f"{path} line {reader.line_num}: not valid CSV ({err}); {EXPECTED}.") from None
+    header = [cell.strip() for cell in rows[0][1]]
     if header != list(SUBMISSION_HEADER):
-        raise SubmissionError(f"{path} line 1: the header is {','.join(rows[0])!r}, not 'id,prediction'; {EXPECTED}.")
+        raise SubmissionError(f"{path} line 1: the header is {','.join(rows[0][1])!r}, not 'id,prediction'; "
+                              f"{EXPECTED}.")
     predictions: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in rows[1:]:
         if not row or all(not cell.strip() for cell in row):
             continue  # a blank line (e.g. the last newline) is not a row
         if len(row) != 2:

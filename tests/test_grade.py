@@ -122,6 +122,20 @@ def test_a_class_index_counts_as_its_name(tmp_path):
     assert score("fewshot_images", write(tmp_path / "idx.csv", rows), "tiny") == 1.0
 
 
+def test_a_quoted_prediction_may_hold_a_comma_or_a_newline(tmp_path):
+    rows = perfect_rows("short_answers")
+    rows[0][1] += "\nand more, on a second line"  # wrong, but one row: the next ids still count
+    rows[1][1] = f"{rows[1][1]},"  # right: the comma is punctuation
+    rows.append(["zz1", "x"])  # an unknown id after them is still found on its own line
+    path = write(tmp_path / "q.csv", rows)
+    with pytest.raises(SubmissionError, match=r"'zz1'"):
+        score("short_answers", path, "tiny")
+    assert score("short_answers", write(tmp_path / "ok.csv", rows[:-1]), "tiny") == 1 - 1 / len(rows[:-1])
+    bad = write(tmp_path / "three.csv", rows[:-1] + [["zz2", "a", "b"]])
+    with pytest.raises(SubmissionError, match=rf"line {len(rows) + 2}: 3 fields"):  # header + rows + 1 split line
+        score("short_answers", bad, "tiny")
+
+
 def test_a_bom_and_a_trailing_blank_line_are_fine(tmp_path):
     rows = perfect_rows("short_answers")
     text = "id,prediction\n" + "".join(f"{i},{p}\n" for i, p in rows) + "\n"
