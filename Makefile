@@ -8,6 +8,7 @@
 #   make rehearse  every lesson in the full profile on a simulated T4 and L4, offline -> build/rehearsal/
 #   make rehearse-colab  Colab's set-up cell from scratch, then lessons 00 and 04 -> build/colab-rehearsal/
 #   make lab       JupyterLab on notebooks/ (installs jupyterlab into .venv on first use)
+#   make browser-test  lessons 07 and 02 in headless Chromium under JupyterLab: run all, move a slider -> build/browser/
 #   make sync      pair NN_topic.ipynb <-> NN_topic.py (jupytext), strip outputs, then badges
 #   make badges    rewrite Colab badges and the README lesson table from ftlab.REPO_URL
 #   make clean     remove build outputs and caches (make distclean also removes .venv)
@@ -35,7 +36,7 @@ PROFILE ?= tiny
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 TEST_ENV := FTLAB_PROFILE=tiny MPLBACKEND=Agg $(OFFLINE) PIP_NO_INPUT=1
 
-.PHONY: help venv test test-unit test-notebooks test-floors lessons rehearse rehearse-colab lab sync badges clean distclean
+.PHONY: help venv test test-unit test-notebooks test-floors lessons rehearse rehearse-colab lab browser-test sync badges clean distclean
 
 help:
 	@sed -n 's/^#   \(make .*\)/\1/p' Makefile
@@ -128,6 +129,21 @@ rehearse-colab: $(STAMP)
 lab: $(STAMP)
 	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install --progress-bar off "$(JUPYTERLAB)"
 	$(VENV)/bin/jupyter lab --notebook-dir=$(NOTEBOOKS)
+
+# What a student does, in a browser (scripts/browser_test.py): JupyterLab on a copy of lessons 07
+# and 02, Run All Cells in headless Chromium, move one explorer's slider, check that its output
+# changed and that no cell or widget shows an error; screenshots in build/browser/. Then the canary
+# (tests/browser/): it must pass a healthy explorer and fail one that breaks when its slider moves.
+# Needs Debian's chromium and chromium-driver; installs BROWSER_PKGS into .venv on first use (like
+# make lab: make test does not need them).
+BROWSER_PKGS ?= $(JUPYTERLAB) selenium==4.51.0
+browser-test: $(STAMP)
+	@$(PY) -c "import sys, importlib.metadata as m; \
+	  sys.exit(any(m.version(p.split('==')[0]) != p.split('==')[1] for p in sys.argv[1:]))" $(BROWSER_PKGS) 2>/dev/null \
+	  || $(PY) -m pip install --progress-bar off $(BROWSER_PKGS) > $(VENV)/browser-install.log 2>&1 \
+	  || { tail -n 30 $(VENV)/browser-install.log; echo "pip install $(BROWSER_PKGS) failed"; exit 1; }
+	$(TEST_ENV) OMP_NUM_THREADS=1 $(PY) scripts/browser_test.py
+	$(TEST_ENV) OMP_NUM_THREADS=1 FTLAB_BROWSER_TESTS=1 $(PY) -m pytest tests/browser -q -p no:cacheprovider
 
 # A new .ipynb also needs its Colab badge in the README table, so sync ends with badges.
 sync: $(STAMP)

@@ -5,8 +5,9 @@ not the widget. The ``*_data`` and ``format_*`` functions here only arrange thos
 ipywidgets is imported when an explorer is built, so importing ftlab never needs it.
 
 Every explorer is an :func:`explorer_class` widget, not a plain ``ipywidgets.interactive``: that
-one catches an error in its callback and prints the traceback where no one sees it (the kernel's
-log, once the slider moved), so a broken explorer looked like one that shows nothing. Here the
+one catches an error in its callback (it shows the traceback in its output under IPython, logs a
+warning outside it) and goes on, so code that moves a control, a test, never sees the error, and
+with ipywidgets 7 (Colab's) the cell that builds a broken explorer does not fail. Here the
 traceback shows in the explorer's output and the error is raised again, to whoever moved it.
 """
 

@@ -1,7 +1,7 @@
 """Every explorer in ftlab.widgets raises its callback's error instead of swallowing it.
 
-ipywidgets' own ``interactive`` catches an error in the callback and prints it to the kernel's log,
-so an explorer whose function broke looked like one that shows nothing, and no test failed.
+ipywidgets' own ``interactive`` catches an error in the callback (showing it in the widget's output
+under IPython, logging a warning outside it), so a test that moves a control never saw it fail.
 The explorers are found by name (``*_explorer`` in ftlab.widgets), so a new one is covered once
 BUILD says how to build it; every ftlab function its callback calls is made to raise, then every
 control is moved.
