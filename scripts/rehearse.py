@@ -65,7 +65,7 @@ def standin_env(root: Path) -> dict[str, str]:
 
 def ensure_standins(root: Path) -> None:
     manifest = root / "manifest.json"
-    builders = [ROOT / "scripts" / n for n in ("build_standins.py", "standins_lm.py", "standins_vision.py")]
+    builders = [ROOT / "scripts" / "build_standins.py", *sorted((ROOT / "scripts").glob("standins_*.py"))]
     newest = max((p.stat().st_mtime for p in builders if p.exists()), default=0)
     if manifest.is_file() and manifest.stat().st_mtime >= newest:
         return

@@ -79,3 +79,29 @@ def test_unknown_card_is_refused(rehearse, capsys):
     with pytest.raises(SystemExit):
         rehearse.main(["--cards", "a100"])
     assert "use one or more of t4, l4" in capsys.readouterr().err
+
+
+def test_standins_are_rebuilt_when_any_builder_is_newer_than_the_manifest(rehearse, tmp_path, monkeypatch):
+    import os
+
+    calls = []
+    monkeypatch.setattr(rehearse.subprocess, "run", lambda *a, **k: calls.append(a))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{}")
+    builders = sorted((ROOT / "scripts").glob("standins_*.py"))
+    assert {p.name for p in builders} >= {"standins_lm.py", "standins_vision.py", "standins_tasks.py"}
+    newest = max(p.stat().st_mtime for p in [ROOT / "scripts" / "build_standins.py", *builders])
+    os.utime(manifest, (newest + 10, newest + 10))
+    rehearse.ensure_standins(tmp_path)
+    assert calls == [], "a manifest newer than every builder is up to date"
+    for builder in builders:  # each builder on its own makes the stand-ins stale
+        calls.clear()
+        os.utime(manifest, (newest - 10, newest - 10))
+        stamp = builder.stat().st_mtime
+        try:
+            os.utime(builder, (newest + 5, newest + 5))
+            os.utime(manifest, (newest + 1, newest + 1))
+            rehearse.ensure_standins(tmp_path)
+        finally:
+            os.utime(builder, (stamp, stamp))
+        assert len(calls) == 1, f"{builder.name} newer than the manifest should rebuild the stand-ins"
