@@ -93,7 +93,7 @@ FLOORS_TESTS ?= tests/test_floors.py tests/test_lora.py tests/test_quant.py test
   tests/test_drills.py tests/test_train.py tests/test_run.py tests/test_qlora_cpu.py tests/test_adapters.py \
   tests/test_forgetting.py tests/test_widgets.py tests/test_runtime.py tests/test_memory_models.py \
   tests/test_memory_sharding.py tests/test_simulated_gpu.py tests/test_language_world.py tests/test_probe.py \
-  tests/test_vision_world.py tests/test_text_world.py tests/test_ddp.py
+  tests/test_vision_world.py tests/test_text_world.py tests/test_ddp.py tests/test_widgets_raise.py
 
 $(FLOORS_STAMP): requirements.txt pyproject.toml scripts/floors.py
 	@rm -rf $(FLOORS_VENV) && $(PYTHON) -m venv $(FLOORS_VENV)

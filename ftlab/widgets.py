@@ -199,7 +199,7 @@ def beta_explorer_data(beta: float, ref_probs: Sequence[float], rewards: Sequenc
 
 
 def beta_explorer(ref_probs: Sequence[float], rewards: Sequence[float], answers: Sequence[str],
-                  beta: float = 0.5, measured: dict | None = None):
+                  beta: float = 0.1, measured: dict | None = None):
     """A log slider for beta over :func:`beta_explorer_data` on the lesson's toy (lesson 06).
     ``measured`` maps a beta to the KL a real DPO run reached, printed under the table. Returns the widget."""
     import ipywidgets as widgets

@@ -114,3 +114,18 @@ def test_the_error_is_shown_in_the_explorers_output_before_it_is_raised(monkeypa
     with pytest.raises(Broken):
         explorer.kwargs_widgets[0].index = 0
     assert len(shown) == 1 and isinstance(shown[0], Broken)
+
+
+def test_the_beta_explorers_default_is_a_value_its_slider_can_show():
+    """A FloatLogSlider's browser view snaps to base**(min + k*step): a default off that grid is
+    silently changed (and the callback rerun) the moment the explorer renders."""
+    import math
+
+    import ipywidgets
+
+    explorer = widgets.beta_explorer(**{k: v for k, v in BUILD["beta_explorer"].items() if k != "beta"})  # default
+    sliders = [c for c in explorer.children if isinstance(c, ipywidgets.FloatLogSlider)]
+    assert sliders, "beta_explorer should have a log slider"
+    for s in sliders:
+        k = (math.log(s.value, s.base) - s.min) / s.step
+        assert abs(k - round(k)) < 1e-9, f"{s.description} starts at {s.value}, off its slider's grid"
