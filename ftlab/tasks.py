@@ -67,7 +67,7 @@ TASKS = {
         },
         budget={"tiny": "any CPU, 5 minutes",
                 "full": "one Colab T4 (16 GB), 60 minutes from the first cell to the checked submission"},
-        prediction="the class name (e.g. 'healthy'), or its index in features['label'].names",
+        prediction="the class name, or its index in features['label'].names",
     ),
     "short_answers": Task(
         name="short_answers", kind="language", metric="exact_match",
