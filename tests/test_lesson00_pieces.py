@@ -31,9 +31,7 @@ LOOP = dict(lr=1e-2, batch_size=2, grad_accum=3, warmup_steps=1, max_grad_norm=0
 VOCAB, LENGTH, STEPS = 40, 12, 3
 
 
-@pytest.fixture(autouse=True)
-def _not_strict(monkeypatch):
-    monkeypatch.delenv("FTLAB_DRILLS", raising=False)
+pytestmark = pytest.mark.usefixtures("not_strict")  # drills report, never raise, here
 
 
 def _code_cells() -> list[str]:

@@ -19,9 +19,7 @@ from ftlab.runtime import seed_everything
 LESSON = Path(__file__).resolve().parent.parent / "notebooks" / "01_linear_probe.py"
 
 
-@pytest.fixture(autouse=True)
-def _not_strict(monkeypatch):
-    monkeypatch.delenv("FTLAB_DRILLS", raising=False)
+pytestmark = pytest.mark.usefixtures("not_strict")  # drills report, never raise, here
 
 
 def _code_cells() -> list[str]:

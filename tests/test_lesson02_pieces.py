@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import jupytext
 import pytest
 import torch
 from torch import nn
@@ -16,24 +15,21 @@ from ftlab import drills
 from ftlab.drills import lesson02
 from ftlab.lora import LoRALinear, inject_lora
 from ftlab.models import count_parameters, load_causal_lm
+from lesson_cells import cell_index, code_cells
 
 LESSON = Path(__file__).resolve().parent.parent / "notebooks" / "02_lora_from_scratch.py"
 
 
-@pytest.fixture(autouse=True)
-def _not_strict(monkeypatch):
-    monkeypatch.delenv("FTLAB_DRILLS", raising=False)
+pytestmark = pytest.mark.usefixtures("not_strict")  # drills report, never raise, here
 
 
 @pytest.fixture(scope="module")
 def cells() -> list[str]:
-    return [c.source for c in jupytext.read(LESSON, fmt="py:percent").cells if c.cell_type == "code"]
+    return code_cells(LESSON.stem)
 
 
 def _index(cells, needle: str) -> int:
-    found = [i for i, source in enumerate(cells) if needle in source]
-    assert found, f"no code cell of lesson 02 contains {needle!r}"
-    return found[0]
+    return cell_index(cells, needle, "lesson 02")
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,15 @@ import torch.nn.functional as F
 from ftlab import drills
 from ftlab.adapters import BottleneckAdapter
 from ftlab.drills import lesson03
+from lesson_cells import cell_index
 
 ROOT = Path(__file__).resolve().parent.parent
+
 LESSON = ROOT / "notebooks" / "03_peft_methods.py"
 SEEDS_DOC = ROOT / "docs" / "peft_seeds.md"
 
 
-@pytest.fixture(autouse=True)
-def _not_strict(monkeypatch):
-    monkeypatch.delenv("FTLAB_DRILLS", raising=False)
+pytestmark = pytest.mark.usefixtures("not_strict")  # drills report, never raise, here
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,7 @@ def peft_seeds():
 
 
 def _index(cells, needle: str) -> int:
-    found = [i for i, source in enumerate(cells) if needle in source]
-    assert found, f"no code cell of lesson 03 contains {needle!r}"
-    return found[0]
+    return cell_index(cells, needle, "lesson 03")
 
 
 # -- where the drills sit -------------------------------------------------------------------------

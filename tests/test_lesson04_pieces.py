@@ -7,31 +7,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import jupytext
 import pytest
 import torch
 
 from ftlab import drills, quant
+from lesson_cells import cell_index, code_cells
 
 bnbf = pytest.importorskip("bitsandbytes.functional")
 
 LESSON = Path(__file__).resolve().parent.parent / "notebooks" / "04_qlora.py"
 
 
-@pytest.fixture(autouse=True)
-def _not_strict(monkeypatch):
-    monkeypatch.delenv("FTLAB_DRILLS", raising=False)
+pytestmark = pytest.mark.usefixtures("not_strict")  # drills report, never raise, here
 
 
 @pytest.fixture(scope="module")
 def cells() -> list[str]:
-    return [c.source for c in jupytext.read(LESSON, fmt="py:percent").cells if c.cell_type == "code"]
+    return code_cells(LESSON.stem)
 
 
 def _index(cells, needle: str) -> int:
-    found = [i for i, source in enumerate(cells) if needle in source]
-    assert found, f"no code cell of lesson 04 contains {needle!r}"
-    return found[0]
+    return cell_index(cells, needle, "lesson 04")
 
 
 @pytest.fixture(scope="module")

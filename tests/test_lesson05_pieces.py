@@ -20,9 +20,7 @@ from ftlab.sft import SFTCollator, common_prefix_length, tokenize_example
 LESSON = Path(__file__).resolve().parent.parent / "notebooks" / "05_sft_masked_loss.py"
 
 
-@pytest.fixture(autouse=True)
-def _not_strict(monkeypatch):
-    monkeypatch.delenv("FTLAB_DRILLS", raising=False)
+pytestmark = pytest.mark.usefixtures("not_strict")  # drills report, never raise, here
 
 
 def _cells():
