@@ -443,7 +443,7 @@ reward_margin = cfg.beta * float(margins_after.mean())  # TRL's rewards/margins 
 per_kind = dpo.accuracy_by_kind(margins_after, [test_rows[i]["kind"] for i in test_pairs.kept_rows])
 # the policy's own gap log p(chosen) - log p(rejected): the margin is that gap minus the SFT model's,
 # so it comes from numbers already computed, without scoring the pairs again
-gap_sft = sft_c - sft_r  # (N,)
+gap_sft = (sft_c - sft_r)[:len(margins_after)]  # (N,): the pairs the margins scored (a rehearsal scores fewer)
 gap_dpo = margins_after + gap_sft  # (N,)
 preference_after = float((gap_dpo > 0).float().mean())  # counted as sft_preference is
 print(f"the model's own preference for chosen: SFT {sft_preference:.0%} -> DPO {preference_after:.0%}; "

@@ -325,8 +325,11 @@ if profile() == "tiny":
 
 # %%
 end_forgot, end_drift = before["general"] - end_report["general"], end_report["text"] - before["text"]
-print(f"full FT at the matched step {matched['full FT'].reached_step}: target {results['full FT']['target']:.0%}, "
-      f"forgot {forgot['full FT']:.0%} of general recall, text {drift['full FT']:+.2f} nats/token")
+if "full FT" in results:
+    print(f"full FT at the matched step {matched['full FT'].reached_step}: target {results['full FT']['target']:.0%}, "
+          f"forgot {forgot['full FT']:.0%} of general recall, text {drift['full FT']:+.2f} nats/token")
+else:  # the table above says how close it came
+    print(f"full FT never reached {cfg.match_level:.0%}: no matched step to compare with")
 print(f"full FT after all {cfg.num_steps} steps:  target {end_report['target']:.0%}, forgot {end_forgot:.0%} "
       f"of general recall, text {end_drift:+.2f} nats/token, skill {before['skill']:.0%} -> {end_report['skill']:.0%}")
 if profile() == "tiny":
