@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata as md
-import importlib.util
 import subprocess
 import sys
 import types
@@ -21,21 +20,12 @@ import pytest
 
 import ftlab
 
+from lesson_cells import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 LESSONS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 PIN = f"ftlab[quant] @ git+{ftlab.REPO_URL}@v{ftlab.__version__}"
-
-
-def _load_script(name: str):
-    module_name = f"ftlab_scripts_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def setup_cell(ipynb: Path) -> str:
@@ -131,7 +121,7 @@ def test_pin_is_a_pep508_requirement_with_the_quant_extra():
 
 
 def test_badges_rewrites_a_stale_pin_to_repo_url_and_this_version():
-    badges = _load_script("badges")
+    badges = load_script("badges")
     stale = 'FTLAB_PIN = "ftlab[quant] @ git+https://github.com/old/ftlab@v0.2.0"'
     fixed = badges.fix_install_line(stale, "https://github.com/someone/ftlab", "0.3.0")
     assert fixed == 'FTLAB_PIN = "ftlab[quant] @ git+https://github.com/someone/ftlab@v0.3.0"'
@@ -169,7 +159,7 @@ def test_this_version_has_every_name_the_lessons_import():
 
 
 def test_colab_preinstalled_list_keeps_torch_out_and_trl_bitsandbytes_out():
-    rehearsal = _load_script("colab_rehearsal")
+    rehearsal = load_script("colab_rehearsal")
     reqs = rehearsal.preinstalled()
     names = {r.split("==")[0].lower() for r in reqs}
     assert all("==" in r for r in reqs)  # exact versions: a rehearsal of one runtime

@@ -9,9 +9,7 @@ edited copy of the guide.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import jupytext
@@ -21,24 +19,15 @@ import ftlab
 from ftlab import memory
 from ftlab.train import TrainConfig
 
+from lesson_cells import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "field_guide.md"
 NOTEBOOKS = ROOT / "notebooks"
 
 
-def _load_script(name: str):
-    module_name = f"ftlab_scripts_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-badges = _load_script("badges")
-numbers = _load_script("field_guide_numbers")
+badges = load_script("badges")
+numbers = load_script("field_guide_numbers")
 
 
 def guide_url(repo_url: str = ftlab.REPO_URL) -> str:

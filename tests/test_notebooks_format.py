@@ -8,7 +8,6 @@ they report with `make sync` (pairs, outputs) and `make badges` (badges, README 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -20,24 +19,14 @@ import pytest
 
 import ftlab
 
+from lesson_cells import load_script
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
 
-def _load_script(name: str):
-    """Import scripts/<name>.py (scripts/ is not a package) as ``ftlab_scripts_<name>``."""
-    module_name = f"ftlab_scripts_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
-
-
-badges = _load_script("badges")
-sync_notebooks = _load_script("sync_notebooks")
+badges = load_script("badges")
+sync_notebooks = load_script("sync_notebooks")
 
 SUMMARY_WITHIN_LAST = 4  # the "Summary" heading sits in one of the last cells
 TITLE_RE = re.compile(r"^# \S", re.M)
@@ -447,7 +436,7 @@ def test_lessons_toml_lists_exactly_the_notebooks_on_disk():
     twin, every notebook is listed, in number order; make lessons / rehearse run that list."""
     import tomllib
 
-    run_lessons = _load_script("run_lessons")
+    run_lessons = load_script("run_lessons")
     stems = [f"{e['number']}_{e['slug']}" for e in tomllib.loads((NOTEBOOKS / "lessons.toml").read_text())["lesson"]]
     assert [lesson.stem for lesson in badges.LESSONS] == stems
     assert stems == sorted(stems) and len(set(stems)) == len(stems)
