@@ -4,7 +4,7 @@ A course (the notebooks in ``notebooks/``) and the small package every lesson im
 Each module holds one idea; the lesson that teaches it says which.
 """
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 # The one place that names the repository. Badges, the Colab install line and the README are
 # built from it (scripts/badges.py); a fork changes this line and re-runs that script.

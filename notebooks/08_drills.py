@@ -39,7 +39,7 @@ import sys
 import tempfile
 
 if "google.colab" in sys.modules:  # only on Colab: install ftlab and bitsandbytes, keep Colab's torch
-    FTLAB_PIN = "ftlab[quant] @ git+https://github.com/ftlab-course/ftlab@v0.6.0"
+    FTLAB_PIN = "ftlab[quant] @ git+https://github.com/ftlab-course/ftlab@v0.7.0"
     # To try another build, set FTLAB_INSTALL to any pip requirement (a wheel's path, a branch).
     FTLAB_PIN = os.environ.get("FTLAB_INSTALL", FTLAB_PIN)
     keep = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)  # never touch torch

@@ -55,6 +55,8 @@ ALLOWANCE_MIN = 2.0
 PLAN = re.compile(r"^Memory plan: (?P<model>.+?) at real size, (?P<setup>.+?): GPU peak (?P<gpu>[\d.]+) GiB of "
                   r"(?P<card>.+?)'s (?P<usable>[\d.]+) GiB usable.*?; host (?P<host>[\d.]+) GiB of (?P<ram>[\d.]+) GiB"
                   r"(?:; compute (?P<tflop>[\d,]+) TFLOP, about (?P<minutes>[\d.]+) min)?")
+# A lesson that budgets its time by hand (the capstone, which uses no ftlab.budget) prints this instead.
+TIME_PLAN = re.compile(r"^Time plan: .*?about (?P<minutes>[\d.]+) min")
 
 
 def standin_env(root: Path) -> dict[str, str]:
@@ -73,17 +75,22 @@ def ensure_standins(root: Path) -> None:
     subprocess.run([sys.executable, str(ROOT / "scripts" / "build_standins.py"), "--out", str(root)], check=True)
 
 
-def memory_plans(nb) -> list[dict]:
-    """Every ``Memory plan:`` line the lesson printed, parsed."""
-    plans = []
+def printed_lines(nb, pattern: re.Pattern) -> list[dict]:
+    """Every line of the lesson's printed output that ``pattern`` matches, parsed."""
+    found = []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream":
                 for line in out.get("text", "").splitlines():
-                    m = PLAN.match(line.strip())
+                    m = pattern.match(line.strip())
                     if m:
-                        plans.append({**m.groupdict(), "line": line.strip()})
-    return plans
+                        found.append({**m.groupdict(), "line": line.strip()})
+    return found
+
+
+def memory_plans(nb) -> list[dict]:
+    """Every ``Memory plan:`` line the lesson printed, parsed."""
+    return printed_lines(nb, PLAN)
 
 
 def run_lesson(path: Path, card: str, out_dir: Path, cell_timeout: int) -> dict:
@@ -101,7 +108,8 @@ def run_lesson(path: Path, card: str, out_dir: Path, cell_timeout: int) -> dict:
 
     nbformat.write(nb, out_dir / f"{path.stem}.ipynb")
     return {"lesson": path.stem, "card": card, "amp": AMP[card], "seconds": round(seconds, 1), "ok": ok,
-            "error": error, "headline": headlines(nb), "plans": memory_plans(nb)}
+            "error": error, "headline": headlines(nb), "plans": memory_plans(nb),
+            "time_plans": printed_lines(nb, TIME_PLAN)}
 
 
 def rehearse_card(card: str, files: list[Path], out: Path, max_steps: int, cell_timeout: int) -> list[dict]:
@@ -122,8 +130,10 @@ def rehearse_card(card: str, files: list[Path], out: Path, max_steps: int, cell_
 
 
 def colab_minutes(result: dict) -> float:
-    """Estimated minutes of the lesson on Colab: its training runs' arithmetic plus the allowance."""
-    return ALLOWANCE_MIN + sum(float(p["minutes"]) for p in result["plans"] if p.get("minutes"))
+    """Estimated minutes of the lesson on Colab: its training runs' arithmetic (ftlab.budget's plans,
+    or the lesson's own "Time plan:" lines) plus the allowance."""
+    plans = [*result["plans"], *result.get("time_plans", [])]
+    return ALLOWANCE_MIN + sum(float(p["minutes"]) for p in plans if p.get("minutes"))
 
 
 def minutes_table(results: list[dict]) -> dict:

@@ -426,7 +426,7 @@ def test_lesson_table_lists_every_planned_lesson(tmp_path):
     _write_pair(tmp_path, "02_lora_from_scratch", _good_notebook("02_lora_from_scratch"))
     table = badges.lesson_table(REPO, tmp_path).splitlines()
     rows = table[2:]
-    assert [r.split("|")[1].strip() for r in rows] == [f"{i:02d}" for i in range(11)]
+    assert [r.split("|")[1].strip() for r in rows] == [f"{i:02d}" for i in range(12)]
     assert "colab.research.google.com/github/someone/ftlab/blob/main/notebooks/02_lora" in rows[2]
     assert all("coming" in r for i, r in enumerate(rows) if i != 2)
 
