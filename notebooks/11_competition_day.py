@@ -163,7 +163,7 @@ print(task_card("short_answers"))
 from ftlab.runtime import CARDS, card
 
 gpu = card() or CARDS["t4"]  # the runtime's card (a simulated one in a rehearsal); plan for a T4 on a CPU
-usable_gb = gpu.memory_bytes / 1e9 - 0.5  # the CUDA context takes about 0.5 GB
+usable_gib = gpu.memory_bytes / 2**30 - 0.5  # the CUDA context takes about 0.5 GiB
 lora_share = 0.01
 plans = {
     "images: probe (frozen, fp32)": cfg.backbone_params * 4,
@@ -172,14 +172,14 @@ plans = {
     "answers: full FT (for comparison)": cfg.lm_params * 16,
 }
 for what, nbytes in plans.items():
-    print(f"{what:48s} {nbytes / 1e9:8.3f} GB of weights and states: "
-          f"{'fits' if nbytes / 1e9 < usable_gb else 'does NOT fit'} the {gpu.name}'s {usable_gb:.1f} GB (+ activations)")
+    print(f"{what:48s} {nbytes / 2**30:8.3f} GiB of weights and states: "
+          f"{'fits' if nbytes / 2**30 < usable_gib else 'does NOT fit'} the {gpu.name}'s {usable_gib:.1f} GiB usable (+ activations)")
 tokens = (cfg.train_rows - cfg.lm_val_rows) * cfg.lm_epochs * cfg.max_length * 0.6  # ~60% of max_length on average
 flops = 4 * cfg.lm_params * tokens
 lm_minutes = flops / (gpu.train_tflops * 1e12) / 60
 print(f"Time plan: {cfg.lm} LoRA on short_answers, {tokens:,.0f} tokens x 4 x {cfg.lm_params:.2g} parameters = "
       f"{flops:.2g} FLOPs, about {lm_minutes:.1f} min at the {gpu.name}'s practical {gpu.train_tflops:g} TFLOP/s")
-assert plans["answers: LoRA on an fp16 base"] / 1e9 < usable_gb, "the plan must fit before we start"
+assert plans["answers: LoRA on an fp16 base"] / 2**30 < usable_gib, "the plan must fit before we start"
 
 # %% [markdown]
 # ## Task A · Few-shot images
@@ -221,27 +221,36 @@ _ = clock.lap("A1 data and split")
 # ### A2. The floor: a valid file in a minute
 # First make sure you can submit at all. `python -m ftlab.grade TASK --template FILE` writes every
 # test id with one constant prediction; grading it gives the floor, the score of knowing nothing.
-# Every later submission goes through the same check.
+# Every later submission goes through the same check. `ftlab.grade.main` is that command line,
+# called here without starting a new Python (in a cell, `!python -m ftlab.grade ...` does the same).
 
 # %%
-import re
+import contextlib
+import io
+
+from ftlab.grade import main as grader
 
 work = tempfile.mkdtemp(prefix="competition_day_")  # on Colab, a Google Drive folder survives a disconnect
 
 
+def run_grader(*args: str) -> str:
+    """Run `python -m ftlab.grade ARGS`; print and return what it says, raise if it refuses."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = grader([*args, "--profile", profile()])
+    print(out.getvalue().strip())
+    if status != 0:
+        raise RuntimeError(f"the grader refused: {err.getvalue().strip()}")
+    return out.getvalue()
+
+
 def grade(task: str, path: str) -> float:
-    """Score a submission with the grader's command line; its last line is the score."""
-    out = subprocess.run([sys.executable, "-m", "ftlab.grade", task, path, "--profile", profile()],
-                         capture_output=True, text=True)
-    print(out.stdout.strip() or out.stderr.strip())
-    if out.returncode != 0:
-        raise RuntimeError(f"the grader refused {path}: {out.stderr.strip() or out.stdout.strip()}")
-    return float(re.findall(r"[\d.]+", out.stdout.strip().splitlines()[-1])[-1])
+    """Score a submission file; the grader prints the score as its last line."""
+    return float(run_grader(task, path).strip().splitlines()[-1])
 
 
 floor_path = os.path.join(work, "fewshot_images_template.csv")
-print(subprocess.run([sys.executable, "-m", "ftlab.grade", "fewshot_images", "--template", floor_path,
-                      "--profile", profile()], capture_output=True, text=True, check=True).stdout.strip())
+run_grader("fewshot_images", "--template", floor_path)
 floor_images = grade("fewshot_images", floor_path)
 _ = clock.lap("A2 floor")
 
@@ -490,8 +499,7 @@ def exact(predicted, rows) -> float:
 
 
 floor_qa_path = os.path.join(work, "short_answers_template.csv")
-subprocess.run([sys.executable, "-m", "ftlab.grade", "short_answers", "--template", floor_qa_path, "--profile", profile()],
-               capture_output=True, text=True, check=True)
+run_grader("short_answers", "--template", floor_qa_path)
 floor_answers = grade("short_answers", floor_qa_path)
 
 lm_dtype = torch.float16 if trainer_precision()["fp16"] else (torch.bfloat16 if trainer_precision()["bf16"] else torch.float32)
@@ -647,13 +655,13 @@ _ = headline(f"{profile()}: fewshot_images {method_images} test accuracy {score_
 
 # %% [markdown]
 # ### Drill 11a ★★☆ · Which method fits?
-# A 7B causal LM, a Colab T4 (15 GB usable), 3,000 instruction examples, 3 hours. Which plan can
-# run at all? One letter.
+# An 8B causal LM (Llama-3-8B), a Colab T4 (15.6 GB usable), 3,000 instruction examples, 3 hours.
+# Which plan can run at all? One letter.
 #
 # - (a) Full fine-tuning in bf16 with 8-bit AdamW.
 # - (b) LoRA r=16 on a bf16 (16-bit) base.
 # - (c) QLoRA: LoRA r=16 on a 4-bit NF4 base, with gradient checkpointing.
-# - (d) None: a 7B model cannot be trained on a T4.
+# - (d) None: an 8B model cannot be trained on a T4.
 
 # %% tags=["answer"]
 from ftlab.drills import check
@@ -665,7 +673,7 @@ check("11a", answer_11a)
 
 # %% cellView="form" tags=["solution"]
 #@title Solution
-# 16-bit weights alone are 7e9 x 2 = 14 GB; NF4 is about 0.55 bytes per weight: ~3.9 GB, room left.
+# 16-bit weights alone are 8e9 x 2 = 16 GB; NF4 is about 0.55 bytes per weight (~4.4 GB) + 4.2 GB of fp32 embedding and head.
 answer_11a = "c"
 check("11a", answer_11a)
 

@@ -158,6 +158,8 @@ def summary(results: list[dict]) -> str:
             worst = max(plans, key=lambda p: float(p["gpu"]))
             gpu = f"{worst['gpu']} / {worst['usable']}" + (f" ({len(plans)} runs, max)" if len(plans) > 1 else "")
             host = f"{max(float(p['host']) for p in plans):.1f} / {worst['ram']}"
+        elif r.get("time_plans"):
+            gpu = host = "budgeted by hand in the lesson (its Time plan)"
         else:
             gpu = host = "no training run"
         status = "ok" if r["ok"] else f"**{r['error']}**"

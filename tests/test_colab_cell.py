@@ -66,7 +66,7 @@ def run_install_block(source: str, monkeypatch, env: dict[str, str] | None = Non
 
 
 def test_every_lesson_has_the_same_install_block():
-    assert len(LESSONS) == 11
+    assert len(LESSONS) == 12
     blocks = {ipynb.name: install_block(setup_cell(ipynb)) for ipynb in LESSONS}
     first = blocks[LESSONS[0].name]
     assert [name for name, block in blocks.items() if block != first] == []

@@ -110,7 +110,7 @@ def test_the_disconnect_stops_training_at_its_step_and_not_before():
     assert control.should_training_stop
 
 
-ALLOWED = {"ftlab.runtime", "ftlab.tasks", "ftlab.drills"}
+ALLOWED = {"ftlab.runtime", "ftlab.tasks", "ftlab.grade", "ftlab.drills"}
 
 
 def test_the_capstone_takes_from_ftlab_only_the_tasks_the_grader_and_the_set_up():
@@ -124,10 +124,26 @@ def test_the_capstone_takes_from_ftlab_only_the_tasks_the_grader_and_the_set_up(
     tiny_part = branch[branch.index('else:  # the micro-world'):]
     assert "from ftlab.models import load_vision_backbone" in tiny_part
     assert "resnet50(weights=ResNet50_Weights.DEFAULT)" in branch
-    assert "ftlab.grade" in source  # the grader runs as a command, as a student would run it
+    assert "from ftlab.grade import main as grader" in source  # the command line itself, not its insides
 
 
 def test_the_capstone_never_reads_the_held_test_answers():
     source = "\n".join(code_cells(STEM))
     for forbidden in ("held_answers", "full_test_with_answers", "answers/", "tasks_path", "accepted"):
         assert forbidden not in source, f"the capstone must not read the grader's answers ({forbidden!r})"
+
+
+def test_the_lessons_grade_scores_a_file_and_stops_on_one_the_grader_refuses(tmp_path, capsys):
+    import contextlib
+    import io
+
+    namespace = dict(grader=grade.main, profile=lambda: "tiny", io=io, contextlib=contextlib)
+    run_grader = lesson_function("run_grader", **namespace)
+    score = lesson_function("grade", run_grader=run_grader)
+    template = tmp_path / "floor.csv"
+    run_grader("short_answers", "--template", str(template))
+    assert score("short_answers", str(template)) == pytest.approx(grade.score("short_answers", template, "tiny"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,answer\nx,1\n")
+    with pytest.raises(RuntimeError, match="the grader refused: error: .*header"):
+        score("short_answers", str(bad))

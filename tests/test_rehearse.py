@@ -105,3 +105,24 @@ def test_standins_are_rebuilt_when_any_builder_is_newer_than_the_manifest(rehear
         finally:
             os.utime(builder, (stamp, stamp))
         assert len(calls) == 1, f"{builder.name} newer than the manifest should rebuild the stand-ins"
+
+
+def test_a_lessons_own_time_plan_counts_towards_its_minutes(rehearse):
+    """The capstone budgets its time by hand ("Time plan: ... about N min ..."), without ftlab.budget:
+    the rehearsal reads those lines too, and only those."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(...)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=(
+        "Time plan: TinyLlama/TinyLlama_v1.1 LoRA on short_answers, 1 tokens x 4 x 1.1e+09 parameters = 5e+15 "
+        "FLOPs, about 6.4 min at the Tesla T4's practical 12 TFLOP/s\n"
+        "a plan: about 99 min (not a Time plan line)\n"))]
+    nb.cells = [cell]
+    times = rehearse.printed_lines(nb, rehearse.TIME_PLAN)
+    assert [t["minutes"] for t in times] == ["6.4"]
+    assert rehearse.memory_plans(nb) == []
+    result = {"lesson": "11_day", "card": "t4", "plans": [], "time_plans": times, "seconds": 1.0, "ok": True,
+              "amp": "fp16", "error": ""}
+    assert rehearse.colab_minutes(result) == pytest.approx(rehearse.ALLOWANCE_MIN + 6.4)
+    assert rehearse.minutes_table([result])["minutes"] == {"11_day": {"t4": 9}}

@@ -1,6 +1,6 @@
 """Lesson 11's drills: choosing under a budget on competition day.
 
-Which method fits a 7B model on a T4, the size of a LoRA on TinyLlama's attention, how many
+Which method fits an 8B model on a T4, the size of a LoRA on TinyLlama's attention, how many
 examples the time left allows, and which score picks the checkpoint to submit.
 """
 
@@ -14,22 +14,24 @@ TINYLLAMA_QV_R16 = 22 * (16 * (2048 + 2048) + 16 * (2048 + 256))
 EXAMPLES_IN_TIME = (50 - 15) * 60 / 1.5 * 16
 
 register(Drill(
-    "11a", "Which method fits a 7B model on a T4", LESSON, 2, "choice", "c", choice(
+    "11a", "Which method fits an 8B model on a T4", LESSON, 2, "choice", "c", choice(
         "c",
-        {"a": "Full fine-tuning keeps a gradient per weight: 7e9 x 2 bytes of bf16 weights and as much again "
-              "for gradients is 28 GB before any optimizer state. A T4 has 15.",
-         "b": "The frozen base alone in 16 bits is 7e9 x 2 = 14 GB of the T4's 15, with nothing left for "
-              "activations. Shrink the base.",
-         "d": "A 4-bit base is about 0.55 bytes per weight: ~3.9 GB for 7B. That leaves room for LoRA and "
-              "activations."},
-        "QLoRA: the NF4 base takes ~3.9 GB, the adapters and their AdamW state a few hundred MB, and gradient "
-        "checkpointing keeps the activations small. The other plans run out of memory before step 1."),
+        {"a": "Full fine-tuning keeps a gradient per weight: 8e9 x 2 bytes of bf16 weights and as much again "
+              "for gradients is 32 GB before any optimizer state. A T4 has 15.6 usable.",
+         "b": "The frozen base alone in 16 bits is 8e9 x 2 = 16 GB: more than the T4's 15.6 GB usable "
+              "before a single activation. Shrink the base.",
+         "d": "A 4-bit base is about 0.55 bytes per weight: ~4.4 GB for 8B, plus the fp32 embedding and head "
+              "(drill 07e, 4.2 GB). That leaves room for LoRA and activations."},
+        "QLoRA: the NF4 decoder takes ~4.4 GB, the fp32 embedding and head 4.2 GB, the adapters and their "
+        "AdamW state a few hundred MB, and gradient checkpointing keeps the activations small. The other "
+        "plans run out of memory before step 1."),
     wrong=("a", "b", "d"),
     options={"a": "Full fine-tuning in bf16 with 8-bit AdamW.",
              "b": "LoRA r=16 on a bf16 (16-bit) base.",
              "c": "QLoRA: LoRA r=16 on a 4-bit NF4 base, with gradient checkpointing.",
-             "d": "None: a 7B model cannot be trained on a T4."},
-    prompt="A 7B causal LM, a Colab T4 (15 GB usable), 3,000 examples, 3 hours: which plan can run at all?"))
+             "d": "None: an 8B model cannot be trained on a T4."},
+    prompt="An 8B causal LM (Llama-3-8B), a Colab T4 (15.6 GB usable), 3,000 examples, 3 hours: which plan "
+           "can run at all?"))
 
 register(Drill(
     "11b", "The size of a LoRA on TinyLlama's q and v", LESSON, 2, "numeric", TINYLLAMA_QV_R16, numeric(
