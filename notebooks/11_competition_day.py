@@ -310,8 +310,9 @@ _ = clock.lap("A3 probe")
 # %% [markdown]
 # ### A4. Partial fine-tuning, early stopping on validation accuracy
 # Unfreeze the last stage (`layer4`) and train it with the head, starting the head from the probe
-# (a head that starts random sends large, noisy gradients into the pretrained layers). The
-# `Trainer` evaluates on the validation split every epoch, keeps a checkpoint of each, stops when
+# (a head that starts random sends large, noisy gradients into the pretrained layers). The frozen
+# stages' BatchNorm layers stay in eval mode, so batches of a few images cannot overwrite their
+# pretrained statistics. The `Trainer` evaluates on the validation split every epoch, keeps a checkpoint of each, stops when
 # validation accuracy has not improved for `patience` evaluations, and reloads the best one.
 
 # %%
@@ -326,6 +327,13 @@ class Classifier(nn.Module):
     def __init__(self, backbone, head):
         super().__init__()
         self.backbone, self.head = backbone, head
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.backbone.modules():  # a frozen BatchNorm keeps its pretrained statistics:
+            if isinstance(module, nn.BatchNorm2d) and not module.weight.requires_grad:
+                module.eval()  # batches of 16 few-shot images would overwrite them
+        return self
 
     def forward(self, pixel_values, labels=None):
         logits = self.head(self.backbone(pixel_values))
@@ -502,7 +510,9 @@ floor_qa_path = os.path.join(work, "short_answers_template.csv")
 run_grader("short_answers", "--template", floor_qa_path)
 floor_answers = grade("short_answers", floor_qa_path)
 
-lm_dtype = torch.float16 if trainer_precision()["fp16"] else (torch.bfloat16 if trainer_precision()["bf16"] else torch.float32)
+from ftlab.runtime import amp_dtype
+
+lm_dtype = amp_dtype()  # the frozen base in fp16 on a T4, bf16 on an L4, fp32 on a CPU; LoRA's weights stay fp32
 base = AutoModelForCausalLM.from_pretrained(lm_source, dtype=lm_dtype).to(dev)
 zero_shot_val = exact(answer(base, val_qa), val_qa)
 print(f"the model as it comes: validation exact match {zero_shot_val:.1%} (floor on test {floor_answers:.1%})")

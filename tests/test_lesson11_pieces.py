@@ -147,3 +147,25 @@ def test_the_lessons_grade_scores_a_file_and_stops_on_one_the_grader_refuses(tmp
     bad.write_text("id,answer\nx,1\n")
     with pytest.raises(RuntimeError, match="the grader refused: error: .*header"):
         score("short_answers", str(bad))
+
+
+def test_the_classifier_keeps_frozen_batchnorm_statistics_and_trains_the_rest():
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from ftlab.models import load_vision_backbone
+
+    classifier_class = lesson_function("Classifier", nn=nn, F=F)
+    net = load_vision_backbone("tiny")
+    net.fc = nn.Identity()
+    for name, p in net.named_parameters():
+        p.requires_grad = name.startswith(("layer4",))
+    model = classifier_class(net, nn.Linear(128, 5)).train()
+    frozen_bn = [m for n, m in net.named_modules() if isinstance(m, nn.BatchNorm2d) and not n.startswith("layer4")]
+    trained_bn = [m for n, m in net.named_modules() if isinstance(m, nn.BatchNorm2d) and n.startswith("layer4")]
+    assert frozen_bn and trained_bn
+    assert not any(m.training for m in frozen_bn) and all(m.training for m in trained_bn)
+    before = net.bn1.running_mean.clone()
+    out = model(torch.randn(8, 3, 32, 32) * 3 + 1, torch.zeros(8, dtype=torch.long))
+    assert torch.equal(net.bn1.running_mean, before)  # a training batch left the frozen statistics alone
+    assert out["loss"].ndim == 0 and out["logits"].shape == (8, 5)
