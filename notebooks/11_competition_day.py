@@ -360,12 +360,13 @@ trainable = sum(p.numel() for p in model_img.parameters() if p.requires_grad)
 total = sum(p.numel() for p in model_img.parameters())
 print(f"training {trainable:,} of {total:,} parameters ({trainable / total:.0%}): {', '.join(cfg.unfreeze)} and the head")
 
-steps_per_epoch = -(-len(x_train) // cfg.ft_batch)
+img_steps_per_epoch = -(-len(x_train) // cfg.ft_batch)
+img_planned = cfg.ft_epochs * img_steps_per_epoch
 img_args = TrainingArguments(
-    output_dir=os.path.join(work, "images"), max_steps=capped(cfg.ft_epochs * steps_per_epoch),
+    output_dir=os.path.join(work, "images"), max_steps=capped(img_planned),
     per_device_train_batch_size=cfg.ft_batch, per_device_eval_batch_size=64, learning_rate=cfg.ft_lr,
-    weight_decay=0.01, lr_scheduler_type="constant", eval_strategy="steps", eval_steps=steps_per_epoch,
-    save_strategy="steps", save_steps=steps_per_epoch, save_total_limit=2, load_best_model_at_end=True,
+    weight_decay=0.01, lr_scheduler_type="constant", eval_strategy="steps", eval_steps=img_steps_per_epoch,
+    save_strategy="steps", save_steps=img_steps_per_epoch, save_total_limit=2, load_best_model_at_end=True,
     metric_for_best_model="accuracy", greater_is_better=True, logging_strategy="no", report_to=[],
     seed=cfg.seed, disable_tqdm=True, use_cpu=not torch.cuda.is_available(), **trainer_precision())
 img_trainer = Trainer(model=model_img, args=img_args, train_dataset=as_rows(x_train, y_train),
@@ -562,8 +563,8 @@ class Disconnect(TrainerCallback):
 
 qa_dir = os.path.join(work, "answers")
 shutil.rmtree(qa_dir, ignore_errors=True)  # a re-run starts a fresh day
-steps_per_epoch = -(-len(train_tok) // (cfg.lm_batch * cfg.grad_accum))
-max_steps = capped(int(cfg.lm_epochs * steps_per_epoch))
+lm_planned = int(cfg.lm_epochs * -(-len(train_tok) // (cfg.lm_batch * cfg.grad_accum)))
+max_steps = capped(lm_planned)
 every = max(1, min(cfg.every, max_steps // 4))
 disconnect_at = every * max(1, (max_steps // every) // 2)
 lm_args = TrainingArguments(
@@ -635,8 +636,9 @@ time_answers = clock.used_s
 # %% [markdown]
 # ## The day's scoreboard
 # Each task's floor (the template), the baseline that took minutes, and the submission. A
-# solution is only worth its time if it clears the floor by a margin; the assertion below holds
-# the notebook to the margins set in the config.
+# solution is only worth its time if it clears the floor by a margin: the config states one per
+# task (`margin_images`, `margin_answers`), and the cell below prints and asserts them. A run
+# shortened by a rehearsal's step cap is not held to them.
 
 # %%
 board = [
@@ -648,9 +650,16 @@ board = [
 print(f"{'task':16s} {'floor':>7s}  {'baseline':22s} {'submitted':34s} {'test':>7s} {'seconds':>8s}")
 for task, floor, baseline, method, score, seconds in board:
     print(f"{task:16s} {floor:7.1%}  {baseline:22s} {method:34s} {score:7.1%} {seconds:8.0f}")
-if profile() == "tiny":  # at full size, a rehearsal with random stand-in weights cannot score
-    assert score_images >= floor_images + cfg.margin_images, "the images submission should clear the floor by the margin"
-    assert score_answers >= floor_answers + cfg.margin_answers, "the answers submission should clear the floor by the margin"
+margins = {"fewshot_images": (score_images - floor_images, cfg.margin_images),
+           "short_answers": (score_answers - floor_answers, cfg.margin_answers)}
+for task, (gained, required) in margins.items():
+    print(f"{task}: {gained:+.1%} over the floor, the margin required {required:+.1%}")
+shortened = img_args.max_steps < img_planned or max_steps < lm_planned
+if shortened:  # a rehearsal: stand-in weights and two steps cannot score
+    print("the training runs were shortened (a rehearsal's step cap): the margins are not asserted")
+else:
+    for task, (gained, required) in margins.items():
+        assert gained >= required, f"{task}: the submission should clear the floor by {required:.0%}, not {gained:.1%}"
     assert best_val > zero_shot_val, "LoRA should beat the model as it comes on validation"
 
 # %%
