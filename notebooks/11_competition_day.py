@@ -225,12 +225,15 @@ _ = clock.lap("A1 data and split")
 # called here without starting a new Python (in a cell, `!python -m ftlab.grade ...` does the same).
 
 # %%
+import atexit
 import contextlib
 import io
+import shutil
 
 from ftlab.grade import main as grader
 
 work = tempfile.mkdtemp(prefix="competition_day_")  # on Colab, a Google Drive folder survives a disconnect
+atexit.register(shutil.rmtree, work, ignore_errors=True)  # gone when the kernel stops: download your files first
 
 
 def run_grader(*args: str) -> str:
@@ -380,6 +383,7 @@ print("validation accuracy by step:", ", ".join(f"{s}: {a:.0%}" for s, a in curv
 print(f"stopped at step {img_trainer.state.global_step} of {img_args.max_steps}; best checkpoint "
       f"{os.path.basename(img_trainer.state.best_model_checkpoint or '')}: {ft_val:.1%} (probe {probe_val:.1%})")
 assert abs(ft_val - max(a for _, a in curve)) < 1e-9, "the reloaded model should score the best evaluation"
+shutil.rmtree(img_args.output_dir)  # the best weights are in memory now; a ResNet-50 checkpoint is 100 MB of disk
 _ = clock.lap("A4 partial fine-tuning")
 
 # %% [markdown]
@@ -534,8 +538,6 @@ _ = clock.lap("B2 floor and zero-shot")
 # exactly that answer and stops, so it is the generation score without generating (B4 checks it).
 
 # %%
-import shutil
-
 from peft import LoraConfig, get_peft_model
 from transformers import DataCollatorForSeq2Seq, TrainerCallback
 
